@@ -1,0 +1,1 @@
+"""Pixels -> faces. No I/O beyond reading bundled model files; no storage; no HTTP."""

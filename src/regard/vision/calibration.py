@@ -1,0 +1,63 @@
+"""Embedding distance <-> similarity (0-100), from a table measured on real impostor/genuine pairs.
+
+The table (``calibration.json`` beside this file) is written by ``bench/calibrate.py``. Each anchor
+ties a similarity to the Euclidean distance at which the *worst-off* demographic group in the
+calibration data reaches a stated false-match rate, so that a threshold has one published meaning
+for everyone (e.g. similarity 80 => FMR <= 1e-3 in every measured group). Between anchors the
+mapping is linear in distance; it is strictly decreasing, so thresholds order like distances.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+TABLE_PATH = Path(__file__).with_name("calibration.json")
+
+
+@dataclass(frozen=True)
+class CalibrationTable:
+    """Anchors sorted by distance ascending (similarity descending)."""
+
+    distances: np.ndarray
+    similarities: np.ndarray
+    meta: dict
+
+    def __post_init__(self) -> None:
+        d, s = self.distances, self.similarities
+        if len(d) < 2 or len(d) != len(s):
+            raise ValueError("calibration table needs at least two anchors")
+        if not (np.all(np.diff(d) > 0) and np.all(np.diff(s) < 0)):
+            raise ValueError("calibration table must be strictly monotone")
+
+    def similarity(self, distance: float | np.ndarray) -> np.ndarray:
+        """0-100; distances beyond the last anchor map to its similarity (0)."""
+        return np.interp(distance, self.distances, self.similarities)
+
+    def distance(self, similarity: float) -> float:
+        """Largest distance whose similarity is still >= ``similarity`` (the match threshold)."""
+        return float(np.interp(similarity, self.similarities[::-1], self.distances[::-1]))
+
+
+def load_table(path: Path = TABLE_PATH) -> CalibrationTable:
+    data = json.loads(path.read_text())
+    anchors = sorted(data["anchors"], key=lambda a: a["distance"])
+    return CalibrationTable(
+        distances=np.array([a["distance"] for a in anchors], dtype=np.float64),
+        similarities=np.array([a["similarity"] for a in anchors], dtype=np.float64),
+        meta={k: v for k, v in data.items() if k != "anchors"},
+    )
+
+
+@lru_cache(maxsize=1)
+def default_table() -> CalibrationTable:
+    return load_table()
+
+
+def similarity(distance: float | np.ndarray) -> np.ndarray:
+    """Similarity 0-100 for Euclidean distance(s) between embeddings, by the shipped table."""
+    return default_table().similarity(distance)

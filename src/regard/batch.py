@@ -3,10 +3,16 @@
 Used by the CLI and the benchmarks. A worker never dies on a bad image: the per-image function's
 ``RegardError`` is returned as the result, so one corrupt file costs one line, not the batch.
 Results come back in input order.
+
+Workers are started by a fork server, never by a plain fork: yuface runs on OpenMP (libgomp),
+whose thread pool does not survive ``fork()`` once the parent has used it, and a forked worker
+then hangs on its first detection. Each worker runs single-threaded (OpenMP and ONNX Runtime), so
+N workers use N cores instead of N x all cores.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable, Iterator, Sequence, TypeVar
@@ -23,9 +29,9 @@ _worker_task: ImageTask | None = None
 
 def _init_worker(engine_kwargs: dict[str, Any], task: ImageTask) -> None:
     global _worker_engine, _worker_task
-    # Each process gets one core's worth of threads; the pool provides the parallelism.
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    _worker_engine = Engine(**engine_kwargs)
+    # Before any native library is loaded in this fresh process: one thread each.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    _worker_engine = Engine(**{"threads": 1, **engine_kwargs})
     _worker_task = task
 
 
@@ -65,8 +71,13 @@ def map_images(
         for item in items:
             yield _safe(task, engine, item)
         return
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     with ProcessPoolExecutor(
-        max_workers=workers, initializer=_init_worker, initargs=(engine_kwargs, task)
+        max_workers=workers,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(engine_kwargs, task),
     ) as pool:
         yield from pool.map(_run_one, items, chunksize=chunksize)
 

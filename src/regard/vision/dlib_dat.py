@@ -116,7 +116,7 @@ class DatReader:
             return None
         finally:
             self.pos = saved
-        ok = raw[:1].isalpha() and all(c == 0x5F or c == 0x3C or c == 0x3E or chr(c).isalnum() for c in raw)
+        ok = raw[:1].isalpha() and all(chr(c).isalnum() or chr(c) in "_<>" for c in raw)
         return raw.decode("ascii") if ok else None
 
     def tensor(self) -> np.ndarray:
@@ -253,7 +253,8 @@ def _read_layer(r: DatReader) -> Layer:
 def _read_input(r: DatReader) -> Layer:
     tag = r.string()
     f: dict[str, Any] = {}
-    if tag in ("input_rgb_image", "input_rgb_image_sized", "input_rgb_image_pyramid", "input_rgb_image_pyramid2"):
+    rgb_inputs = ("input_rgb_image", "input_rgb_image_sized", "input_rgb_image_pyramid", "input_rgb_image_pyramid2")
+    if tag in rgb_inputs:
         f["avg_red"], f["avg_green"], f["avg_blue"] = (np.float32(r.float()) for _ in range(3))
         if tag == "input_rgb_image_sized":
             f["nr"], f["nc"] = r.int(), r.int()

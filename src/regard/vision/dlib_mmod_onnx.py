@@ -41,7 +41,14 @@ import onnx
 from onnx import TensorProto, helper
 
 from regard.vision.dlib_dat import DlibNet, Layer, match_architecture, read_net
-from regard.vision.dlib_resnet_onnx import OPSET, OnnxGraph, cached_onnx, default_cache_dir, emit_layers, make_session
+from regard.vision.dlib_resnet_onnx import (
+    OPSET,
+    OnnxGraph,
+    cached_onnx,
+    default_cache_dir,
+    emit_layers,
+    make_session,
+)
 
 __all__ = ["MmodOnnxDetector", "build_mmod_onnx", "tiled_pyramid", "resize_bilinear"]
 
@@ -50,6 +57,7 @@ PYRAMID_N = 6  # pyramid_down<6>: each level is 5/6 the size of the previous one
 MIN_LEVEL_HEIGHT = 5
 
 Rect = tuple[int, int, int, int]  # dlib rectangle: left, top, right, bottom (inclusive)
+Box = tuple[float, float, float, float, float]  # left, top, right, bottom (exclusive), score
 
 
 def mmod_architecture() -> list[str]:
@@ -78,7 +86,8 @@ def build_mmod_onnx(dat_path: str | Path) -> bytes:
         [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", k, "h", "w"])],
         g.initializers,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="regard")
+    opset = [helper.make_opsetid("", OPSET)]
+    model = helper.make_model(graph, opset_imports=opset, producer_name="regard")
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model.SerializeToString()
@@ -88,7 +97,9 @@ def build_mmod_onnx(dat_path: str | Path) -> bytes:
 # dlib's bilinear resize_image (dlib/image_transforms/interpolation.h)
 
 
-def _scalar_weights(x0: float, scale: float, n: int, in_n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _scalar_weights(
+    x0: float, scale: float, n: int, in_n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Positions ``x0 + scale, x0 + 2*scale, ...`` accumulated in double as dlib's scalar loops do."""
     x = np.cumsum(np.concatenate([[x0 + scale], np.full(n - 1, scale)])) if n else np.zeros(0)
     left = np.floor(x).astype(np.int64)
@@ -114,7 +125,8 @@ def _simd_columns(scale: float, out_n: int, in_n: int) -> tuple[int, np.ndarray,
 
 
 def resize_bilinear(src: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """dlib ``resize_image(float image, float image)`` on each channel of a (C,h,w) float32 array."""
+    """dlib ``resize_image(float image, float image)`` on each channel of a (C,h,w) float32 array,
+    bit for bit (checked against ``dlib.resize_image`` in tests/test_mmod_port.py)."""
     c, in_h, in_w = src.shape
     out = np.empty((c, out_h, out_w), dtype=np.float32)
     if out_h == 0 or out_w == 0 or in_h == 0 or in_w == 0:
@@ -122,29 +134,34 @@ def resize_bilinear(src: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     xs = (in_w - 1) / max(out_w - 1, 1)
     ys = (in_h - 1) / max(out_h - 1, 1)
     top, bottom, tb = _scalar_weights(-ys, ys, out_h, in_h)
-    n_simd, sl, sr, slr = _simd_columns(xs, out_w, in_w)
-    # SIMD part, float32 throughout: ((tlf*tl + trf*tr) + blf*bl) + brf*br
-    tb32 = tb.astype(np.float32)[:, None]
-    itb32 = (1 - tb).astype(np.float32)[:, None]
-    ilr = (np.float32(1) - slr)[None]
-    lr = slr[None]
-    tlf, trf, blf, brf = itb32 * ilr, itb32 * lr, tb32 * ilr, tb32 * lr
+    n, sl, sr, lr = _simd_columns(xs, out_w, in_w)
+    # SIMD part, float32 throughout: ((tlf*tl + trf*tr) + blf*bl) + brf*br, with the four weights
+    # rounded products of the row and column fractions.
+    itb, tb32 = (1 - tb).astype(np.float32), tb.astype(np.float32)
+    ilr = np.float32(1) - lr
+    w_tl, w_tr = np.multiply.outer(itb, ilr), np.multiply.outer(itb, lr)
+    w_bl, w_br = np.multiply.outer(tb32, ilr), np.multiply.outer(tb32, lr)
+    tmp = np.empty((out_h, n), dtype=np.float32)
     for ch in range(c):
-        img = src[ch]
-        rt, rb = img[top], img[bottom]
-        out[ch, :, :n_simd] = ((tlf * rt[:, sl] + trf * rt[:, sr]) + blf * rb[:, sl]) + brf * rb[:, sr]
-    if n_simd < out_w:
-        # scalar tail: x restarts at -xs + c*xs (double); lr_frac is a float; outer blend in double
-        tl_, tr_, lr_t = _scalar_weights(-xs + n_simd * xs, xs, out_w - n_simd, in_w)
-        lr_t = lr_t.astype(np.float32)[None]
-        ilr_t = np.float32(1) - lr_t
+        rt, rb = src[ch][top], src[ch][bottom]
+        o = out[ch, :, :n]
+        np.take(rt, sl, axis=1, out=tmp)
+        np.multiply(w_tl, tmp, out=o)
+        for rows, idx, w in ((rt, sr, w_tr), (rb, sl, w_bl), (rb, sr, w_br)):
+            np.take(rows, idx, axis=1, out=tmp)
+            tmp *= w
+            o += tmp
+    if n < out_w:
+        # scalar tail: x restarts at -xs + n*xs (double); lr_frac is a float; outer blend in double
+        tl_, tr_, lr_t = _scalar_weights(-xs + n * xs, xs, out_w - n, in_w)
+        lr32 = lr_t.astype(np.float32)[None]
+        ilr32 = np.float32(1) - lr32
         tbd = tb[:, None]
         for ch in range(c):
-            img = src[ch]
-            rt, rb = img[top], img[bottom]
-            upper = (ilr_t * rt[:, tl_] + lr_t * rt[:, tr_]).astype(np.float64)
-            lower = (ilr_t * rb[:, tl_] + lr_t * rb[:, tr_]).astype(np.float64)
-            out[ch, :, n_simd:] = ((1 - tbd) * upper + tbd * lower).astype(np.float32)
+            rt, rb = src[ch][top], src[ch][bottom]
+            upper = (ilr32 * rt[:, tl_] + lr32 * rt[:, tr_]).astype(np.float64)
+            lower = (ilr32 * rb[:, tl_] + lr32 * rb[:, tr_]).astype(np.float64)
+            out[ch, :, n:] = ((1 - tbd) * upper + tbd * lower).astype(np.float32)
     return out
 
 
@@ -161,7 +178,8 @@ def resize_bilinear_rgb(src: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     tb32 = tb.astype(np.float32)[:, None, None]
     itb32 = (1 - tb).astype(np.float32)[:, None, None]
     ilr, lr = (np.float32(1) - slr)[None, :, None], slr[None, :, None]
-    v = ((itb32 * ilr * rt[:, sl] + itb32 * lr * rt[:, sr]) + tb32 * ilr * rb[:, sl]) + tb32 * lr * rb[:, sr]
+    v = itb32 * ilr * rt[:, sl] + itb32 * lr * rt[:, sr]
+    v = (v + tb32 * ilr * rb[:, sl]) + tb32 * lr * rb[:, sr]
     out[:, :n_simd] = v.astype(np.int32).astype(np.uint8)
     if n_simd < out_w:
         tl_, tr_, lr_t = _scalar_weights(-xs + n_simd * xs, xs, out_w - n_simd, in_w)
@@ -213,8 +231,8 @@ def _pyramid_rects(nr: int, nc: int, padding: int, outer_padding: int) -> tuple[
         h, w = sizes[i]
         right, bottom = outer_padding + w0 - 1, y - 1
         rect = (right - (w - 1), bottom - (h - 1), right, bottom)
-        if max(first[0], rect[0]) <= min(first[2], rect[2]) and max(first[1], rect[1]) <= min(first[3], rect[3]):
-            break  # would overlap the full-size image
+        if _area(_intersect(first, rect)):
+            break  # it would overlap the full-size image
         rects.append(rect)
         y -= h + padding
         i += 1
@@ -232,10 +250,14 @@ def tiled_pyramid(rgb: np.ndarray, input_layer: Layer) -> tuple[np.ndarray, list
     if not rects:
         return data[None], rects
     mean = np.array([f["avg_red"], f["avg_green"], f["avg_blue"]], dtype=np.float32)
-    l, t, r, b = rects[0]
-    data[:, t : b + 1, l : r + 1] = ((rgb.astype(np.float32) - mean) * np.float32(1 / 256)).transpose(2, 0, 1)
-    for (pl, pt, pr, pb), (l, t, r, b) in zip(rects, rects[1:]):
-        data[:, t : b + 1, l : r + 1] = resize_bilinear(data[:, pt : pb + 1, pl : pr + 1], b - t + 1, r - l + 1)
+    x0, y0, x1, y1 = rects[0]
+    for ch in range(3):  # (v - avg) / 256 as dlib computes it (float subtract, exact scaling)
+        level0 = data[ch, y0 : y1 + 1, x0 : x1 + 1]
+        np.subtract(rgb[:, :, ch], mean[ch], out=level0, dtype=np.float32)
+        level0 *= np.float32(1 / 256)
+    for (px0, py0, px1, py1), (x0, y0, x1, y1) in zip(rects, rects[1:]):
+        prev = data[:, py0 : py1 + 1, px0 : px1 + 1]
+        data[:, y0 : y1 + 1, x0 : x1 + 1] = resize_bilinear(prev, y1 - y0 + 1, x1 - x0 + 1)
     return data[None], rects
 
 
@@ -243,31 +265,37 @@ def tiled_pyramid(rgb: np.ndarray, input_layer: Layer) -> tuple[np.ndarray, list
 # loss_mmod_ decoding (dlib/dnn/loss.h)
 
 
-def _round_rect(l: float, t: float, r: float, b: float) -> Rect:
+def _round_rect(left: float, top: float, right: float, bottom: float) -> Rect:
     """drectangle -> rectangle: each side ``floor(v + 0.5)``."""
-    return (math.floor(l + 0.5), math.floor(t + 0.5), math.floor(r + 0.5), math.floor(b + 0.5))
+    return tuple(math.floor(v + 0.5) for v in (left, top, right, bottom))  # type: ignore[return-value]
 
 
 def _area(r: Rect) -> int:
     return max(0, r[2] - r[0] + 1) * max(0, r[3] - r[1] + 1)
 
 
+def _intersect(a: Rect, b: Rect) -> Rect:
+    return (max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3]))
+
+
 def _overlaps(a: Rect, b: Rect, iou_thresh: float, covered_thresh: float) -> bool:
     """dlib ``test_box_overlap``; the "union" is the bounding box of both rectangles."""
-    inner = _area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
+    inner = _area(_intersect(a, b))
     if inner == 0:
         return False
     outer = _area((min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])))
-    return inner / outer > iou_thresh or inner / _area(a) > covered_thresh or inner / _area(b) > covered_thresh
+    if inner / outer > iou_thresh:
+        return True
+    return inner / _area(a) > covered_thresh or inner / _area(b) > covered_thresh
 
 
 def _nearest_rect(rects: list[Rect], x: float, y: float) -> int:
     px, py = math.floor(x + 0.5), math.floor(y + 0.5)
     best, best_d = 0, math.inf
-    for i, (l, t, r, b) in enumerate(rects):
-        if l <= px <= r and t <= py <= b:
+    for i, (x0, y0, x1, y1) in enumerate(rects):
+        if x0 <= px <= x1 and y0 <= py <= y1:
             return i
-        d = math.hypot(min(max(px, l), r) - px, min(max(py, t), b) - py)
+        d = math.hypot(min(max(px, x0), x1) - px, min(max(py, y0), y1) - py)
         if d < best_d:
             best, best_d = i, d
     return best
@@ -306,7 +334,12 @@ class MmodOnnxDetector:
         self._options: dict[str, Any] = net.loss.fields["options"]
         if self._options.get("use_bounding_box_regression"):
             raise ValueError("MMOD networks with bounding box regression are not supported")
-        self._map = _output_to_input_map(match_architecture(net, mmod_architecture()))
+        layers = match_architecture(net, mmod_architecture())
+        self._map = _output_to_input_map(layers)
+        keys = ("nr", "nc", "stride_y", "stride_x", "padding_y", "padding_x")
+        self._convs = [
+            tuple(lay.fields[k] for k in keys) for tok, lay in reversed(layers) if tok == "con"
+        ]
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         model = cached_onnx(Path(dat_path), cache, build_mmod_onnx, "dlib_mmod", CONVERTER_VERSION)
         self.model_path = model if isinstance(model, Path) else None
@@ -316,11 +349,19 @@ class MmodOnnxDetector:
     def scores(self, rgb: np.ndarray) -> tuple[np.ndarray, list[Rect]]:
         """The raw (k, h, w) score map of the tiled pyramid of ``rgb``, and the tile rectangles."""
         tensor, rects = tiled_pyramid(rgb, self._input)
-        if not rects:
-            return np.zeros((len(self._options["detector_windows"]), 0, 0), np.float32), rects
+        if not rects or not self._fits(tensor.shape[2], tensor.shape[3]):
+            # dlib raises here (a filter larger than the padded input); no face fits anyway
+            return np.zeros((len(self._options["detector_windows"]), 0, 0), np.float32), []
         return self._session.run(["scores"], {"image": tensor})[0][0], rects
 
-    def detect(self, rgb: np.ndarray, upsample: int = 0) -> list[tuple[float, float, float, float, float]]:
+    def _fits(self, h: int, w: int) -> bool:
+        for kh, kw, sy, sx, py, px in self._convs:
+            if kh > h + 2 * py or kw > w + 2 * px:
+                return False
+            h, w = 1 + (h + 2 * py - kh) // sy, 1 + (w + 2 * px - kw) // sx
+        return True
+
+    def detect(self, rgb: np.ndarray, upsample: int = 0) -> list[Box]:
         """Faces in an (H,W,3) uint8 RGB image as ``(left, top, right, bottom, score)``, best first.
 
         Same boxes and scores as ``dlib.cnn_face_detection_model_v1(path)(rgb, upsample)``;
@@ -337,10 +378,11 @@ class MmodOnnxDetector:
         scores, rects = self.scores(np.ascontiguousarray(rgb))
         dets = self._decode(scores, rects)
         out = []
-        for (l, t, r, b), score in dets:
+        for rect, score in dets:
             for _ in range(upsample):  # pyramid_down<2>::rect_down
-                l, t, r, b = _round_rect(l / 2 - 1.25, t / 2 - 0.75, r / 2 - 1.25, b / 2 - 0.75)
-            out.append((float(l), float(t), float(r + 1), float(b + 1), score))
+                x0, y0, x1, y1 = rect
+                rect = _round_rect(x0 / 2 - 1.25, y0 / 2 - 0.75, x1 / 2 - 1.25, y1 / 2 - 0.75)
+            out.append((float(rect[0]), float(rect[1]), float(rect[2] + 1), float(rect[3] + 1), score))
         return out
 
     def _decode(self, scores: np.ndarray, rects: list[Rect]) -> list[tuple[Rect, float]]:

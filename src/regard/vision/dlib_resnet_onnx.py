@@ -30,11 +30,20 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from regard.vision.dlib_dat import DlibNet, Layer, match_architecture, read_net
 
-__all__ = ["OnnxFaceEmbedder", "build_resnet_onnx", "cached_onnx", "OnnxGraph", "emit_layers"]
+__all__ = [
+    "OnnxFaceEmbedder",
+    "OnnxGraph",
+    "build_resnet_onnx",
+    "cached_onnx",
+    "default_cache_dir",
+    "emit_layers",
+    "make_session",
+]
 
 #: Bump when the generated graph changes, so cached ``.onnx`` files are rebuilt.
 CONVERTER_VERSION = 1
@@ -96,7 +105,9 @@ class OnnxGraph:
         self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
         return name
 
-    def op(self, op_type: str, inputs: list[str], shape: tuple[int, int, int] | None = None, **attrs: object) -> str:
+    def op(
+        self, op_type: str, inputs: list[str], shape: tuple[int, int, int] | None = None, **attrs: object
+    ) -> str:
         out = self.name(op_type.lower())
         self.nodes.append(helper.make_node(op_type, inputs, [out], **attrs))
         self.shapes[out] = shape
@@ -140,7 +151,8 @@ def emit_layers(g: OnnxGraph, layers: list[tuple[str, Layer]], x: str) -> str:
             sy, sx, py, px = f["stride_y"], f["stride_x"], f["padding_y"], f["padding_x"]
             out_shape = None
             if shape is not None:
-                out_shape = (w.shape[0], _pool_out(shape[1], w.shape[2], sy, py), _pool_out(shape[2], w.shape[3], sx, px))
+                oh, ow = _pool_out(shape[1], w.shape[2], sy, py), _pool_out(shape[2], w.shape[3], sx, px)
+                out_shape = (w.shape[0], oh, ow)
             x = g.op(
                 "Conv",
                 [x, g.const(w.astype(np.float32), "w"), g.const(b.astype(np.float32), "b")],
@@ -167,7 +179,8 @@ def emit_layers(g: OnnxGraph, layers: list[tuple[str, Layer]], x: str) -> str:
                 sy, sx, py, px = f["stride_y"], f["stride_x"], f["padding_y"], f["padding_x"]
                 out_shape = None
                 if shape is not None:
-                    out_shape = (shape[0], _pool_out(shape[1], f["nr"], sy, py), _pool_out(shape[2], f["nc"], sx, px))
+                    oh, ow = _pool_out(shape[1], f["nr"], sy, py), _pool_out(shape[2], f["nc"], sx, px)
+                    out_shape = (shape[0], oh, ow)
                 x = g.op(
                     "MaxPool" if token == "max_pool" else "AveragePool",
                     [x],
@@ -220,7 +233,9 @@ def build_resnet_onnx(dat_path: str | Path) -> bytes:
     """Convert ``dlib_face_recognition_resnet_model_v1.dat`` into a serialized ONNX model."""
     net: DlibNet = read_net(dat_path)
     if not net.loss.tag.startswith("loss_metric") or net.input.tag != "input_rgb_image_sized":
-        raise ValueError(f"{dat_path} is not dlib's face recognition network ({net.loss.tag}, {net.input.tag})")
+        raise ValueError(
+            f"{dat_path} is not dlib's face recognition network ({net.loss.tag}, {net.input.tag})"
+        )
     size = (net.input.fields["nr"], net.input.fields["nc"])
     layers = match_architecture(net, resnet_architecture())
     g = OnnxGraph()
@@ -235,7 +250,8 @@ def build_resnet_onnx(dat_path: str | Path) -> bytes:
         [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["N", out_dim])],
         g.initializers,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="regard")
+    opset = [helper.make_opsetid("", OPSET)]
+    model = helper.make_model(graph, opset_imports=opset, producer_name="regard")
     model.ir_version = 8  # readable by every onnxruntime >= 1.14
     onnx.checker.check_model(model)
     return model.SerializeToString()
@@ -250,7 +266,11 @@ def _sha256(path: Path) -> str:
 
 
 def cached_onnx(
-    dat_path: Path, cache_dir: Path, build: Callable[[Path], bytes], stem: str, version: int = CONVERTER_VERSION
+    dat_path: Path,
+    cache_dir: Path,
+    build: Callable[[Path], bytes],
+    stem: str,
+    version: int = CONVERTER_VERSION,
 ) -> Path | bytes:
     """The converted model's path under ``cache_dir``, built once per ``.dat`` content (SHA-256)
     and converter version. Falls back to returning the bytes when the cache is not writable."""
@@ -258,6 +278,7 @@ def cached_onnx(
     if target.is_file():
         return target
     data = build(dat_path)
+    tmp = None
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{stem}-", suffix=".tmp")
@@ -265,13 +286,14 @@ def cached_onnx(
             fh.write(data)
         os.replace(tmp, target)  # atomic: concurrent builders each write a complete file
     except OSError:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
         return data
     return target
 
 
-def make_session(model: Path | bytes, intra_op_threads: int | None):  # -> onnxruntime.InferenceSession
-    import onnxruntime as ort
-
+def make_session(model: Path | bytes, intra_op_threads: int | None) -> ort.InferenceSession:
+    """A CPU InferenceSession (``run`` is thread-safe); ``intra_op_threads`` None = ORT default."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if intra_op_threads:
@@ -317,7 +339,9 @@ class OnnxFaceEmbedder:
         if chips.ndim == 3:
             chips = chips[None]
         if chips.dtype != np.uint8 or chips.shape[1:] != (CHIP_SIZE, CHIP_SIZE, 3):
-            raise ValueError(f"expected uint8 chips of shape (N,{CHIP_SIZE},{CHIP_SIZE},3), got {chips.dtype} {chips.shape}")
+            raise ValueError(
+                f"expected uint8 chips of shape (N,{CHIP_SIZE},{CHIP_SIZE},3), got {chips.dtype} {chips.shape}"
+            )
         if len(chips) == 0:
             return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
         chips = np.ascontiguousarray(chips)

@@ -53,10 +53,10 @@ class OnnxEmbedder:
 
     name = "onnx"
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int | None = None) -> None:
         from regard.vision.dlib_resnet_onnx import OnnxFaceEmbedder
 
-        self._impl = OnnxFaceEmbedder(model_path(RESNET_FILE))
+        self._impl = OnnxFaceEmbedder(model_path(RESNET_FILE), intra_op_threads=threads)
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
         if len(chips) == 0:
@@ -64,11 +64,11 @@ class OnnxEmbedder:
         return np.asarray(self._impl.embed(np.ascontiguousarray(chips)), dtype=np.float32)
 
 
-def create_embedder(name: str | None = None) -> Embedder:
-    """``onnx`` (default) or ``dlib``."""
+def create_embedder(name: str | None = None, threads: int | None = None) -> Embedder:
+    """``onnx`` (default) or ``dlib`` (which always uses one thread here: dlib-bin has no BLAS)."""
     name = name or "onnx"
     if name == "onnx":
-        return OnnxEmbedder()
+        return OnnxEmbedder(threads)
     if name == "dlib":
         return DlibEmbedder()
     raise InvalidParameterError(f"Unknown embedder {name!r}; choose 'onnx' or 'dlib'")

@@ -150,10 +150,10 @@ def regard_stages(engine: Engine, path: Path, acc: dict[str, float]) -> int:
     dets = sorted(engine.detector.detect(rgb), key=lambda d: d.width * d.height,
                   reverse=True)[: engine.max_faces]
     t.append(time.perf_counter())
-    shapes = [engine.aligner.landmarks(rgb, d) for d in dets]
-    chips = [engine.aligner.chip(rgb, shape) for _, shape in shapes]
+    all_marks = [engine.aligner.landmarks(rgb, d) for d in dets]
+    chips = [engine.aligner.chip(rgb, marks) for marks in all_marks]
     t.append(time.perf_counter())
-    for (marks, _), d in zip(shapes, dets):
+    for marks, d in zip(all_marks, dets):
         estimate_pose(marks.dlib5)
         measure_quality(rgb, (d.left, d.top, d.right, d.bottom))
     t.append(time.perf_counter())

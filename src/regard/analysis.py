@@ -210,11 +210,9 @@ class Engine:
         """Faces in an image (bytes, path, PIL image or RGB array), largest first, at most
         ``max_faces``. With ``embed=True`` each face also gets its 128-d ``embedding``."""
         rgb = self.load(image)
-        detections = self._detections(rgb)
         faces: list[Face] = []
-        shapes = []
-        for det in detections:
-            marks, shape = self.aligner.landmarks(rgb, det)
+        for det in self._detections(rgb):
+            marks = self.aligner.landmarks(rgb, det)
             box = (det.left, det.top, det.right, det.bottom)
             faces.append(
                 Face(
@@ -227,12 +225,18 @@ class Engine:
                     image_height=rgb.shape[0],
                 )
             )
-            shapes.append(shape)
-        if embed and faces:
-            chips = np.stack([self.aligner.chip(rgb, s) for s in shapes])
-            for face, vector in zip(faces, self.embedder.embed(chips)):
-                face.embedding = vector
+        if embed:
+            self.embed_faces(rgb, faces)
         return ImageFaces(faces, rgb.shape[1], rgb.shape[0])
+
+    def embed_faces(self, rgb: np.ndarray, faces: list[Face]) -> None:
+        """Fill in ``embedding`` for the given faces of ``rgb`` (the upright pixels they were
+        detected in), in one batch. Lets callers embed only the faces they keep."""
+        if not faces:
+            return
+        chips = np.stack([self.aligner.chip(rgb, f.landmarks) for f in faces])
+        for face, vector in zip(faces, self.embedder.embed(chips)):
+            face.embedding = vector
 
     def embed(self, image: ImageInput) -> list[Face]:
         """Faces with 128-d float32 embeddings (Euclidean distance < ~0.4 means the same person

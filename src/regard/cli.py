@@ -195,5 +195,456 @@ def _print_faces_table(path: Path, body: dict[str, Any]) -> None:
     out.print(table)
 
 
+# ==============================================================================================
+# Collections: `regard collections|index|search|faces|users`. Each command calls one
+# RegardService operation (or a paginated series of them) and, with --json, prints its Rekognition
+# response body (pages of a listing merged into one body, as the AWS CLI does). The service and
+# store are imported lazily so that `regard detect` does not pay for SQLAlchemy and FAISS.
+# ==============================================================================================
+collections_app = typer.Typer(help="Create, list, describe and delete collections.",
+                              no_args_is_help=True)
+faces_app = typer.Typer(help="List and delete the faces of a collection.", no_args_is_help=True)
+users_app = typer.Typer(help="Users: named groups of faces, searched as one.",
+                        no_args_is_help=True)
+app.add_typer(collections_app, name="collections")
+app.add_typer(faces_app, name="faces")
+app.add_typer(users_app, name="users")
+
+JsonOpt = typer.Option(False, "--json", help="Print the Rekognition response body")
+MaxResultsOpt = typer.Option(None, "--max-results", help="One page of at most N (default: all)")
+NextTokenOpt = typer.Option(None, "--next-token", help="Continue a listing from this token")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+
+
+def _service(detector: Optional[str] = None, min_face_size: int = 0) -> Any:
+    from regard.service import RegardService
+
+    return RegardService(Engine(**_engine_kwargs(detector, min_face_size)))
+
+
+def _call(operation: str, params: dict[str, Any], service: Any = None) -> dict[str, Any]:
+    """One service call; a RegardError ends the command with its Rekognition name, exit code 1."""
+    try:
+        return (service or _service()).call(operation, params)
+    except RegardError as exc:
+        _fail(exc)
+        raise  # unreachable: _fail exits
+
+
+def _call_all(operation: str, params: dict[str, Any], items: str,
+              max_results: Optional[int], next_token: Optional[str]) -> dict[str, Any]:
+    """A listing: one page when --max-results is given, else every page merged into one body."""
+    service = _service()
+    params = {**params, **({"NextToken": next_token} if next_token else {})}
+    if max_results is not None:
+        return _call(operation, {**params, "MaxResults": max_results}, service)
+    body = _call(operation, params, service)
+    merged = dict(body)
+    while body.get("NextToken"):
+        body = _call(operation, {**params, "NextToken": body["NextToken"]}, service)
+        for key in items.split(","):
+            merged[key] = merged.get(key, []) + body.get(key, [])
+    merged.pop("NextToken", None)
+    return merged
+
+
+def _json_default(value: Any) -> Any:
+    from datetime import datetime
+
+    if isinstance(value, datetime):
+        return value.timestamp()  # AWS JSON 1.1 timestamps: epoch seconds
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def _emit(body: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(body, default=_json_default) + "\n")
+
+
+def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*["" if v is None else str(v) for v in row])
+    out.print(table)
+
+
+def _image_param(path: Path) -> dict[str, Any]:
+    try:
+        return {"Bytes": path.read_bytes()}
+    except OSError as exc:
+        err.print(f"[red]cannot read {path}[/red]: {exc.strerror}")
+        raise typer.Exit(code=1) from exc
+
+
+def _face_rows(faces: list[dict[str, Any]]) -> list[list[Any]]:
+    return [[f["FaceId"], f.get("ExternalImageId"), f.get("UserId"), f"{f['Confidence']:.1f}"]
+            for f in faces]
+
+
+# -- collections ---------------------------------------------------------------------------------
+@collections_app.command("create")
+def collections_create(
+    collection: str = typer.Argument(..., help="CollectionId ([a-zA-Z0-9_.-]+)"),
+    tags: Optional[list[str]] = typer.Option(None, "--tag", help="KEY=VALUE (repeatable)"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Create a collection (CreateCollection)."""
+    params: dict[str, Any] = {"CollectionId": collection}
+    if tags:
+        params["Tags"] = dict(t.split("=", 1) if "=" in t else (t, "") for t in tags)
+    body = _call("CreateCollection", params)
+    if as_json:
+        _emit(body)
+    else:
+        out.print(f"created {body['CollectionArn']}")
+
+
+@collections_app.command("list")
+def collections_list(max_results: Optional[int] = MaxResultsOpt,
+                     next_token: Optional[str] = NextTokenOpt, as_json: bool = JsonOpt) -> None:
+    """List collections (ListCollections)."""
+    body = _call_all("ListCollections", {}, "CollectionIds,FaceModelVersions", max_results,
+                     next_token)
+    if as_json:
+        _emit(body)
+        return
+    _table("collections", ["CollectionId", "FaceModelVersion"],
+           [list(r) for r in zip(body["CollectionIds"], body["FaceModelVersions"])])
+    if body.get("NextToken"):
+        out.print(f"next token: {body['NextToken']}")
+
+
+@collections_app.command("describe")
+def collections_describe(collection: str = typer.Argument(...), as_json: bool = JsonOpt) -> None:
+    """Face and user counts, ARN, creation time (DescribeCollection)."""
+    body = _call("DescribeCollection", {"CollectionId": collection})
+    if as_json:
+        _emit(body)
+        return
+    _table(collection, ["field", "value"], [[k, v] for k, v in body.items()])
+
+
+@collections_app.command("delete")
+def collections_delete(collection: str = typer.Argument(...), as_json: bool = JsonOpt) -> None:
+    """Delete a collection with all its faces and users (DeleteCollection)."""
+    body = _call("DeleteCollection", {"CollectionId": collection})
+    if as_json:
+        _emit(body)
+    else:
+        out.print(f"deleted {collection}")
+
+
+# -- index ---------------------------------------------------------------------------------------
+def _index_task(engine: Engine, path: str) -> Any:
+    """Runs in a worker: decode, detect and embed every face (the parent writes)."""
+    return engine.detect(path, embed=True)
+
+
+def external_image_id(name: str) -> str:
+    """A file name made acceptable as an ExternalImageId (letters, digits, ``_.-:``; <= 255)."""
+    import re
+
+    return (re.sub(r"[^a-zA-Z0-9_.\-:]", "_", name) or "_")[:255]
+
+
+def find_images(paths: list[Path]) -> list[Path]:
+    """Image files among ``paths``, folders searched recursively, in a stable order."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*")
+                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            found.append(path)
+        else:
+            err.print(f"[red]no such file or folder[/red]: {path}")
+            raise typer.Exit(code=2)
+    return list(dict.fromkeys(p.resolve() for p in found))
+
+
+def read_id_csv(path: Path) -> dict[str, str]:
+    """CSV of (image path or file name, ExternalImageId); a header row is optional. Keys are
+    resolved paths (relative ones taken from the CSV's folder) and bare file names."""
+    import csv
+
+    mapping: dict[str, str] = {}
+    with open(path, newline="") as fh:
+        rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
+    if rows and rows[0][0].strip().lower() in ("path", "file", "image", "filename"):
+        rows = rows[1:]
+    for row in rows:
+        if len(row) < 2:
+            err.print(f"[red]{path}[/red]: each row needs an image and an ExternalImageId: {row}")
+            raise typer.Exit(code=2)
+        image, ext = row[0].strip(), row[1].strip()
+        mapping[str((path.parent / image).resolve())] = ext
+        mapping.setdefault(Path(image).name, ext)
+    return mapping
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@app.command("index")
+def index_images(
+    collection: str = typer.Argument(..., help="CollectionId (must exist)"),
+    paths: list[Path] = typer.Argument(..., help="Image files or folders (searched recursively)"),
+    id_csv: Optional[Path] = typer.Option(None, "--csv",
+                                          help="CSV: image path or name, ExternalImageId"),
+    max_faces: Optional[int] = typer.Option(None, "--max-faces", help="MaxFaces per image"),
+    quality_filter: str = typer.Option("AUTO", "--quality-filter",
+                                       help="NONE | AUTO | LOW | MEDIUM | HIGH"),
+    as_json: bool = typer.Option(False, "--json",
+                                 help="One IndexFaces body per image, with an added Image member"),
+    detector: Optional[str] = DetectorOpt,
+    min_face_size: int = MinFaceOpt,
+    workers: int = typer.Option(0, "--workers", help="Processes (default: all cores)"),
+) -> None:
+    """Index the faces of images and folders into a collection (IndexFaces per image).
+
+    Resumable: images whose SHA-256 is already indexed in the collection are skipped, so
+    re-running after an interruption does only the rest. Faces are detected and embedded in
+    worker processes; this process writes, one transaction per image."""
+    service = _service(detector, min_face_size)
+    try:
+        known = service.store.catalog.image_hashes(collection)
+    except RegardError as exc:
+        _fail(exc)
+        return
+    names = read_id_csv(id_csv) if id_csv else {}
+    todo: list[tuple[Path, str]] = []
+    skipped = 0
+    for path in find_images(paths):
+        digest = _sha256(path)
+        if digest in known:
+            skipped += 1
+            continue
+        known.add(digest)
+        todo.append((path, digest))
+    n_workers = workers or min(default_workers(), max(1, len(todo)))
+    results = map_images(_index_task, [str(p) for p, _ in todo], workers=n_workers,
+                         engine_kwargs=_engine_kwargs(detector, min_face_size))
+    indexed = unindexed = failed = 0
+    with _progress(len(todo)) as progress:
+        task = progress.add_task("indexing", total=len(todo))
+        for (path, digest), detected in zip(todo, results):
+            progress.advance(task)
+            if not isinstance(detected, RegardError):
+                params: dict[str, Any] = {
+                    "CollectionId": collection, "QualityFilter": quality_filter,
+                    "ExternalImageId": names.get(str(path), names.get(path.name))
+                    or external_image_id(path.name)}
+                if max_faces is not None:
+                    params["MaxFaces"] = max_faces
+                try:
+                    body = service.index_detected_faces(detected, digest, **params)
+                except RegardError as exc:
+                    if exc.code == "ResourceNotFoundException":
+                        _fail(exc)  # the collection went away: stop
+                    detected = exc
+            if isinstance(detected, RegardError):
+                failed += 1
+                _print_error(path, detected, as_json)
+                continue
+            indexed += len(body["FaceRecords"])
+            unindexed += len(body["UnindexedFaces"])
+            if as_json:
+                _emit({"Image": str(path), **body})
+    err.print(f"{len(todo) - failed} image(s) indexed: {indexed} face(s) added, {unindexed} not "
+              f"indexed; {skipped} already indexed; {failed} failed")
+    if indexed and service.store.catalog.get_collection(collection).face_count >= \
+            service.store.indexes.options.checkpoint_min:
+        service.store.indexes.checkpoint(collection)  # the next search starts warm
+    if failed:
+        raise typer.Exit(code=1)
+
+
+# -- search --------------------------------------------------------------------------------------
+@app.command("search")
+def search(
+    collection: str = typer.Argument(...),
+    image: Optional[Path] = typer.Argument(None, help="Search with the largest face of IMAGE"),
+    face_id: Optional[str] = typer.Option(None, "--face-id",
+                                          help="Search with an indexed face instead"),
+    threshold: float = typer.Option(DEFAULT_SIMILARITY_THRESHOLD, "--threshold",
+                                    help="FaceMatchThreshold, 0-100"),
+    max_faces: int = typer.Option(100, "--max-faces", help="MaxFaces"),
+    quality_filter: str = typer.Option("NONE", "--quality-filter",
+                                       help="NONE | AUTO | LOW | MEDIUM | HIGH (image only)"),
+    as_json: bool = typer.Option(False, "--json",
+                                 help="Print the SearchFacesByImage (or SearchFaces) body"),
+    detector: Optional[str] = DetectorOpt,
+) -> None:
+    """Search a collection with an image's largest face, or with an indexed face.
+
+    SearchFacesByImage (IMAGE) or SearchFaces (--face-id); matches best first."""
+    if (image is None) == (face_id is None):
+        err.print("[red]give either IMAGE or --face-id[/red]")
+        raise typer.Exit(code=2)
+    params: dict[str, Any] = {"CollectionId": collection, "FaceMatchThreshold": threshold,
+                              "MaxFaces": max_faces}
+    if image is not None:
+        params.update(Image=_image_param(image), QualityFilter=quality_filter)
+        body = _call("SearchFacesByImage", params, _service(detector))
+    else:
+        body = _call("SearchFaces", {**params, "FaceId": face_id})
+    if as_json:
+        _emit(body)
+        return
+    rows = [[f"{m['Similarity']:.2f}", *_face_rows([m["Face"]])[0][:3]]
+            for m in body["FaceMatches"]]
+    _table(f"{collection}: {len(rows)} match(es) at >= {threshold:g}",
+           ["similarity", "FaceId", "ExternalImageId", "UserId"], rows)
+
+
+# -- faces ---------------------------------------------------------------------------------------
+@faces_app.command("list")
+def faces_list(
+    collection: str = typer.Argument(...),
+    user_id: Optional[str] = typer.Option(None, "--user-id", help="Only this user's faces"),
+    face_ids: Optional[list[str]] = typer.Option(None, "--face-id", help="Only these (repeatable)"),
+    max_results: Optional[int] = MaxResultsOpt,
+    next_token: Optional[str] = NextTokenOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """List faces (ListFaces)."""
+    params: dict[str, Any] = {"CollectionId": collection}
+    if user_id:
+        params["UserId"] = user_id
+    if face_ids:
+        params["FaceIds"] = face_ids
+    body = _call_all("ListFaces", params, "Faces", max_results, next_token)
+    if as_json:
+        _emit(body)
+        return
+    _table(f"{collection}: {len(body['Faces'])} face(s)",
+           ["FaceId", "ExternalImageId", "UserId", "confidence"], _face_rows(body["Faces"]))
+    if body.get("NextToken"):
+        out.print(f"next token: {body['NextToken']}")
+
+
+@faces_app.command("delete")
+def faces_delete(collection: str = typer.Argument(...),
+                 face_ids: list[str] = typer.Argument(..., help="FaceIds to delete"),
+                 as_json: bool = JsonOpt) -> None:
+    """Delete faces (DeleteFaces); faces associated with a user are refused."""
+    body = _call("DeleteFaces", {"CollectionId": collection, "FaceIds": face_ids})
+    if as_json:
+        _emit(body)
+        return
+    out.print(f"deleted {len(body['DeletedFaces'])} face(s)")
+    for f in body["UnsuccessfulFaceDeletions"]:
+        err.print(f"{f['FaceId']}: {', '.join(f['Reasons'])}")
+
+
+# -- users ---------------------------------------------------------------------------------------
+@users_app.command("create")
+def users_create(collection: str = typer.Argument(...), user_id: str = typer.Argument(...),
+                 as_json: bool = JsonOpt) -> None:
+    """Create a user (CreateUser)."""
+    body = _call("CreateUser", {"CollectionId": collection, "UserId": user_id})
+    if as_json:
+        _emit(body)
+    else:
+        out.print(f"created user {user_id}")
+
+
+@users_app.command("delete")
+def users_delete(collection: str = typer.Argument(...), user_id: str = typer.Argument(...),
+                 as_json: bool = JsonOpt) -> None:
+    """Delete a user; its faces stay, disassociated (DeleteUser)."""
+    body = _call("DeleteUser", {"CollectionId": collection, "UserId": user_id})
+    if as_json:
+        _emit(body)
+    else:
+        out.print(f"deleted user {user_id}")
+
+
+@users_app.command("list")
+def users_list(collection: str = typer.Argument(...), max_results: Optional[int] = MaxResultsOpt,
+               next_token: Optional[str] = NextTokenOpt, as_json: bool = JsonOpt) -> None:
+    """List users (ListUsers)."""
+    body = _call_all("ListUsers", {"CollectionId": collection}, "Users", max_results, next_token)
+    if as_json:
+        _emit(body)
+        return
+    _table(f"{collection}: {len(body['Users'])} user(s)", ["UserId", "UserStatus"],
+           [[u["UserId"], u["UserStatus"]] for u in body["Users"]])
+
+
+@users_app.command("associate")
+def users_associate(
+    collection: str = typer.Argument(...), user_id: str = typer.Argument(...),
+    face_ids: list[str] = typer.Argument(..., help="FaceIds (at most 100)"),
+    threshold: Optional[float] = typer.Option(None, "--threshold",
+                                              help="UserMatchThreshold (default 75)"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Associate faces with a user (AssociateFaces)."""
+    params: dict[str, Any] = {"CollectionId": collection, "UserId": user_id, "FaceIds": face_ids}
+    if threshold is not None:
+        params["UserMatchThreshold"] = threshold
+    body = _call("AssociateFaces", params)
+    if as_json:
+        _emit(body)
+        return
+    out.print(f"{len(body['AssociatedFaces'])} face(s) associated; user {body['UserStatus']}")
+    for f in body["UnsuccessfulFaceAssociations"]:
+        err.print(f"{f['FaceId']}: {', '.join(f['Reasons'])}")
+
+
+@users_app.command("disassociate")
+def users_disassociate(collection: str = typer.Argument(...), user_id: str = typer.Argument(...),
+                       face_ids: list[str] = typer.Argument(...), as_json: bool = JsonOpt) -> None:
+    """Disassociate faces from a user (DisassociateFaces)."""
+    body = _call("DisassociateFaces", {"CollectionId": collection, "UserId": user_id,
+                                       "FaceIds": face_ids})
+    if as_json:
+        _emit(body)
+        return
+    out.print(f"{len(body['DisassociatedFaces'])} face(s) disassociated")
+    for f in body["UnsuccessfulFaceDisassociations"]:
+        err.print(f"{f['FaceId']}: {', '.join(f['Reasons'])}")
+
+
+@users_app.command("search")
+def users_search(
+    collection: str = typer.Argument(...),
+    image: Optional[Path] = typer.Option(None, "--image", help="SearchUsersByImage"),
+    face_id: Optional[str] = typer.Option(None, "--face-id", help="SearchUsers by FaceId"),
+    user_id: Optional[str] = typer.Option(None, "--user-id", help="SearchUsers by UserId"),
+    threshold: float = typer.Option(80.0, "--threshold", help="UserMatchThreshold"),
+    max_users: int = typer.Option(100, "--max-users", help="MaxUsers"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Users matching an image's largest face, an indexed face, or another user."""
+    if sum(x is not None for x in (image, face_id, user_id)) != 1:
+        err.print("[red]give exactly one of --image, --face-id, --user-id[/red]")
+        raise typer.Exit(code=2)
+    params: dict[str, Any] = {"CollectionId": collection, "UserMatchThreshold": threshold,
+                              "MaxUsers": max_users}
+    if image is not None:
+        body = _call("SearchUsersByImage", {**params, "Image": _image_param(image)})
+    elif face_id is not None:
+        body = _call("SearchUsers", {**params, "FaceId": face_id})
+    else:
+        body = _call("SearchUsers", {**params, "UserId": user_id})
+    if as_json:
+        _emit(body)
+        return
+    _table(f"{collection}: {len(body['UserMatches'])} user(s) at >= {threshold:g}",
+           ["similarity", "UserId", "UserStatus"],
+           [[f"{m['Similarity']:.2f}", m["User"]["UserId"], m["User"]["UserStatus"]]
+            for m in body["UserMatches"]])
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

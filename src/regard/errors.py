@@ -69,3 +69,38 @@ class ModelError(RegardError):
 
     code = "InternalServerError"
     http_status = 500
+
+
+class InvalidPaginationTokenError(RegardError):
+    """A NextToken that this server did not issue (or issued for another listing)."""
+
+    code = "InvalidPaginationTokenException"
+    http_status = 400
+
+
+class ConflictError(RegardError):
+    """The request conflicts with the current state (e.g. CreateUser for an existing UserId)."""
+
+    code = "ConflictException"
+    http_status = 400
+
+
+class IdempotentParameterMismatchError(RegardError):
+    """A ClientRequestToken was reused with different parameters."""
+
+    code = "IdempotentParameterMismatchException"
+    http_status = 400
+
+
+class ServiceQuotaExceededError(RegardError):
+    """A fixed limit would be exceeded (e.g. more than 100 faces associated with one user)."""
+
+    code = "ServiceQuotaExceededException"
+    http_status = 400
+
+
+class SchemaVersionError(RegardError):
+    """The catalog was written by a newer Regard than this one: refuse rather than corrupt it."""
+
+    code = "InternalServerError"
+    http_status = 500

@@ -51,7 +51,8 @@ class Landmarks:
     """Named landmark points in pixel coordinates, plus the raw dlib 5 points used for alignment."""
 
     points: dict[str, tuple[float, float]]
-    dlib5: np.ndarray  # (5, 2) float
+    dlib5: np.ndarray  # (5, 2) float, dlib's integer points
+    rect: tuple[int, int, int, int]  # the dlib-style box the predictor ran on
 
 
 def dlib_style_box(det: Detection) -> tuple[int, int, int, int]:
@@ -80,19 +81,24 @@ class Aligner:
         self._predictor = dlib.shape_predictor(model_path("shape_predictor_5_face_landmarks.dat"))
         self._lock = threading.Lock()
 
-    def landmarks(self, rgb: np.ndarray, det: Detection) -> tuple[Landmarks, object]:
-        """Landmarks for one detection, and the dlib shape object (for ``chip``)."""
+    def landmarks(self, rgb: np.ndarray, det: Detection) -> Landmarks:
+        """Landmarks for one detection."""
         rect = self._dlib.rectangle(*dlib_style_box(det))
         with self._lock:
             shape = self._predictor(rgb, rect)
         pts = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
-        return Landmarks(points=_named_points(pts, det.keypoints), dlib5=pts), shape
+        return Landmarks(points=_named_points(pts, det.keypoints), dlib5=pts,
+                         rect=(rect.left(), rect.top(), rect.right(), rect.bottom()))
 
-    def chip(self, rgb: np.ndarray, shape: object) -> np.ndarray:
+    def chip(self, rgb: np.ndarray, marks: Landmarks) -> np.ndarray:
         """The aligned (150, 150, 3) uint8 RGB chip, exactly as dlib's face recognition expects."""
+        dlib = self._dlib
+        parts = dlib.points()
+        for x, y in marks.dlib5:
+            parts.append(dlib.point(int(x), int(y)))
+        shape = dlib.full_object_detection(dlib.rectangle(*marks.rect), parts)
         return np.asarray(
-            self._dlib.get_face_chip(rgb, shape, size=CHIP_SIZE, padding=CHIP_PADDING),
-            dtype=np.uint8,
+            dlib.get_face_chip(rgb, shape, size=CHIP_SIZE, padding=CHIP_PADDING), dtype=np.uint8
         )
 
 

@@ -1,0 +1,519 @@
+"""Rekognition's collection operations as plain Python: every door (Python, CLI, HTTP) calls these.
+
+Requests and responses are dicts with exactly the member names of botocore's Rekognition model
+(``CreateCollection`` -> ``{"CollectionArn", "StatusCode", "FaceModelVersion"}``), so a
+``RegardService`` reads like a boto3 client::
+
+    svc = RegardService()
+    svc.create_collection(CollectionId="staff")
+    svc.index_faces(CollectionId="staff", Image={"Bytes": jpeg}, ExternalImageId="alice.jpg")
+    svc.search_faces_by_image(CollectionId="staff", Image={"Bytes": probe})["FaceMatches"]
+
+Every operation goes through ``call``: the request is validated against the service model
+(``regard.spec``), then run inside ``_authorize_and_audit``, the one seam where scopes,
+collection policy and the audit ledger will be enforced. Errors are ``regard.errors`` classes
+carrying Rekognition's error names. Nothing here knows about HTTP.
+
+Similarity is the calibrated 0-100 score of ``regard.vision.calibration``: a search threshold is
+turned into the Euclidean distance at which the calibrated similarity reaches it. Users are
+matched by their best face: a user's similarity to a probe is the highest similarity of any of
+its faces, which keeps the calibration's per-pair meaning (a mean "user vector" would sit closer
+to everything and inflate scores).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import uuid
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from regard.analysis import Engine, Face, ImageFaces
+from regard.errors import InvalidPaginationTokenError, InvalidParameterError
+from regard.spec import validate_request
+from regard.store import CollectionInfo, FaceRow, Failure, Hit, NewFace, Store
+from regard.store.catalog import MAX_FACES_PER_USER
+from regard.vision import calibration
+
+# Face model version of dlib's ResNet v1 embeddings + the shipped calibration (pattern [0-9.]+).
+FACE_MODEL_VERSION = "1.0"
+
+DEFAULT_FACE_MATCH_THRESHOLD = 80.0  # Rekognition's default
+DEFAULT_USER_MATCH_THRESHOLD = 80.0  # SearchUsers / SearchUsersByImage
+DEFAULT_ASSOCIATE_THRESHOLD = 75.0  # AssociateFaces' UserMatchThreshold default
+# Not documented by AWS; Regard's choices.
+DEFAULT_MAX_RESULTS = 1000  # ListCollections, ListFaces
+DEFAULT_MAX_USERS_LIST = 500  # ListUsers
+DEFAULT_MAX_FACES = 100  # SearchFaces, SearchFacesByImage
+DEFAULT_MAX_USERS = 100  # SearchUsers, SearchUsersByImage
+
+Params = dict[str, Any]
+Handler = Callable[[Params], Params]
+
+
+class RegardService:
+    """The operations over one ``Engine`` (lazy: created on first image) and one ``Store``."""
+
+    def __init__(self, engine: Engine | None = None, store: Store | None = None, *,
+                 region: str | None = None, account_id: str | None = None) -> None:
+        self._engine = engine
+        self.store = store or Store()
+        self.region = region or os.environ.get("REGARD_REGION", "us-east-1")
+        self.account_id = account_id or os.environ.get("REGARD_ACCOUNT_ID", "000000000000")
+        self._handlers: dict[str, Handler] = {
+            "CreateCollection": self._create_collection,
+            "ListCollections": self._list_collections,
+            "DescribeCollection": self._describe_collection,
+            "DeleteCollection": self._delete_collection,
+            "IndexFaces": self._index_faces,
+            "ListFaces": self._list_faces,
+            "DeleteFaces": self._delete_faces,
+            "SearchFaces": self._search_faces,
+            "SearchFacesByImage": self._search_faces_by_image,
+            "CreateUser": self._create_user,
+            "DeleteUser": self._delete_user,
+            "ListUsers": self._list_users,
+            "AssociateFaces": self._associate_faces,
+            "DisassociateFaces": self._disassociate_faces,
+            "SearchUsers": self._search_users,
+            "SearchUsersByImage": self._search_users_by_image,
+        }
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = Engine()
+        return self._engine
+
+    @property
+    def operations(self) -> list[str]:
+        return list(self._handlers)
+
+    # -- the one entry point -------------------------------------------------------------------
+    def call(self, operation: str, params: Params | None = None) -> Params:
+        """Run ``operation`` (Rekognition's name) with a request dict; return the response dict."""
+        handler = self._handlers.get(operation)
+        if handler is None:
+            raise InvalidParameterError(f"Unsupported operation {operation}")
+        params = dict(params or {})
+        validate_request(operation, params)
+        return self._authorize_and_audit(operation, params, lambda: handler(params))
+
+    def _authorize_and_audit(self, operation: str, params: Params,
+                             run: Callable[[], Params]) -> Params:
+        """The seam for governance: check the caller's scopes and the collection's policy before
+        ``run``, append the outcome (success or error name) to the audit ledger after. A no-op
+        until the governance issue lands; every operation, from every door, passes here."""
+        return run()
+
+    # -- boto3-style methods ---------------------------------------------------------------------
+    def create_collection(self, **params: Any) -> Params:
+        return self.call("CreateCollection", params)
+
+    def list_collections(self, **params: Any) -> Params:
+        return self.call("ListCollections", params)
+
+    def describe_collection(self, **params: Any) -> Params:
+        return self.call("DescribeCollection", params)
+
+    def delete_collection(self, **params: Any) -> Params:
+        return self.call("DeleteCollection", params)
+
+    def index_faces(self, **params: Any) -> Params:
+        return self.call("IndexFaces", params)
+
+    def list_faces(self, **params: Any) -> Params:
+        return self.call("ListFaces", params)
+
+    def delete_faces(self, **params: Any) -> Params:
+        return self.call("DeleteFaces", params)
+
+    def search_faces(self, **params: Any) -> Params:
+        return self.call("SearchFaces", params)
+
+    def search_faces_by_image(self, **params: Any) -> Params:
+        return self.call("SearchFacesByImage", params)
+
+    def create_user(self, **params: Any) -> Params:
+        return self.call("CreateUser", params)
+
+    def delete_user(self, **params: Any) -> Params:
+        return self.call("DeleteUser", params)
+
+    def list_users(self, **params: Any) -> Params:
+        return self.call("ListUsers", params)
+
+    def associate_faces(self, **params: Any) -> Params:
+        return self.call("AssociateFaces", params)
+
+    def disassociate_faces(self, **params: Any) -> Params:
+        return self.call("DisassociateFaces", params)
+
+    def search_users(self, **params: Any) -> Params:
+        return self.call("SearchUsers", params)
+
+    def search_users_by_image(self, **params: Any) -> Params:
+        return self.call("SearchUsersByImage", params)
+
+    def index_detected_faces(self, detected: ImageFaces, image_sha256: str | None = None,
+                             **params: Any) -> Params:
+        """IndexFaces for faces already detected and embedded (``Engine.detect(embed=True)``),
+        e.g. by worker processes in a batch; ``params`` as IndexFaces' without ``Image``."""
+        if "Image" in params:
+            raise InvalidParameterError("index_detected_faces takes no Image")
+        validate_request("IndexFaces", params, exempt=frozenset({"Image"}))
+        return self._authorize_and_audit(
+            "IndexFaces", params, lambda: self._index(params, detected, image_sha256))
+
+    # -- collections -----------------------------------------------------------------------------
+    def _create_collection(self, p: Params) -> Params:
+        name = p["CollectionId"]
+        arn = f"arn:aws:rekognition:{self.region}:{self.account_id}:collection/{name}"
+        info = self.store.catalog.create_collection(name, arn, FACE_MODEL_VERSION, p.get("Tags"))
+        return {"StatusCode": 200, "CollectionArn": info.arn,
+                "FaceModelVersion": info.face_model_version}
+
+    def _list_collections(self, p: Params) -> Params:
+        limit = p.get("MaxResults") or DEFAULT_MAX_RESULTS
+        after = _decode_token(p.get("NextToken"), "collections")
+        if after is not None and not isinstance(after, int):
+            raise InvalidPaginationTokenError("Invalid pagination token")
+        rows = self.store.catalog.list_collections(after or 0, limit + 1)
+        page = rows[:limit]
+        body: Params = {"CollectionIds": [c.name for c in page],
+                        "FaceModelVersions": [c.face_model_version for c in page]}
+        if len(rows) > limit:
+            body["NextToken"] = _encode_token("collections", page[-1].id)
+        return body
+
+    def _describe_collection(self, p: Params) -> Params:
+        info = self.store.catalog.get_collection(p["CollectionId"])
+        return {
+            "FaceCount": int(info.face_count),
+            "UserCount": int(self.store.catalog.user_count(info.id)),
+            "FaceModelVersion": info.face_model_version,
+            "CollectionARN": info.arn,
+            "CreationTimestamp": info.created,
+        }
+
+    def _delete_collection(self, p: Params) -> Params:
+        self.store.delete_collection(p["CollectionId"])
+        return {"StatusCode": 200}
+
+    # -- faces ----------------------------------------------------------------------------------
+    def _index_faces(self, p: Params) -> Params:
+        self._collection(p["CollectionId"])  # an unknown collection fails before any decoding
+        data = _image_bytes(p)
+        rgb = self.engine.load(data)
+        detected = self.engine.detect(rgb)
+        return self._index(p, detected, hashlib.sha256(data).hexdigest(), rgb)
+
+    def _index(self, p: Params, detected: ImageFaces, image_sha256: str | None,
+               rgb: np.ndarray | None = None) -> Params:
+        """Index the faces that pass; embeds only those (when ``rgb`` is given) or expects them
+        embedded already (faces embedded by a worker process)."""
+        coll = self._collection(p["CollectionId"])
+        level = p.get("QualityFilter", "AUTO")
+        max_faces = p.get("MaxFaces")
+        passing: list[Face] = []
+        unindexed: list[tuple[Face, list[str]]] = []
+        for face in detected.faces:  # largest first
+            reasons = face.quality_reasons(level)
+            if reasons:
+                unindexed.append((face, reasons))
+            elif max_faces is not None and len(passing) >= max_faces:
+                unindexed.append((face, ["EXCEEDS_MAX_FACES"]))
+            else:
+                passing.append(face)
+        if rgb is not None:
+            self.engine.embed_faces(rgb, [f for f in passing if f.embedding is None])
+        image_id = str(uuid.uuid4())
+        external = p.get("ExternalImageId")
+        new = []
+        for face in passing:
+            if face.embedding is None:
+                raise InvalidParameterError("IndexFaces needs faces detected with embed=True")
+            box = face.bounding_box()
+            new.append(NewFace(face.embedding, (box["Left"], box["Top"], box["Width"],
+                                                box["Height"]), float(face.confidence), image_id,
+                               external, image_sha256))
+        rows = self.store.add_faces(coll.name, new) if new else []
+        return {
+            "FaceRecords": [{"Face": _face_body(row, index_version=False),
+                             "FaceDetail": face.face_detail()}
+                            for row, face in zip(rows, passing)],
+            "FaceModelVersion": coll.face_model_version,
+            "UnindexedFaces": [{"Reasons": reasons, "FaceDetail": face.face_detail()}
+                               for face, reasons in unindexed],
+        }
+
+    def _list_faces(self, p: Params) -> Params:
+        coll = self._collection(p["CollectionId"])
+        limit = p.get("MaxResults") or DEFAULT_MAX_RESULTS
+        after = _decode_token(p.get("NextToken"), "faces")
+        if after is not None and not isinstance(after, str):
+            raise InvalidPaginationTokenError("Invalid pagination token")
+        rows = self.store.catalog.list_faces(coll.id, after=after, limit=limit + 1,
+                                             user_id=p.get("UserId"), face_ids=p.get("FaceIds"))
+        page = rows[:limit]
+        body: Params = {"Faces": [_face_body(r) for r in page],
+                        "FaceModelVersion": coll.face_model_version}
+        if len(rows) > limit:
+            body["NextToken"] = _encode_token("faces", page[-1].face_id)
+        return body
+
+    def _delete_faces(self, p: Params) -> Params:
+        deleted, failures = self.store.delete_faces(p["CollectionId"], p["FaceIds"])
+        return {"DeletedFaces": deleted,
+                "UnsuccessfulFaceDeletions": [_failure(f) for f in failures]}
+
+    def _search_faces(self, p: Params) -> Params:
+        coll = self._collection(p["CollectionId"])
+        face_id = p["FaceId"]
+        vector = self._face_vector(coll, face_id)
+        matches = self._face_matches(coll, vector, p, exclude=face_id)
+        return {"SearchedFaceId": face_id, "FaceMatches": matches,
+                "FaceModelVersion": coll.face_model_version}
+
+    def _search_faces_by_image(self, p: Params) -> Params:
+        coll = self._collection(p["CollectionId"])
+        face, _ = self._probe(p)
+        matches = self._face_matches(coll, face.embedding, p)
+        return {"SearchedFaceBoundingBox": face.bounding_box(),
+                "SearchedFaceConfidence": float(face.confidence),
+                "FaceMatches": matches, "FaceModelVersion": coll.face_model_version}
+
+    def _face_matches(self, coll: CollectionInfo, vector: np.ndarray, p: Params,
+                      exclude: str | None = None) -> list[Params]:
+        threshold = p.get("FaceMatchThreshold", DEFAULT_FACE_MATCH_THRESHOLD)
+        k = p.get("MaxFaces", DEFAULT_MAX_FACES)
+        hits = self.store.search(coll.name, vector, k + (1 if exclude else 0),
+                                 max_distance=_max_distance(threshold))[0]
+        hits = [h for h in hits if h.face_id != exclude]
+        sims = _similarities([h.distance for h in hits])
+        scored = [(h, sim) for h, sim in zip(hits, sims) if sim >= threshold][:k]
+        rows = self.store.catalog.get_faces(coll.id, [h.face_id for h, _ in scored])
+        # A face deleted since the index caught up is simply not returned.
+        return [{"Similarity": sim, "Face": _face_body(rows[h.face_id])}
+                for h, sim in scored if h.face_id in rows]
+
+    # -- users ----------------------------------------------------------------------------------
+    def _create_user(self, p: Params) -> Params:
+        self.store.catalog.create_user(p["CollectionId"], p["UserId"], p.get("ClientRequestToken"))
+        return {}
+
+    def _delete_user(self, p: Params) -> Params:
+        self.store.catalog.delete_user(p["CollectionId"], p["UserId"])
+        return {}
+
+    def _list_users(self, p: Params) -> Params:
+        coll = self._collection(p["CollectionId"])
+        limit = p.get("MaxResults") or DEFAULT_MAX_USERS_LIST
+        after = _decode_token(p.get("NextToken"), "users")
+        if after is not None and not isinstance(after, str):
+            raise InvalidPaginationTokenError("Invalid pagination token")
+        rows = self.store.catalog.list_users(coll.id, after=after, limit=limit + 1)
+        page = rows[:limit]
+        body: Params = {"Users": [{"UserId": u.user_id, "UserStatus": u.status} for u in page]}
+        if len(rows) > limit:
+            body["NextToken"] = _encode_token("users", page[-1].user_id)
+        return body
+
+    def _associate_faces(self, p: Params) -> Params:
+        threshold = p.get("UserMatchThreshold", DEFAULT_ASSOCIATE_THRESHOLD)
+
+        def check(current: np.ndarray, candidate: np.ndarray) -> tuple[bool, float | None]:
+            best = _similarity(float(np.min(np.linalg.norm(current - candidate, axis=1))))
+            return best >= threshold, best
+
+        done, failures, status = self.store.catalog.associate_faces(
+            p["CollectionId"], p["UserId"], p["FaceIds"], check)
+        return {"AssociatedFaces": [{"FaceId": f} for f in done],
+                "UnsuccessfulFaceAssociations": [_failure(f) for f in failures],
+                "UserStatus": status}
+
+    def _disassociate_faces(self, p: Params) -> Params:
+        done, failures, status = self.store.catalog.disassociate_faces(
+            p["CollectionId"], p["UserId"], p["FaceIds"])
+        return {"DisassociatedFaces": [{"FaceId": f} for f in done],
+                "UnsuccessfulFaceDisassociations": [_failure(f) for f in failures],
+                "UserStatus": status}
+
+    def _search_users(self, p: Params) -> Params:
+        coll = self._collection(p["CollectionId"])
+        user_id, face_id = p.get("UserId"), p.get("FaceId")
+        if (user_id is None) == (face_id is None):
+            raise InvalidParameterError("SearchUsers needs exactly one of UserId and FaceId")
+        body: Params = {"FaceModelVersion": coll.face_model_version}
+        if face_id is not None:
+            queries = self._face_vector(coll, face_id)[None, :]
+            exclude_faces, exclude_user = {face_id}, None
+            body["SearchedFace"] = {"FaceId": face_id}
+        else:
+            self.store.catalog.get_user(coll.id, user_id)
+            own, queries = self.store.catalog.user_embeddings(coll.id, user_id)
+            exclude_faces, exclude_user = set(own), user_id
+            body["SearchedUser"] = {"UserId": user_id}
+        body["UserMatches"] = self._user_matches(coll, queries, p, exclude_faces, exclude_user)
+        return body
+
+    def _search_users_by_image(self, p: Params) -> Params:
+        coll = self._collection(p["CollectionId"])
+        face, unsearched = self._probe(p)
+        return {
+            "UserMatches": self._user_matches(coll, face.embedding[None, :], p, set(), None),
+            "FaceModelVersion": coll.face_model_version,
+            "SearchedFace": {"FaceDetail": face.face_detail()},
+            "UnsearchedFaces": [{"FaceDetails": f.face_detail(), "Reasons": reasons}
+                                for f, reasons in unsearched],
+        }
+
+    def _user_matches(self, coll: CollectionInfo, queries: np.ndarray, p: Params,
+                      exclude_faces: set[str], exclude_user: str | None) -> list[Params]:
+        """Users ranked by their best face. Searching the ``max_users * 100`` nearest associated
+        faces is enough for an exact ranking: a user has at most 100 faces, so every face nearer
+        than the N-th user's best belongs to one of the N-1 users ranked above it."""
+        if not len(queries):
+            return []
+        threshold = p.get("UserMatchThreshold", DEFAULT_USER_MATCH_THRESHOLD)
+        max_users = p.get("MaxUsers", DEFAULT_MAX_USERS)
+        k = (max_users + 1) * MAX_FACES_PER_USER + len(exclude_faces)
+        hits: list[Hit] = [h for row in self.store.search(
+            coll.name, queries, k, users=True, max_distance=_max_distance(threshold))
+            for h in row if h.face_id not in exclude_faces]
+        rows = self.store.catalog.get_faces(coll.id, [h.face_id for h in hits])
+        best: dict[str, float] = {}
+        for h, sim in zip(hits, _similarities([h.distance for h in hits])):
+            row = rows.get(h.face_id)
+            if row is None or row.user_id is None or row.user_id == exclude_user:
+                continue
+            if sim >= threshold and sim > best.get(row.user_id, -1.0):
+                best[row.user_id] = sim
+        ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:max_users]
+        users = self.store.catalog.get_users(coll.id, [u for u, _ in ranked])
+        return [{"Similarity": sim, "User": {"UserId": u, "UserStatus": users[u].status}}
+                for u, sim in ranked if u in users]
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _collection(self, name: str) -> CollectionInfo:
+        coll = self.store.catalog.get_collection(name)
+        if coll.face_model_version != FACE_MODEL_VERSION:
+            raise InvalidParameterError(
+                f"Collection {name} holds face model {coll.face_model_version} embeddings; "
+                f"this Regard computes {FACE_MODEL_VERSION}")
+        return coll
+
+    def _face_vector(self, coll: CollectionInfo, face_id: str) -> np.ndarray:
+        row = self.store.catalog.get_faces(coll.id, [face_id], embeddings=True).get(face_id)
+        if row is None or row.embedding is None:
+            raise InvalidParameterError(f"The face id {face_id} does not exist in {coll.name}")
+        return row.embedding
+
+    def _probe(self, p: Params) -> tuple[Face, list[tuple[Face, list[str]]]]:
+        """The largest face passing ``QualityFilter`` (default NONE), and the others with why
+        they were not searched."""
+        level = p.get("QualityFilter", "NONE")
+        rgb = self.engine.load(_image_bytes(p))
+        faces = self.engine.detect(rgb).faces  # largest first
+        chosen: Face | None = None
+        unsearched: list[tuple[Face, list[str]]] = []
+        for face in faces:
+            reasons = face.quality_reasons(level)
+            if reasons:
+                unsearched.append((face, reasons))
+            elif chosen is None:
+                chosen = face
+            else:
+                unsearched.append((face, ["FACE_NOT_LARGEST"]))
+        if chosen is None:
+            raise InvalidParameterError("There are no faces in the image. Should be at least 1.")
+        self.engine.embed_faces(rgb, [chosen])
+        return chosen, unsearched
+
+
+# -- module helpers -----------------------------------------------------------------------------
+def _similarity(distance: float) -> float:
+    return round(float(np.clip(calibration.similarity(distance), 0.0, 100.0)), 5)
+
+
+def _similarities(distances: Sequence[float]) -> list[float]:
+    sims = np.clip(calibration.similarity(np.asarray(distances, dtype=np.float64)), 0.0, 100.0)
+    return [round(float(x), 5) for x in np.atleast_1d(sims)]
+
+
+def _max_distance(threshold: float) -> float:
+    """The distance beyond which no face can reach ``threshold`` (a search cut-off; the
+    similarity test itself stays exact). At 0 every face qualifies."""
+    if threshold <= 0:
+        return float("inf")
+    return calibration.default_table().distance(threshold) * (1 + 1e-6) + 1e-6
+
+
+def _image_bytes(p: Params) -> bytes:
+    image = p["Image"]
+    if image.get("S3Object") is not None:
+        raise InvalidParameterError("Image.S3Object is not supported by Regard; send Image.Bytes")
+    data = image.get("Bytes")
+    if data is None:
+        raise InvalidParameterError("Image.Bytes is required")
+    return bytes(data)
+
+
+def _face_body(row: FaceRow, index_version: bool = True) -> Params:
+    """Rekognition ``Face``."""
+    left, top, width, height = row.bbox
+    body: Params = {
+        "FaceId": row.face_id,
+        "BoundingBox": {"Width": float(width), "Height": float(height), "Left": float(left),
+                        "Top": float(top)},
+        "ImageId": row.image_id,
+        "Confidence": float(row.confidence),
+    }
+    if row.external_image_id is not None:
+        body["ExternalImageId"] = row.external_image_id
+    if index_version:
+        body["IndexFacesModelVersion"] = FACE_MODEL_VERSION
+    if row.user_id is not None:
+        body["UserId"] = row.user_id
+    return body
+
+
+def _failure(f: Failure) -> Params:
+    body: Params = {"FaceId": f.face_id, "Reasons": list(f.reasons)}
+    if f.user_id is not None:
+        body["UserId"] = f.user_id
+    if f.confidence is not None:
+        body["Confidence"] = float(f.confidence)
+    return body
+
+
+def _encode_token(kind: str, after: int | str) -> str:
+    raw = json.dumps({"k": kind, "a": after}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_token(token: str | None, kind: str) -> int | str | None:
+    """The listing position a NextToken encodes; tokens of another listing are refused."""
+    if not token:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        data = json.loads(raw)
+    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        raise InvalidPaginationTokenError("Invalid pagination token") from exc
+    if not isinstance(data, dict) or data.get("k") != kind or "a" not in data:
+        raise InvalidPaginationTokenError("Invalid pagination token")
+    return data["a"]
+
+
+def face_ids(response: Params) -> list[str]:
+    """FaceIds of an IndexFaces response (a small convenience for callers and tests)."""
+    return [r["Face"]["FaceId"] for r in response.get("FaceRecords", [])]
+
+
+__all__: Sequence[str] = ["FACE_MODEL_VERSION", "RegardService", "face_ids"]

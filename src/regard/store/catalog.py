@@ -1,0 +1,646 @@
+"""The catalog: collections, faces (with their embeddings) and users, in SQL via SQLAlchemy Core.
+
+The catalog is the source of truth; vector indexes are rebuilt from it. Every write is one
+transaction that first locks its collection (SQLite: ``BEGIN IMMEDIATE`` takes the database's
+write lock; PostgreSQL: ``SELECT ... FOR UPDATE`` on the collection row), so concurrent writers
+from many threads or processes serialize per collection, a writer never upgrades a read lock
+(the classic SQLite deadlock), and the change sequence is gap-free in commit order.
+
+SQLite runs in WAL mode (readers never block the writer), with a busy timeout so that writers in
+other processes wait instead of failing, and ``synchronous=FULL`` by default so that an
+acknowledged write survives power loss, not just a killed process (``REGARD_SQLITE_SYNCHRONOUS``
+can relax it to NORMAL for bulk loads), and ``secure_delete`` so that a deleted face's embedding
+is overwritten in the file rather than left in a free page.
+
+Embeddings here are plain numpy float32 arrays; nothing in this module knows about calibration,
+engines or HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+from sqlalchemy import Connection, Engine, and_, bindparam, create_engine, delete, event, func
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+
+from regard.errors import (
+    ConflictError,
+    InvalidParameterError,
+    ResourceAlreadyExistsError,
+    ResourceNotFoundError,
+    ServiceQuotaExceededError,
+)
+from regard.store import schema as s
+from regard.store.migrations import migrate
+from regard.vision.models import regard_home
+
+EMBEDDING_DIM = 128
+MAX_FACES_PER_USER = 100  # Rekognition's limit
+DEFAULT_BUSY_TIMEOUT_MS = 60_000
+_WRITE = "regard_write"
+_SINGLE = "regard_single_statement"
+
+
+def database_url() -> str:
+    """``REGARD_DATABASE_URL``, else SQLite at ``$REGARD_HOME/regard.db``."""
+    url = os.environ.get("REGARD_DATABASE_URL")
+    if url:
+        return url
+    home = regard_home()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'regard.db'}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """SQLite drops time zones; everything Regard stores is UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+# -- rows ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CollectionInfo:
+    id: int
+    name: str
+    arn: str
+    face_model_version: str
+    created: datetime
+    tags: dict[str, str]
+    seq: int
+    face_count: int
+
+
+@dataclass(frozen=True)
+class NewFace:
+    """A face to add. ``bbox`` is Rekognition's (left, top, width, height) in image ratios."""
+
+    embedding: np.ndarray
+    bbox: tuple[float, float, float, float]
+    confidence: float
+    image_id: str
+    external_image_id: str | None = None
+    image_sha256: str | None = None
+    face_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    expires: datetime | None = None
+    consent_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class FaceRow:
+    face_id: str
+    image_id: str
+    external_image_id: str | None
+    bbox: tuple[float, float, float, float]
+    confidence: float
+    created: datetime
+    user_id: str | None
+    seq: int
+    image_sha256: str | None = None
+    expires: datetime | None = None
+    consent_ref: str | None = None
+    embedding: np.ndarray | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class UserRow:
+    user_id: str
+    status: str
+    created: datetime
+
+
+@dataclass(frozen=True)
+class Change:
+    seq: int
+    op: str
+    face_id: str
+    embedding: np.ndarray | None  # None when the face no longer exists (or op is a removal)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything an index needs, read in one consistent transaction."""
+
+    collection_id: int
+    seq: int
+    face_count: int
+    face_ids: list[str]
+    vectors: np.ndarray  # (n, d) float32
+    user_face_ids: list[str]
+    user_vectors: np.ndarray
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A face an association, disassociation or deletion could not apply to, and why."""
+
+    face_id: str
+    reasons: list[str]
+    user_id: str | None = None
+    confidence: float | None = None
+
+
+# Given the user's current embeddings (n, d) and one candidate's (d,): (accepted, confidence).
+AssociationCheck = Callable[[np.ndarray, np.ndarray], tuple[bool, float | None]]
+
+
+def to_blob(vector: np.ndarray) -> bytes:
+    v = np.asarray(vector, dtype="<f4").reshape(-1)
+    if v.shape[0] != EMBEDDING_DIM or not np.all(np.isfinite(v)):
+        raise InvalidParameterError(f"An embedding must be {EMBEDDING_DIM} finite floats")
+    return v.tobytes()
+
+
+def from_blob(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype="<f4")
+
+
+def _stack(blobs: Sequence[bytes]) -> np.ndarray:
+    if not blobs:
+        return np.empty((0, EMBEDDING_DIM), dtype=np.float32)
+    return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1).astype(np.float32)
+
+
+class Catalog:
+    """Collections, faces and users in one SQL database (see the module docstring)."""
+
+    def __init__(self, url: str | None = None, *, busy_timeout_ms: int | None = None) -> None:
+        self.url = url or database_url()
+        self.engine = self._create_engine(self.url, busy_timeout_ms)
+        self._writer = self.engine.execution_options(**{_WRITE: True})
+        # One-statement reads need no BEGIN/ROLLBACK round trips: a lone SELECT is atomic.
+        self._single = self.engine.execution_options(**{_SINGLE: True})
+        self._state_stmt = select(s.collections.c.id, s.collections.c.seq,
+                                  s.collections.c.face_count).where(
+            s.collections.c.name == bindparam("name"))
+        with self._writer.begin() as conn:
+            migrate(conn)
+            self.instance_id: str = conn.execute(
+                select(s.schema_version.c.instance_id)).scalar_one()
+
+    @staticmethod
+    def _create_engine(url: str, busy_timeout_ms: int | None) -> Engine:
+        parsed = make_url(url)
+        if parsed.get_backend_name() != "sqlite":
+            return create_engine(url, pool_pre_ping=True)
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url)
+        timeout = busy_timeout_ms or int(os.environ.get("REGARD_DB_BUSY_TIMEOUT_MS",
+                                                        DEFAULT_BUSY_TIMEOUT_MS))
+        synchronous = os.environ.get("REGARD_SQLITE_SYNCHRONOUS", "FULL").upper()
+        if synchronous not in ("FULL", "NORMAL", "EXTRA"):
+            raise InvalidParameterError("REGARD_SQLITE_SYNCHRONOUS must be FULL, NORMAL or EXTRA")
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Let SQLAlchemy's "begin" event, not pysqlite, decide how transactions start.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute(f"PRAGMA busy_timeout={int(timeout)}")
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA synchronous={synchronous}")
+            cur.execute("PRAGMA foreign_keys=ON")
+            # Deleted faces are biometric data: overwrite their pages instead of leaving them in
+            # the file's free list.
+            cur.execute("PRAGMA secure_delete=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            options = conn.get_execution_options()
+            if options.get(_SINGLE, False):
+                return  # autocommit: each statement is its own transaction
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get(_WRITE, False) else "BEGIN")
+
+        return engine
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- transactions --------------------------------------------------------------------------
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._writer.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A read transaction with one consistent snapshot (PostgreSQL: REPEATABLE READ)."""
+        with self.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
+
+    def _lock(self, conn: Connection, name: str) -> CollectionInfo:
+        row = conn.execute(
+            select(s.collections).where(s.collections.c.name == name).with_for_update()
+        ).first()
+        if row is None:
+            raise ResourceNotFoundError(f"The collection id: {name} does not exist")
+        return _collection(row)
+
+    @staticmethod
+    def _advance(conn: Connection, coll: CollectionInfo, ops: Sequence[tuple[str, str]],
+                 face_delta: int = 0) -> list[int]:
+        """Append ``(op, face_id)`` changes; return their sequence numbers."""
+        seqs = list(range(coll.seq + 1, coll.seq + 1 + len(ops)))
+        if ops:
+            conn.execute(insert(s.changes), [
+                {"collection_id": coll.id, "seq": q, "op": op, "face_id": fid}
+                for q, (op, fid) in zip(seqs, ops)
+            ])
+        conn.execute(update(s.collections).where(s.collections.c.id == coll.id).values(
+            seq=coll.seq + len(ops), face_count=s.collections.c.face_count + face_delta))
+        return seqs
+
+    # -- collections ---------------------------------------------------------------------------
+    def create_collection(self, name: str, arn: str, face_model_version: str,
+                          tags: dict[str, str] | None = None) -> CollectionInfo:
+        try:
+            with self._write() as conn:
+                exists = conn.execute(
+                    select(s.collections.c.id).where(s.collections.c.name == name)).first()
+                if exists:
+                    raise ResourceAlreadyExistsError(f"The collection id: {name} already exists")
+                conn.execute(insert(s.collections).values(
+                    name=name, arn=arn, face_model_version=face_model_version, created=utcnow(),
+                    tags=dict(tags or {}), seq=0, face_count=0))
+                return self._lock(conn, name)
+        except IntegrityError as exc:  # a concurrent create won the race (PostgreSQL)
+            raise ResourceAlreadyExistsError(f"The collection id: {name} already exists") from exc
+
+    def get_collection(self, name: str) -> CollectionInfo:
+        with self._single.connect() as conn:
+            row = conn.execute(select(s.collections).where(s.collections.c.name == name)).first()
+        if row is None:
+            raise ResourceNotFoundError(f"The collection id: {name} does not exist")
+        return _collection(row)
+
+    def list_collections(self, after_id: int = 0, limit: int = 1000) -> list[CollectionInfo]:
+        """Collections in creation order (id), after ``after_id``."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(s.collections).where(s.collections.c.id > after_id)
+                                .order_by(s.collections.c.id).limit(limit)).all()
+        return [_collection(r) for r in rows]
+
+    def delete_collection(self, name: str) -> CollectionInfo:
+        with self._write() as conn:
+            coll = self._lock(conn, name)
+            for table in (s.changes, s.faces, s.users):
+                conn.execute(delete(table).where(table.c.collection_id == coll.id))
+            conn.execute(delete(s.collections).where(s.collections.c.id == coll.id))
+            return coll
+
+    def user_count(self, collection_id: int) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(s.users)
+                                .where(s.users.c.collection_id == collection_id)).scalar_one()
+
+    # -- faces ---------------------------------------------------------------------------------
+    def add_faces(self, collection: str, new: Sequence[NewFace]) -> list[FaceRow]:
+        """Add faces in one transaction: all of them are stored, or none."""
+        now = utcnow()
+        rows = [{
+            "face_id": f.face_id, "image_id": f.image_id,
+            "external_image_id": f.external_image_id, "image_sha256": f.image_sha256,
+            "bbox_left": float(f.bbox[0]), "bbox_top": float(f.bbox[1]),
+            "bbox_width": float(f.bbox[2]), "bbox_height": float(f.bbox[3]),
+            "confidence": float(f.confidence), "embedding": to_blob(f.embedding),
+            "created": now, "expires": f.expires, "consent_ref": f.consent_ref, "user_id": None,
+        } for f in new]
+        with self._write() as conn:
+            coll = self._lock(conn, collection)
+            seqs = self._advance(conn, coll, [(s.OP_ADD, r["face_id"]) for r in rows],
+                                 face_delta=len(rows))
+            for row, q in zip(rows, seqs):
+                row["collection_id"], row["seq"] = coll.id, q
+            if rows:
+                conn.execute(insert(s.faces), rows)
+        return [_face({**r, "embedding": None}) for r in rows]
+
+    def get_faces(self, collection_id: int, face_ids: Sequence[str], *,
+                  embeddings: bool = False) -> dict[str, FaceRow]:
+        """The faces among ``face_ids`` that exist in the collection, by id."""
+        found: dict[str, FaceRow] = {}
+        if not face_ids:
+            return found
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(dict.fromkeys(face_ids)), 500):
+                rows = conn.execute(select(*_face_columns(embeddings)).where(and_(
+                    s.faces.c.collection_id == collection_id, s.faces.c.face_id.in_(chunk)))).all()
+                for r in rows:
+                    found[r.face_id] = _face(r._mapping)
+        return found
+
+    def list_faces(self, collection_id: int, *, after: str | None = None, limit: int = 1000,
+                   user_id: str | None = None, face_ids: Sequence[str] | None = None
+                   ) -> list[FaceRow]:
+        """Faces ordered by FaceId (stable pagination), optionally filtered."""
+        cond = [s.faces.c.collection_id == collection_id]
+        if after:
+            cond.append(s.faces.c.face_id > after)
+        if user_id is not None:
+            cond.append(s.faces.c.user_id == user_id)
+        if face_ids is not None:
+            cond.append(s.faces.c.face_id.in_(list(face_ids)))
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(*_face_columns(False)).where(and_(*cond))
+                                .order_by(s.faces.c.face_id).limit(limit)).all()
+        return [_face(r._mapping) for r in rows]
+
+    def delete_faces(self, collection: str, face_ids: Sequence[str]
+                     ) -> tuple[list[str], list[Failure]]:
+        """Delete faces; a face associated with a user is refused (Rekognition's rule)."""
+        wanted = list(dict.fromkeys(face_ids))
+        with self._write() as conn:
+            coll = self._lock(conn, collection)
+            existing = {r.face_id: r.user_id for r in conn.execute(
+                select(s.faces.c.face_id, s.faces.c.user_id).where(and_(
+                    s.faces.c.collection_id == coll.id, s.faces.c.face_id.in_(wanted))))}
+            failures, deleted = [], []
+            for fid in wanted:
+                if fid not in existing:
+                    failures.append(Failure(fid, ["FACE_NOT_FOUND"]))
+                elif existing[fid] is not None:
+                    failures.append(Failure(fid, ["ASSOCIATED_TO_AN_EXISTING_USER"],
+                                            user_id=existing[fid]))
+                else:
+                    deleted.append(fid)
+            self._advance(conn, coll, [(s.OP_DELETE, f) for f in deleted],
+                          face_delta=-len(deleted))
+            for chunk in _chunks(deleted, 500):
+                conn.execute(delete(s.faces).where(s.faces.c.face_id.in_(chunk)))
+        return deleted, failures
+
+    def image_hashes(self, collection: str) -> set[str]:
+        """SHA-256 of every image that has at least one face in the collection."""
+        coll = self.get_collection(collection)
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(s.faces.c.image_sha256).distinct().where(and_(
+                s.faces.c.collection_id == coll.id, s.faces.c.image_sha256.is_not(None))))
+            return {r[0] for r in rows}
+
+    # -- users ---------------------------------------------------------------------------------
+    def create_user(self, collection: str, user_id: str, token: str | None = None) -> None:
+        with self._write() as conn:
+            coll = self._lock(conn, collection)
+            row = conn.execute(select(s.users).where(and_(
+                s.users.c.collection_id == coll.id, s.users.c.user_id == user_id))).first()
+            if row is not None:
+                if token is not None and row.client_request_token == token:
+                    return  # an idempotent retry
+                raise ConflictError(f"The user id: {user_id} already exists in {collection}")
+            conn.execute(insert(s.users).values(collection_id=coll.id, user_id=user_id,
+                                                created=utcnow(), status="CREATED",
+                                                client_request_token=token))
+
+    def delete_user(self, collection: str, user_id: str) -> None:
+        """Delete a user; its faces stay in the collection, disassociated (as Rekognition does)."""
+        with self._write() as conn:
+            coll = self._lock(conn, collection)
+            self._user(conn, coll, user_id)
+            faces = [r[0] for r in conn.execute(select(s.faces.c.face_id).where(and_(
+                s.faces.c.collection_id == coll.id, s.faces.c.user_id == user_id)))]
+            self._advance(conn, coll, [(s.OP_DISASSOCIATE, f) for f in faces])
+            conn.execute(update(s.faces).where(and_(
+                s.faces.c.collection_id == coll.id, s.faces.c.user_id == user_id)
+            ).values(user_id=None))
+            conn.execute(delete(s.users).where(and_(
+                s.users.c.collection_id == coll.id, s.users.c.user_id == user_id)))
+
+    def get_user(self, collection_id: int, user_id: str) -> UserRow:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(s.users).where(and_(
+                s.users.c.collection_id == collection_id, s.users.c.user_id == user_id))).first()
+        if row is None:
+            raise ResourceNotFoundError(f"The user id: {user_id} does not exist")
+        return UserRow(row.user_id, row.status, _utc(row.created))
+
+    def get_users(self, collection_id: int, user_ids: Sequence[str]) -> dict[str, UserRow]:
+        found: dict[str, UserRow] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(dict.fromkeys(user_ids)), 500):
+                for r in conn.execute(select(s.users).where(and_(
+                        s.users.c.collection_id == collection_id, s.users.c.user_id.in_(chunk)))):
+                    found[r.user_id] = UserRow(r.user_id, r.status, _utc(r.created))
+        return found
+
+    def list_users(self, collection_id: int, *, after: str | None = None, limit: int = 500
+                   ) -> list[UserRow]:
+        cond = [s.users.c.collection_id == collection_id]
+        if after:
+            cond.append(s.users.c.user_id > after)
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(s.users).where(and_(*cond))
+                                .order_by(s.users.c.user_id).limit(limit)).all()
+        return [UserRow(r.user_id, r.status, _utc(r.created)) for r in rows]
+
+    def user_embeddings(self, collection_id: int, user_id: str) -> tuple[list[str], np.ndarray]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(s.faces.c.face_id, s.faces.c.embedding).where(and_(
+                s.faces.c.collection_id == collection_id, s.faces.c.user_id == user_id))).all()
+        return [r.face_id for r in rows], _stack([r.embedding for r in rows])
+
+    def associate_faces(self, collection: str, user_id: str, face_ids: Sequence[str],
+                        check: AssociationCheck) -> tuple[list[str], list[Failure], str]:
+        """Associate faces with a user in one transaction; ``check`` judges each candidate
+        against the faces the user already had (a user without faces accepts any face)."""
+        wanted = list(dict.fromkeys(face_ids))
+        with self._write() as conn:
+            coll = self._lock(conn, collection)
+            self._user(conn, coll, user_id)
+            current = _stack([r[0] for r in conn.execute(select(s.faces.c.embedding).where(and_(
+                s.faces.c.collection_id == coll.id, s.faces.c.user_id == user_id)))])
+            rows = {r.face_id: r for r in conn.execute(
+                select(s.faces.c.face_id, s.faces.c.user_id, s.faces.c.embedding).where(and_(
+                    s.faces.c.collection_id == coll.id, s.faces.c.face_id.in_(wanted))))}
+            done, new, failures = [], [], []
+            for fid in wanted:
+                row = rows.get(fid)
+                if row is None:
+                    failures.append(Failure(fid, ["FACE_NOT_FOUND"], user_id))
+                elif row.user_id == user_id:
+                    done.append(fid)
+                elif row.user_id is not None:
+                    failures.append(Failure(fid, ["ASSOCIATED_TO_A_DIFFERENT_USER"], user_id))
+                else:
+                    ok, confidence = (True, None) if len(current) == 0 else check(
+                        current, from_blob(row.embedding))
+                    if ok:
+                        new.append(fid)
+                    else:
+                        failures.append(Failure(fid, ["LOW_MATCH_CONFIDENCE"], user_id,
+                                                confidence))
+            if len(current) + len(new) > MAX_FACES_PER_USER:
+                raise ServiceQuotaExceededError(
+                    f"A user can have at most {MAX_FACES_PER_USER} faces; {user_id} has "
+                    f"{len(current)} and {len(new)} more were requested")
+            self._advance(conn, coll, [(s.OP_ASSOCIATE, f) for f in new])
+            for chunk in _chunks(new, 500):
+                conn.execute(update(s.faces).where(s.faces.c.face_id.in_(chunk))
+                             .values(user_id=user_id))
+            status = "ACTIVE" if len(current) + len(new) else "CREATED"
+            self._set_status(conn, coll, user_id, status)
+        return done + new, failures, status
+
+    def disassociate_faces(self, collection: str, user_id: str, face_ids: Sequence[str]
+                           ) -> tuple[list[str], list[Failure], str]:
+        wanted = list(dict.fromkeys(face_ids))
+        with self._write() as conn:
+            coll = self._lock(conn, collection)
+            self._user(conn, coll, user_id)
+            rows = {r.face_id: r.user_id for r in conn.execute(
+                select(s.faces.c.face_id, s.faces.c.user_id).where(and_(
+                    s.faces.c.collection_id == coll.id, s.faces.c.face_id.in_(wanted))))}
+            gone, failures = [], []
+            for fid in wanted:
+                if fid not in rows:
+                    failures.append(Failure(fid, ["FACE_NOT_FOUND"], user_id))
+                elif rows[fid] != user_id:
+                    failures.append(Failure(fid, ["ASSOCIATED_TO_A_DIFFERENT_USER"], user_id))
+                else:
+                    gone.append(fid)
+            self._advance(conn, coll, [(s.OP_DISASSOCIATE, f) for f in gone])
+            for chunk in _chunks(gone, 500):
+                conn.execute(update(s.faces).where(s.faces.c.face_id.in_(chunk))
+                             .values(user_id=None))
+            left = conn.execute(select(func.count()).select_from(s.faces).where(and_(
+                s.faces.c.collection_id == coll.id, s.faces.c.user_id == user_id))).scalar_one()
+            status = "ACTIVE" if left else "CREATED"
+            self._set_status(conn, coll, user_id, status)
+        return gone, failures, status
+
+    @staticmethod
+    def _user(conn: Connection, coll: CollectionInfo, user_id: str) -> None:
+        if conn.execute(select(s.users.c.user_id).where(and_(
+                s.users.c.collection_id == coll.id, s.users.c.user_id == user_id))).first() is None:
+            raise ResourceNotFoundError(f"The user id: {user_id} does not exist")
+
+    @staticmethod
+    def _set_status(conn: Connection, coll: CollectionInfo, user_id: str, status: str) -> None:
+        conn.execute(update(s.users).where(and_(
+            s.users.c.collection_id == coll.id, s.users.c.user_id == user_id)
+        ).values(status=status))
+
+    # -- what vector indexes read ----------------------------------------------------------------
+    def state(self, name: str) -> tuple[int, int, int]:
+        """(collection id, last change seq, face count): one indexed row, read before searches."""
+        with self._single.connect() as conn:
+            row = conn.execute(self._state_stmt, {"name": name}).first()
+        if row is None:
+            raise ResourceNotFoundError(f"The collection id: {name} does not exist")
+        return row.id, row.seq, row.face_count
+
+    def snapshot(self, collection_id: int) -> Snapshot:
+        """All vectors of a collection and the seq they are current at, from one snapshot."""
+        with self._read() as conn:
+            head = conn.execute(select(s.collections.c.seq, s.collections.c.face_count)
+                                .where(s.collections.c.id == collection_id)).first()
+            if head is None:
+                raise ResourceNotFoundError(f"The collection {collection_id} does not exist")
+            ids: list[str] = []
+            parts: list[np.ndarray] = []
+            user_ids: list[str] = []
+            user_parts: list[np.ndarray] = []
+            result = conn.execution_options(yield_per=20_000).execute(
+                select(s.faces.c.face_id, s.faces.c.embedding, s.faces.c.user_id)
+                .where(s.faces.c.collection_id == collection_id).order_by(s.faces.c.seq))
+            for chunk in result.partitions():  # bounded memory: one chunk of blobs at a time
+                ids += [r[0] for r in chunk]
+                parts.append(_stack([r[1] for r in chunk]))
+                users = [r for r in chunk if r[2] is not None]
+                user_ids += [r[0] for r in users]
+                user_parts.append(_stack([r[1] for r in users]))
+        empty = np.empty((0, EMBEDDING_DIM), dtype=np.float32)
+        return Snapshot(collection_id, head.seq, head.face_count, ids,
+                        np.concatenate(parts) if parts else empty, user_ids,
+                        np.concatenate(user_parts) if user_parts else empty)
+
+    def changes_since(self, collection_id: int, seq: int) -> tuple[int, int, list[Change]]:
+        """(seq, face count, changes after ``seq`` in order), from one snapshot."""
+        with self._read() as conn:
+            head = conn.execute(select(s.collections.c.seq, s.collections.c.face_count)
+                                .where(s.collections.c.id == collection_id)).first()
+            if head is None:
+                raise ResourceNotFoundError(f"The collection {collection_id} does not exist")
+            rows = conn.execute(
+                select(s.changes.c.seq, s.changes.c.op, s.changes.c.face_id, s.faces.c.embedding)
+                .select_from(s.changes.outerjoin(s.faces, s.faces.c.face_id == s.changes.c.face_id))
+                .where(and_(s.changes.c.collection_id == collection_id, s.changes.c.seq > seq))
+                .order_by(s.changes.c.seq)).all()
+        changes = [Change(r.seq, r.op, r.face_id,
+                          None if r.embedding is None else from_blob(r.embedding)) for r in rows]
+        return head.seq, head.face_count, changes
+
+    def consistency_problems(self, collection: str) -> list[str]:
+        """Invariants a crash must never break (used by tests and ``regard`` diagnostics)."""
+        problems = []
+        with self._read() as conn:
+            coll = conn.execute(select(s.collections).where(s.collections.c.name == collection)
+                                ).first()
+            if coll is None:
+                return [f"no collection {collection}"]
+            n = conn.execute(select(func.count()).select_from(s.faces)
+                             .where(s.faces.c.collection_id == coll.id)).scalar_one()
+            if n != coll.face_count:
+                problems.append(f"face_count {coll.face_count} != {n} face rows")
+            max_change = conn.execute(select(func.max(s.changes.c.seq))
+                                      .where(s.changes.c.collection_id == coll.id)).scalar()
+            if (max_change or 0) != coll.seq:
+                problems.append(f"collection seq {coll.seq} != last change {max_change}")
+            bad = conn.execute(select(func.count()).select_from(s.faces).where(and_(
+                s.faces.c.collection_id == coll.id,
+                func.length(s.faces.c.embedding) != EMBEDDING_DIM * 4))).scalar_one()
+            if bad:
+                problems.append(f"{bad} faces with a malformed embedding")
+            orphan = conn.execute(
+                select(func.count()).select_from(s.faces.outerjoin(s.changes, and_(
+                    s.changes.c.collection_id == s.faces.c.collection_id,
+                    s.changes.c.seq == s.faces.c.seq)))
+                .where(and_(s.faces.c.collection_id == coll.id, s.changes.c.seq.is_(None)))
+            ).scalar_one()
+            if orphan:
+                problems.append(f"{orphan} faces without their add change")
+        return problems
+
+
+# -- row mapping --------------------------------------------------------------------------------
+def _collection(row: Any) -> CollectionInfo:
+    return CollectionInfo(row.id, row.name, row.arn, row.face_model_version, _utc(row.created),
+                          dict(row.tags or {}), row.seq, row.face_count)
+
+
+def _face_columns(embeddings: bool) -> list[Any]:
+    cols = [c for c in s.faces.c if c.name != "embedding"]
+    return cols + [s.faces.c.embedding] if embeddings else cols
+
+
+def _face(m: Any) -> FaceRow:
+    blob = m.get("embedding")
+    return FaceRow(
+        face_id=m["face_id"], image_id=m["image_id"], external_image_id=m["external_image_id"],
+        bbox=(m["bbox_left"], m["bbox_top"], m["bbox_width"], m["bbox_height"]),
+        confidence=m["confidence"], created=_utc(m["created"]), user_id=m["user_id"],
+        seq=m["seq"], image_sha256=m["image_sha256"], expires=_utc(m["expires"]),
+        consent_ref=m["consent_ref"], embedding=None if blob is None else from_blob(blob),
+    )
+
+
+def _chunks(items: list[str], n: int) -> Iterator[list[str]]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]

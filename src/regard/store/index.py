@@ -1,0 +1,427 @@
+"""In-memory vector indexes (FAISS), one per collection, derived from the catalog and never trusted
+over it.
+
+A ``VectorIndex`` holds vectors under FAISS positions 0..n-1 and maps positions to FaceIds. Small
+indexes are exact (``IndexFlatL2``); at ``hnsw_threshold`` live vectors an index becomes
+``IndexHNSWFlat`` (graph search, sub-millisecond at a million faces where exact search costs tens
+of milliseconds). Neither removes vectors cheaply (HNSW cannot at all), so a deletion clears the
+position's bit in a live bitmap that FAISS filters during search (``IDSelectorBitmap``: results
+are the exact top-k among live vectors, not a top-k that was thinned afterwards), and the index is
+rebuilt without the dead positions once they exceed ``compact_fraction``.
+
+A ``CollectionIndex`` keeps two such indexes for a collection (all faces; faces associated with a
+user, for SearchUsers) and the change sequence number they are current at. Before every search it
+reads the collection's (id, seq, face_count) row, one indexed lookup, and applies the catalog's
+changes after its seq, so writes made by other processes are visible to the next search. Its face
+count must then equal the catalog's; if it ever does not, or the collection was recreated under
+the same name, it reloads from the catalog.
+
+Searches run FAISS with one OpenMP thread: a single query split across threads waits on thread
+barriers, which measured 0.38 ms (1 thread) against 9.7 ms (2 threads) for 10k faces on this
+2-core machine under load. Builds use every core. OpenMP's thread count is per calling thread,
+so setting it around each call does not disturb other threads (or the engine's detectors).
+
+Large indexes are slow to build (HNSW at a million faces: minutes on two cores), so a loaded index
+can be checkpointed to ``$REGARD_HOME/index`` and restored at the next start, then caught up by
+the change sequence like any other; a checkpoint is keyed by the catalog's instance id and the
+collection id, and one that does not match, or does not agree with the catalog after catching up,
+is ignored. Deleting faces or a collection through ``Store`` removes the checkpoint, so erased
+embeddings do not linger on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import faiss
+import numpy as np
+
+from regard.store import schema as s
+from regard.store.catalog import EMBEDDING_DIM, Catalog, Change, Snapshot
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+
+
+@contextmanager
+def omp_threads(n: int) -> Iterator[None]:
+    """Run FAISS with ``n`` OpenMP threads in this thread, restoring the previous count after."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(max(1, n))
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def build_threads() -> int:
+    return int(os.environ.get("REGARD_INDEX_BUILD_THREADS", os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    """Defaults measured by ``bench/collections.py`` (recall@1 vs exact, latency) on this CPU."""
+
+    hnsw_threshold: int = 50_000
+    hnsw_m: int = 32
+    ef_construction: int = 80
+    ef_search: int = 128
+    compact_fraction: float = 0.1
+    checkpoint_min: int = 20_000  # checkpoint after a full load of at least this many faces
+
+    @classmethod
+    def from_env(cls) -> "IndexOptions":
+        """``REGARD_HNSW_THRESHOLD``, ``REGARD_HNSW_EF_SEARCH`` override the defaults."""
+        base = cls()
+        return cls(
+            hnsw_threshold=int(os.environ.get("REGARD_HNSW_THRESHOLD", base.hnsw_threshold)),
+            ef_search=int(os.environ.get("REGARD_HNSW_EF_SEARCH", base.ef_search)),
+        )
+
+
+@dataclass(frozen=True)
+class Hit:
+    face_id: str
+    distance: float  # Euclidean
+
+
+class VectorIndex:
+    """FaceId-addressed vectors in one FAISS index, with a live bitmap for deletions."""
+
+    def __init__(self, dim: int = EMBEDDING_DIM, options: IndexOptions | None = None) -> None:
+        self.dim = dim
+        self.options = options or IndexOptions()
+        self._index: faiss.Index = self._empty(0)
+        self._ids = np.empty(0, dtype="S36")
+        self._live = np.empty(0, dtype=bool)
+        self._n = 0
+        self._dead = 0
+        self._bitmap: np.ndarray | None = None  # packed live bits, rebuilt lazily after removals
+        self._selector: Any = None
+
+    # -- state -----------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._n - self._dead
+
+    @property
+    def kind(self) -> str:
+        return "hnsw" if isinstance(self._index, faiss.IndexHNSWFlat) else "flat"
+
+    @property
+    def dead(self) -> int:
+        return self._dead
+
+    def face_ids(self) -> list[str]:
+        return [b.decode() for b in self._ids[: self._n][self._live[: self._n]]]
+
+    def memory_bytes(self) -> int:
+        """Approximate resident size: vectors, graph links and the id arrays."""
+        vectors = self._n * self.dim * 4
+        links = 0
+        if isinstance(self._index, faiss.IndexHNSWFlat):
+            links = self._index.hnsw.neighbors.size() * 4 + self._n * 20
+        return vectors + links + self._ids.nbytes + self._live.nbytes
+
+    # -- mutation --------------------------------------------------------------------------------
+    def add(self, face_ids: Sequence[str], vectors: np.ndarray) -> None:
+        """Append vectors; FaceIds are unique for ever, so an id is never added twice."""
+        if not len(face_ids):
+            return
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(face_ids), self.dim)
+        if self.kind == "flat" and len(self) + len(face_ids) >= self.options.hnsw_threshold:
+            self._rebuild(extra_ids=list(face_ids), extra=vectors)
+            return
+        self._grow(self._n + len(face_ids))
+        self._ids[self._n:self._n + len(face_ids)] = [f.encode() for f in face_ids]
+        self._live[self._n:self._n + len(face_ids)] = True
+        with omp_threads(build_threads() if len(face_ids) > 1000 else 1):
+            self._index.add(vectors)
+        self._n += len(face_ids)
+        self._bitmap = None
+
+    def remove(self, face_ids: Sequence[str]) -> int:
+        """Mark vectors dead (ids not present are ignored); compact past ``compact_fraction``."""
+        if not face_ids or not self._n:
+            return 0
+        hit = np.isin(self._ids[: self._n], np.array([f.encode() for f in face_ids], dtype="S36"))
+        hit &= self._live[: self._n]
+        count = int(hit.sum())
+        if count:
+            self._live[: self._n][hit] = False
+            self._dead += count
+            self._bitmap = None
+            if self._dead > self.options.compact_fraction * max(self._n, 1):
+                self._rebuild()
+        return count
+
+    def _grow(self, size: int) -> None:
+        if size > len(self._ids):
+            cap = max(size, 2 * len(self._ids), 1024)
+            ids = np.empty(cap, dtype="S36")
+            ids[: self._n] = self._ids[: self._n]
+            live = np.zeros(cap, dtype=bool)
+            live[: self._n] = self._live[: self._n]
+            self._ids, self._live = ids, live
+
+    def _rebuild(self, extra_ids: Sequence[str] = (), extra: np.ndarray | None = None) -> None:
+        """Rebuild from live vectors (+ extra), choosing flat or HNSW by the resulting size."""
+        keep = np.flatnonzero(self._live[: self._n])
+        old = self._index.reconstruct_n(0, self._n)[keep] if self._n else np.empty((0, self.dim))
+        ids = list(self._ids[keep])
+        if extra is not None and len(extra_ids):
+            old = np.vstack([old, extra]) if len(old) else extra
+            ids += [f.encode() for f in extra_ids]
+        self.load(ids, np.asarray(old, dtype=np.float32))
+
+    def load(self, face_ids: Sequence[str | bytes], vectors: np.ndarray) -> None:
+        """Replace the contents (a full load from a catalog snapshot)."""
+        n = len(face_ids)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(n, self.dim)
+        self._index = self._empty(n)
+        self._ids = np.empty(max(n, 1024), dtype="S36")
+        self._ids[:n] = [f if isinstance(f, bytes) else f.encode() for f in face_ids]
+        self._live = np.zeros(len(self._ids), dtype=bool)
+        self._live[:n] = True
+        self._n, self._dead, self._bitmap = n, 0, None
+        if n:
+            with omp_threads(build_threads()):
+                self._index.add(vectors)
+
+    def _empty(self, n: int) -> faiss.Index:
+        if n >= self.options.hnsw_threshold:
+            index = faiss.IndexHNSWFlat(self.dim, self.options.hnsw_m)
+            index.hnsw.efConstruction = self.options.ef_construction
+            return index
+        return faiss.IndexFlatL2(self.dim)
+
+    # -- search ----------------------------------------------------------------------------------
+    def search(self, queries: np.ndarray, k: int, max_distance: float | None = None
+               ) -> list[list[Hit]]:
+        """The ``k`` nearest live vectors of each query row, nearest first (Euclidean), only
+        those within ``max_distance`` when given."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        k = min(k, len(self))
+        if k <= 0:
+            return [[] for _ in range(len(queries))]
+        params = self._params(k)
+        with omp_threads(1 if len(queries) < 20 else build_threads()):
+            dist, pos = self._index.search(queries, k, params=params)
+        out = []
+        limit = np.inf if max_distance is None else max_distance * max_distance
+        for drow, prow in zip(dist, pos):
+            ok = (prow >= 0) & (drow <= limit)
+            out.append([Hit(fid.decode(), float(d)) for fid, d in
+                        zip(self._ids[prow[ok]], np.sqrt(np.maximum(drow[ok], 0.0)))])
+        return out
+
+    def _params(self, k: int) -> Any:
+        selector = None
+        if self._dead:
+            if self._bitmap is None:
+                self._bitmap = np.packbits(self._live[: self._n], bitorder="little")
+                self._selector = faiss.IDSelectorBitmap(self._n, faiss.swig_ptr(self._bitmap))
+            selector = self._selector
+        if isinstance(self._index, faiss.IndexHNSWFlat):
+            params = faiss.SearchParametersHNSW(efSearch=max(self.options.ef_search, k))
+            if selector is not None:
+                params.sel = selector
+            return params
+        return None if selector is None else faiss.SearchParameters(sel=selector)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        return {
+            f"{prefix}_index": faiss.serialize_index(self._index),
+            f"{prefix}_ids": self._ids[: self._n],
+            f"{prefix}_live": self._live[: self._n],
+        }
+
+    def from_arrays(self, arrays: Any, prefix: str) -> None:
+        index = faiss.deserialize_index(np.asarray(arrays[f"{prefix}_index"]))
+        ids = np.asarray(arrays[f"{prefix}_ids"], dtype="S36")
+        live = np.asarray(arrays[f"{prefix}_live"], dtype=bool)
+        if index.ntotal != len(ids) or len(live) != len(ids) or index.d != self.dim:
+            raise ValueError("inconsistent checkpoint")
+        self._index, self._n = index, len(ids)
+        self._ids = np.empty(max(self._n, 1024), dtype="S36")
+        self._ids[: self._n] = ids
+        self._live = np.zeros(len(self._ids), dtype=bool)
+        self._live[: self._n] = live
+        self._dead = int(self._n - live.sum())
+        self._bitmap = None
+
+
+@dataclass
+class CollectionIndex:
+    """The vector indexes of one collection and the change seq they reflect."""
+
+    collection_id: int
+    seq: int
+    faces: VectorIndex
+    users: VectorIndex
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def from_snapshot(cls, snap: Snapshot, options: IndexOptions) -> "CollectionIndex":
+        faces, users = VectorIndex(options=options), VectorIndex(options=options)
+        faces.load(snap.face_ids, snap.vectors)
+        users.load(snap.user_face_ids, snap.user_vectors)
+        return cls(snap.collection_id, snap.seq, faces, users)
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        """Apply changes in sequence order, batching adds (FaceIds are never reused)."""
+        pending: dict[str, dict[str, np.ndarray]] = {"faces": {}, "users": {}}
+        targets = {"faces": self.faces, "users": self.users}
+
+        def add(which: str, ch: Change) -> None:
+            if ch.embedding is not None:  # None: the face was deleted by a later change
+                pending[which][ch.face_id] = ch.embedding
+
+        def remove(which: str, face_id: str) -> None:
+            if pending[which].pop(face_id, None) is None:
+                targets[which].remove([face_id])
+
+        for ch in changes:
+            if ch.op == s.OP_ADD:
+                add("faces", ch)
+            elif ch.op == s.OP_DELETE:
+                remove("faces", ch.face_id)
+                remove("users", ch.face_id)
+            elif ch.op == s.OP_ASSOCIATE:
+                add("users", ch)
+            elif ch.op == s.OP_DISASSOCIATE:
+                remove("users", ch.face_id)
+        for which, items in pending.items():
+            if items:
+                targets[which].add(list(items), np.stack(list(items.values())))
+        if changes:
+            self.seq = changes[-1].seq
+
+
+class IndexRegistry:
+    """Per-process cache of collection indexes, caught up from the catalog before each use."""
+
+    def __init__(self, catalog: Catalog, options: IndexOptions | None = None,
+                 checkpoint_dir: Path | None = None) -> None:
+        self.catalog = catalog
+        self.options = options or IndexOptions.from_env()
+        self.checkpoint_dir = checkpoint_dir
+        self._indexes: dict[str, CollectionIndex] = {}
+        self._lock = threading.Lock()
+
+    def search(self, collection: str, queries: np.ndarray, k: int, *, users: bool = False,
+               max_distance: float | None = None) -> list[list[Hit]]:
+        """Nearest faces (``users=True``: nearest faces associated with a user)."""
+        entry = self._entry(collection)
+        with entry.lock:
+            self._sync(collection, entry)
+            return (entry.users if users else entry.faces).search(queries, k, max_distance)
+
+    def synced(self, collection: str) -> CollectionIndex:
+        """The collection's index, caught up (tests and benchmarks inspect it)."""
+        entry = self._entry(collection)
+        with entry.lock:
+            self._sync(collection, entry)
+        return entry
+
+    def forget(self, collection: str) -> None:
+        with self._lock:
+            self._indexes.pop(collection, None)
+
+    def discard_checkpoint(self, collection_id: int) -> None:
+        """Remove a collection's checkpoint: after a deletion it holds vectors that must go
+        (it is rewritten at the next full load or explicit checkpoint)."""
+        path = self._path(collection_id)
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    def checkpoint(self, collection: str) -> Path | None:
+        """Write the collection's caught-up index to the checkpoint directory."""
+        entry = self._entry(collection)
+        with entry.lock:
+            self._sync(collection, entry)
+            return self._save(entry)
+
+    # -- internals -------------------------------------------------------------------------------
+    def _entry(self, collection: str) -> CollectionIndex:
+        with self._lock:
+            entry = self._indexes.get(collection)
+            if entry is None:
+                cid, _, _ = self.catalog.state(collection)
+                entry = self._restore(cid) or CollectionIndex(
+                    cid, -1, VectorIndex(options=self.options), VectorIndex(options=self.options))
+                self._indexes[collection] = entry
+            return entry
+
+    def _sync(self, collection: str, entry: CollectionIndex) -> None:
+        """Bring ``entry`` up to the catalog (call with ``entry.lock`` held)."""
+        cid, seq, count = self.catalog.state(collection)
+        if cid == entry.collection_id and seq == entry.seq and len(entry.faces) == count:
+            return
+        if cid == entry.collection_id and entry.seq >= 0 and seq > entry.seq:
+            head, count, changes = self.catalog.changes_since(cid, entry.seq)
+            # Sequence numbers are gap-free per collection; a gap would mean lost history.
+            contiguous = all(ch.seq == entry.seq + 1 + i for i, ch in enumerate(changes))
+            if contiguous:
+                entry.apply(changes)
+                if entry.seq == head and len(entry.faces) == count:
+                    return
+            log.warning("index of %s disagrees with the catalog after catching up; reloading",
+                        collection)
+        self._reload(collection, entry, cid)
+
+    def _reload(self, collection: str, entry: CollectionIndex, cid: int) -> None:
+        fresh = CollectionIndex.from_snapshot(self.catalog.snapshot(cid), self.options)
+        entry.collection_id, entry.seq = fresh.collection_id, fresh.seq
+        entry.faces, entry.users = fresh.faces, fresh.users
+        if len(entry.faces) >= self.options.checkpoint_min:
+            self._save(entry)
+
+    def _path(self, collection_id: int) -> Path | None:
+        if self.checkpoint_dir is None:
+            return None
+        return self.checkpoint_dir / f"{self.catalog.instance_id}-{collection_id}.npz"
+
+    def _save(self, entry: CollectionIndex) -> Path | None:
+        path = self._path(entry.collection_id)
+        if path is None:
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"format": CHECKPOINT_FORMAT, "instance_id": self.catalog.instance_id,
+                "collection_id": entry.collection_id, "seq": entry.seq}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+                     **entry.faces.to_arrays("faces"), **entry.users.to_arrays("users"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        return path
+
+    def _restore(self, collection_id: int) -> CollectionIndex | None:
+        """A checkpointed index (to be caught up by ``_sync``), or None."""
+        path = self._path(collection_id)
+        if path is None or not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                meta = json.loads(bytes(arrays["meta"]).decode())
+                if (meta.get("format") != CHECKPOINT_FORMAT
+                        or meta.get("instance_id") != self.catalog.instance_id
+                        or meta.get("collection_id") != collection_id):
+                    return None
+                faces, users = VectorIndex(options=self.options), VectorIndex(options=self.options)
+                faces.from_arrays(arrays, "faces")
+                users.from_arrays(arrays, "users")
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            log.warning("ignoring unreadable index checkpoint %s: %s", path, exc)
+            return None
+        return CollectionIndex(collection_id, int(meta["seq"]), faces, users)

@@ -1,0 +1,60 @@
+"""Schema versioning without Alembic: a one-row ``schema_version`` table and ordered upgrade steps.
+
+A new catalog is created from the current metadata and stamped with ``SCHEMA_VERSION`` (the
+"create_all, then stamp head" pattern); an older catalog is brought up by running, in order, each
+registered step above its version, all in one transaction, so a crash leaves it at the old version
+or the new one, never between. A catalog newer than this code is refused
+(``SchemaVersionError``): guessing at a future schema is how data gets corrupted.
+
+To change the schema: edit ``schema.py``, bump ``SCHEMA_VERSION`` and append a step here that turns
+version N-1 into N with plain DDL (``ALTER TABLE ... ADD COLUMN``, ``CREATE INDEX``) that both
+SQLite and PostgreSQL accept; ``tests/test_store.py`` checks that an upgraded catalog and a fresh
+one have the same tables and columns.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Callable
+
+from sqlalchemy import Connection, inspect, select, text
+
+from regard.errors import SchemaVersionError
+from regard.store.schema import SCHEMA_VERSION, metadata, schema_version
+
+Migration = Callable[[Connection], None]
+
+# version -> step that upgrades a catalog from version-1 to version. Empty on day one.
+MIGRATIONS: dict[int, Migration] = {}
+
+_PG_LOCK_KEY = 0x5245_4741  # "REGA": serializes concurrent first starts on PostgreSQL
+
+
+def migrate(conn: Connection, target: int = SCHEMA_VERSION,
+            migrations: dict[int, Migration] | None = None) -> int:
+    """Create or upgrade the schema inside the caller's (write) transaction; return the version.
+
+    Safe when several processes start at once: the transaction holds SQLite's write lock (the
+    caller begins it IMMEDIATE) or a PostgreSQL advisory lock, so the others wait and then find
+    the schema in place.
+    """
+    steps = MIGRATIONS if migrations is None else migrations
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+    if not inspect(conn).has_table(schema_version.name):
+        metadata.create_all(conn)
+        conn.execute(schema_version.insert().values(version=target,
+                                                    instance_id=str(uuid.uuid4())))
+        return target
+    current = conn.execute(select(schema_version.c.version)).scalar_one()
+    if current > target:
+        raise SchemaVersionError(
+            f"The catalog has schema version {current}, newer than this Regard's {target}: "
+            "upgrade Regard instead of opening it with an older version"
+        )
+    for version in range(current + 1, target + 1):
+        if version not in steps:
+            raise SchemaVersionError(f"No migration step to schema version {version}")
+        steps[version](conn)
+        conn.execute(schema_version.update().values(version=version))
+    return target

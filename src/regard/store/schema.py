@@ -1,0 +1,115 @@
+"""The catalog's tables (SQLAlchemy Core), the source of truth for collections, faces and users.
+
+Portable on purpose: only generic types (no SQLite-only SQL), so the same metadata creates the
+schema on PostgreSQL. Timestamps are stored as timezone-aware UTC where the backend keeps zones;
+the catalog re-attaches UTC on read for backends (SQLite) that do not.
+
+Change sequence: every write that changes what a vector index must hold (a face added or
+deleted, a face associated with or disassociated from a user) takes the next numbers of its
+collection's ``collections.seq`` counter and appends one ``changes`` row per face. Writers lock the
+collection row first, so per collection the sequence order is the commit order on every backend,
+and an index that has applied everything up to ``seq`` catches up with ``changes.seq > seq``.
+``collections.face_count`` is updated in the same transactions, so an index can check itself
+against the catalog with the same one-row read it uses to see whether it is behind.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+)
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    # Random id of this catalog: keys on-disk index caches so that a recreated database never
+    # picks up the cache of an older one whose collection ids happen to coincide.
+    Column("instance_id", String(36), nullable=False),
+)
+
+collections = Table(
+    "collections",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("arn", String(512), nullable=False),
+    Column("face_model_version", String(32), nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("tags", JSON, nullable=False),
+    Column("seq", BigInteger, nullable=False, default=0),
+    Column("face_count", BigInteger, nullable=False, default=0),
+    # SQLite: ids are never reused after a delete (caches are keyed by id).
+    sqlite_autoincrement=True,
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("collection_id", Integer, ForeignKey("collections.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("user_id", String(128), primary_key=True),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("client_request_token", String(64), nullable=True),
+)
+
+faces = Table(
+    "faces",
+    metadata,
+    Column("face_id", String(36), primary_key=True),
+    Column("collection_id", Integer, ForeignKey("collections.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("image_id", String(36), nullable=False),
+    Column("external_image_id", String(255), nullable=True),
+    # SHA-256 of the image bytes (never the image): lets batch indexing resume.
+    Column("image_sha256", String(64), nullable=True),
+    Column("bbox_left", Float, nullable=False),
+    Column("bbox_top", Float, nullable=False),
+    Column("bbox_width", Float, nullable=False),
+    Column("bbox_height", Float, nullable=False),
+    Column("confidence", Float, nullable=False),
+    Column("embedding", LargeBinary, nullable=False),  # float32, little-endian
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("expires", DateTime(timezone=True), nullable=True),
+    Column("consent_ref", String(255), nullable=True),
+    Column("user_id", String(128), nullable=True),
+    Column("seq", BigInteger, nullable=False),
+    ForeignKeyConstraint(["collection_id", "user_id"], ["users.collection_id", "users.user_id"],
+                         name="fk_faces_user"),
+    Index("ix_faces_collection_face", "collection_id", "face_id"),
+    Index("ix_faces_collection_seq", "collection_id", "seq"),
+    Index("ix_faces_collection_user", "collection_id", "user_id"),
+    Index("ix_faces_collection_sha", "collection_id", "image_sha256"),
+)
+
+changes = Table(
+    "changes",
+    metadata,
+    Column("collection_id", Integer, ForeignKey("collections.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("op", String(16), nullable=False),  # add | delete | associate | disassociate
+    Column("face_id", String(36), nullable=False),
+)
+
+OP_ADD = "add"
+OP_DELETE = "delete"
+OP_ASSOCIATE = "associate"
+OP_DISASSOCIATE = "disassociate"

@@ -1,0 +1,373 @@
+"""The catalog (SQLAlchemy Core on SQLite WAL), schema migrations and the FAISS vector indexes:
+exactness against brute force, deletions, flat -> HNSW, catch-up across Store instances (as
+another process would write), and index checkpoints."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import create_engine, inspect, select, text
+
+from regard.errors import (
+    ConflictError,
+    ResourceAlreadyExistsError,
+    ResourceNotFoundError,
+    SchemaVersionError,
+    ServiceQuotaExceededError,
+)
+from regard.store import IndexOptions, NewFace, Store, VectorIndex
+from regard.store import schema as s
+from regard.store.catalog import Catalog
+from regard.store.migrations import migrate
+
+from store_workers import random_faces
+
+
+def _url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'regard.db'}"
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> Store:
+    st = Store(_url(tmp_path), checkpoint_dir=tmp_path / "index")
+    st.catalog.create_collection("c", "arn:c", "1.0")
+    yield st
+    st.close()
+
+
+def _brute(vectors: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
+    return np.argsort(np.linalg.norm(vectors - query, axis=1), kind="stable")[:k]
+
+
+# -- catalog ------------------------------------------------------------------------------------
+def test_default_location_is_regard_home_in_wal_mode(tmp_path, monkeypatch):
+    monkeypatch.setenv("REGARD_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("REGARD_DATABASE_URL", raising=False)
+    cat = Catalog()
+    assert (tmp_path / "home" / "regard.db").is_file()
+    with cat.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 1000
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    cat.close()
+    monkeypatch.setenv("REGARD_DATABASE_URL", f"sqlite:///{tmp_path / 'other.db'}")
+    Catalog().close()
+    assert (tmp_path / "other.db").is_file()
+
+
+def test_collections_crud(store):
+    cat = store.catalog
+    with pytest.raises(ResourceAlreadyExistsError):
+        cat.create_collection("c", "arn:c", "1.0")
+    cat.create_collection("d", "arn:d", "1.0", {"team": "x"})
+    assert [c.name for c in cat.list_collections()] == ["c", "d"]
+    first = cat.list_collections(limit=1)[0]
+    assert [c.name for c in cat.list_collections(after_id=first.id)] == ["d"]
+    assert cat.get_collection("d").tags == {"team": "x"}
+    assert cat.get_collection("d").created.tzinfo is not None
+    cat.delete_collection("d")
+    with pytest.raises(ResourceNotFoundError):
+        cat.get_collection("d")
+    with pytest.raises(ResourceNotFoundError):
+        cat.delete_collection("d")
+
+
+def test_faces_are_stored_whole_and_counted(store):
+    faces = random_faces(5, seed=1)
+    rows = store.add_faces("c", faces)
+    assert [r.face_id for r in rows] == [f.face_id for f in faces]
+    info = store.catalog.get_collection("c")
+    assert (info.face_count, info.seq) == (5, 5)
+    got = store.catalog.get_faces(info.id, [faces[2].face_id], embeddings=True)[faces[2].face_id]
+    np.testing.assert_array_equal(got.embedding, faces[2].embedding)
+    assert got.bbox == pytest.approx(faces[2].bbox)
+    with pytest.raises(ResourceNotFoundError):
+        store.add_faces("nope", faces)
+    assert store.catalog.consistency_problems("c") == []
+
+
+def test_list_faces_paginates_and_filters(store):
+    faces = random_faces(7, seed=2)
+    store.add_faces("c", faces)
+    cid = store.catalog.get_collection("c").id
+    ids = sorted(f.face_id for f in faces)
+    page1 = store.catalog.list_faces(cid, limit=4)
+    page2 = store.catalog.list_faces(cid, after=page1[-1].face_id, limit=4)
+    assert [r.face_id for r in page1 + page2] == ids
+    assert [r.face_id for r in store.catalog.list_faces(cid, face_ids=ids[:2])] == ids[:2]
+
+
+def test_delete_faces_and_users(store):
+    faces = random_faces(4, seed=3)
+    store.add_faces("c", faces)
+    cat = store.catalog
+    cat.create_user("c", "u1")
+    with pytest.raises(ConflictError):
+        cat.create_user("c", "u1")
+    cat.create_user("c", "u2", token="t1")
+    cat.create_user("c", "u2", token="t1")  # idempotent retry
+    accept = lambda current, candidate: (True, None)  # noqa: E731
+    done, failures, status = cat.associate_faces("c", "u1", [faces[0].face_id], accept)
+    assert done == [faces[0].face_id] and not failures and status == "ACTIVE"
+    missing = str(uuid.uuid4())
+    deleted, failures = cat.delete_faces("c", [faces[0].face_id, faces[1].face_id, missing])
+    assert deleted == [faces[1].face_id]
+    assert {f.face_id: f.reasons for f in failures} == {
+        faces[0].face_id: ["ASSOCIATED_TO_AN_EXISTING_USER"], missing: ["FACE_NOT_FOUND"]}
+    _, failures, _ = cat.associate_faces("c", "u2", [faces[0].face_id], accept)
+    assert failures[0].reasons == ["ASSOCIATED_TO_A_DIFFERENT_USER"]
+    cat.delete_user("c", "u1")  # disassociates, keeps the face
+    cid = cat.get_collection("c").id
+    assert cat.get_faces(cid, [faces[0].face_id])[faces[0].face_id].user_id is None
+    with pytest.raises(ResourceNotFoundError):
+        cat.delete_user("c", "u1")
+    assert cat.consistency_problems("c") == []
+
+
+def test_user_face_quota(store):
+    faces = random_faces(101, seed=4)
+    store.add_faces("c", faces)
+    store.catalog.create_user("c", "u")
+    accept = lambda current, candidate: (True, None)  # noqa: E731
+    store.catalog.associate_faces("c", "u", [f.face_id for f in faces[:100]], accept)
+    with pytest.raises(ServiceQuotaExceededError):
+        store.catalog.associate_faces("c", "u", [faces[100].face_id], accept)
+
+
+def test_image_hashes(store):
+    store.add_faces("c", random_faces(2, seed=5, sha="a" * 64))
+    assert store.catalog.image_hashes("c") == {"a" * 64}
+
+
+# -- migrations ---------------------------------------------------------------------------------
+def _columns(url: str) -> dict[str, set[str]]:
+    insp = inspect(create_engine(url))
+    return {t: {c["name"] for c in insp.get_columns(t)} for t in insp.get_table_names()}
+
+
+def test_migration_steps_run_in_order_once(tmp_path):
+    engine = create_engine(_url(tmp_path))
+    with engine.begin() as conn:
+        assert migrate(conn, target=1) == 1
+    ran = []
+
+    def step2(conn):
+        ran.append(2)
+        conn.execute(text("ALTER TABLE faces ADD COLUMN note VARCHAR(10)"))
+
+    def step3(conn):
+        ran.append(3)
+        conn.execute(text("CREATE INDEX ix_faces_note ON faces (note)"))
+
+    with engine.begin() as conn:
+        assert migrate(conn, target=3, migrations={2: step2, 3: step3}) == 3
+    with engine.begin() as conn:
+        assert migrate(conn, target=3, migrations={2: step2, 3: step3}) == 3
+        assert conn.execute(select(s.schema_version.c.version)).scalar_one() == 3
+    assert ran == [2, 3]
+    assert "note" in _columns(_url(tmp_path))["faces"]
+    with engine.begin() as conn, pytest.raises(SchemaVersionError):
+        migrate(conn, target=1)  # a newer catalog is refused, not guessed at
+
+
+def test_fresh_schema_has_every_table(tmp_path):
+    Catalog(_url(tmp_path)).close()
+    cols = _columns(_url(tmp_path))
+    assert {"schema_version", "collections", "faces", "users", "changes"} <= set(cols)
+    assert {"face_id", "image_id", "external_image_id", "embedding", "created", "expires",
+            "consent_ref", "user_id", "seq", "bbox_left", "confidence"} <= cols["faces"]
+
+
+def test_schema_compiles_for_postgresql():
+    from sqlalchemy.dialects import postgresql
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    dialect = postgresql.dialect()
+    for table in s.metadata.sorted_tables:
+        sql = str(CreateTable(table).compile(dialect=dialect))
+        assert "AUTOINCREMENT" not in sql.upper()
+        for index in table.indexes:
+            str(CreateIndex(index).compile(dialect=dialect))
+
+
+# -- vector index -------------------------------------------------------------------------------
+def test_flat_index_is_exact_and_filters_deletions():
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(500, 128)).astype(np.float32)
+    ids = [str(uuid.uuid4()) for _ in vecs]
+    index = VectorIndex(options=IndexOptions(compact_fraction=0.5))
+    index.add(ids, vecs)
+    assert index.kind == "flat" and len(index) == 500
+    q = rng.normal(size=128).astype(np.float32)
+    assert [h.face_id for h in index.search(q, 5)[0]] == [ids[i] for i in _brute(vecs, q, 5)]
+    gone = [ids[i] for i in _brute(vecs, q, 3)]
+    assert index.remove(gone + [str(uuid.uuid4())]) == 3
+    assert index.dead == 3 and len(index) == 497
+    keep = np.array([i for i in range(500) if ids[i] not in gone])
+    expect = [ids[keep[i]] for i in _brute(vecs[keep], q, 5)]
+    assert [h.face_id for h in index.search(q, 5)[0]] == expect
+    hit = index.search(vecs[keep[0]], 1)[0][0]
+    assert hit.face_id == ids[keep[0]] and hit.distance == pytest.approx(0.0, abs=1e-3)
+
+
+def test_compaction_and_switch_to_hnsw():
+    rng = np.random.default_rng(1)
+    vecs = rng.normal(size=(400, 128)).astype(np.float32)
+    ids = [str(uuid.uuid4()) for _ in vecs]
+    index = VectorIndex(options=IndexOptions(hnsw_threshold=300, compact_fraction=0.1))
+    index.add(ids[:200], vecs[:200])
+    assert index.kind == "flat"
+    index.add(ids[200:], vecs[200:])
+    assert index.kind == "hnsw" and len(index) == 400
+    index.remove(ids[:30])  # 7.5 %: tombstones
+    assert index.dead == 30 and len(index) == 370
+    index.remove(ids[30:120])  # 30 %: compacted, and small enough to go back to flat
+    assert index.dead == 0 and len(index) == 280 and index.kind == "flat"
+    assert set(index.face_ids()) == set(ids[120:])
+    found = index.search(vecs[160], 1)[0][0]
+    assert found.face_id == ids[160]
+
+
+def test_hnsw_with_tombstones_never_returns_deleted():
+    rng = np.random.default_rng(2)
+    vecs = rng.normal(size=(2000, 128)).astype(np.float32)
+    ids = [str(uuid.uuid4()) for _ in vecs]
+    index = VectorIndex(options=IndexOptions(hnsw_threshold=1000, compact_fraction=0.5))
+    index.add(ids, vecs)
+    dead = set(ids[::3])
+    index.remove(list(dead))
+    for hits in index.search(vecs[:50], 10):
+        assert len(hits) == 10 and not dead & {h.face_id for h in hits}
+
+
+# -- index <-> catalog --------------------------------------------------------------------------
+def test_index_catches_up_with_writes_from_another_store(tmp_path, store):
+    other = Store(_url(tmp_path), checkpoint_dir=False)  # as another process would
+    first = random_faces(20, seed=6)
+    store.add_faces("c", first)
+    assert store.search("c", first[0].embedding, 1)[0][0].face_id == first[0].face_id
+    later = random_faces(5, seed=7)
+    other.add_faces("c", later)
+    other.catalog.delete_faces("c", [first[0].face_id])
+    hit = store.search("c", later[3].embedding, 1)[0][0]
+    assert hit.face_id == later[3].face_id and hit.distance < 1e-3
+    assert first[0].face_id not in {h.face_id for h in store.search("c", first[0].embedding,
+                                                                     30)[0]}
+    entry = store.indexes.synced("c")
+    assert len(entry.faces) == 24 and entry.seq == store.catalog.state("c")[1]
+    other.close()
+
+
+def test_users_index_follows_associations(store):
+    faces = random_faces(6, seed=8)
+    store.add_faces("c", faces)
+    store.catalog.create_user("c", "u")
+    accept = lambda current, candidate: (True, None)  # noqa: E731
+    store.catalog.associate_faces("c", "u", [faces[1].face_id, faces[2].face_id], accept)
+    hits = store.search("c", faces[1].embedding, 10, users=True)[0]
+    assert {h.face_id for h in hits} == {faces[1].face_id, faces[2].face_id}
+    store.catalog.disassociate_faces("c", "u", [faces[1].face_id])
+    assert [h.face_id for h in store.search("c", faces[1].embedding, 10, users=True)[0]] == [
+        faces[2].face_id]
+
+
+def test_recreated_collection_gets_a_fresh_index(store):
+    store.add_faces("c", random_faces(3, seed=9))
+    store.search("c", np.zeros(128, np.float32), 1)
+    Store(store.catalog.url, checkpoint_dir=False).delete_collection("c")
+    store.catalog.create_collection("c", "arn:c", "1.0")
+    assert store.search("c", np.zeros(128, np.float32), 5) == [[]]
+
+
+def test_index_agrees_with_catalog_after_tampering(store, caplog):
+    faces = random_faces(10, seed=10)
+    store.add_faces("c", faces)
+    entry = store.indexes.synced("c")
+    entry.faces.remove([faces[0].face_id])  # an index that lost a face somehow
+    assert store.search("c", faces[0].embedding, 1)[0][0].face_id == faces[0].face_id
+
+
+def test_a_gap_in_the_change_log_forces_a_reload(store):
+    faces = random_faces(4, seed=15)
+    store.add_faces("c", faces[:2])
+    store.search("c", faces[0].embedding, 1)
+    store.add_faces("c", faces[2:])
+    cid = store.catalog.state("c")[0]
+    with store.catalog.engine.begin() as conn:  # history pruned behind the index's back
+        conn.execute(s.changes.delete().where(s.changes.c.seq == 3))
+    entry = store.indexes.synced("c")
+    assert set(entry.faces.face_ids()) == {f.face_id for f in faces} and entry.seq == 4
+    assert cid == entry.collection_id
+
+
+def test_checkpoint_restores_and_catches_up(tmp_path):
+    opts = IndexOptions(hnsw_threshold=100, checkpoint_min=50)
+    st = Store(_url(tmp_path), index_options=opts, checkpoint_dir=tmp_path / "index")
+    st.catalog.create_collection("big", "arn:big", "1.0")
+    faces = random_faces(150, seed=11)
+    st.add_faces("big", faces)
+    assert st.indexes.synced("big").faces.kind == "hnsw"
+    path = st.indexes.checkpoint("big")
+    assert path is not None and path.is_file()
+    more = random_faces(10, seed=12)
+    st.add_faces("big", more)
+    st.catalog.delete_faces("big", [faces[0].face_id])
+    st.close()
+
+    again = Store(_url(tmp_path), index_options=opts, checkpoint_dir=tmp_path / "index")
+    entry = again.indexes._entry("big")
+    assert entry.seq == 150  # restored from the checkpoint, not rebuilt
+    assert again.search("big", more[4].embedding, 1)[0][0].face_id == more[4].face_id
+    entry = again.indexes.synced("big")
+    assert len(entry.faces) == 159 and entry.faces.kind == "hnsw"
+    assert faces[0].face_id not in set(entry.faces.face_ids())
+
+
+def test_deletions_erase_checkpoints(tmp_path):
+    opts = IndexOptions(checkpoint_min=1)
+    st = Store(_url(tmp_path), index_options=opts, checkpoint_dir=tmp_path / "index")
+    st.catalog.create_collection("c", "arn:c", "1.0")
+    faces = random_faces(3, seed=14)
+    st.add_faces("c", faces)
+    path = st.indexes.checkpoint("c")
+    st.delete_faces("c", [faces[0].face_id])
+    assert not path.exists()  # it held the deleted face's embedding
+    assert st.indexes.checkpoint("c") == path and path.exists()
+    st.delete_collection("c")
+    assert not path.exists()
+    with st.catalog.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA secure_delete").scalar() == 1
+
+
+def test_foreign_or_corrupt_checkpoints_are_ignored(tmp_path):
+    opts = IndexOptions(checkpoint_min=1)
+    st = Store(_url(tmp_path), index_options=opts, checkpoint_dir=tmp_path / "index")
+    st.catalog.create_collection("c", "arn:c", "1.0")
+    faces = random_faces(5, seed=13)
+    st.add_faces("c", faces)
+    path = st.indexes.checkpoint("c")
+    st.close()
+    path.write_bytes(b"garbage")
+    again = Store(_url(tmp_path), index_options=opts, checkpoint_dir=tmp_path / "index")
+    assert again.search("c", faces[1].embedding, 1)[0][0].face_id == faces[1].face_id
+    # A recreated database reuses collection id 1 but has another instance id.
+    (tmp_path / "regard.db").unlink()
+    for extra in tmp_path.glob("regard.db-*"):
+        extra.unlink()
+    fresh = Store(_url(tmp_path), index_options=opts, checkpoint_dir=tmp_path / "index")
+    fresh.catalog.create_collection("c", "arn:c", "1.0")
+    assert fresh.search("c", faces[1].embedding, 1) == [[]]
+
+
+def test_new_face_rejects_malformed_embeddings(store):
+    bad = NewFace(np.zeros(64, np.float32), (0, 0, 1, 1), 90.0, str(uuid.uuid4()))
+    with pytest.raises(Exception) as err:
+        store.add_faces("c", [bad])
+    assert "128" in str(err.value)
+    nan = NewFace(np.full(128, np.nan, np.float32), (0, 0, 1, 1), 90.0, str(uuid.uuid4()))
+    with pytest.raises(Exception):
+        store.add_faces("c", [nan])
+    assert store.catalog.get_collection("c").face_count == 0

@@ -44,16 +44,25 @@ def central_embedding_task(engine: Engine, path: Path) -> np.ndarray | None:
     return None if face is None else face.embedding
 
 
-def embed_images(paths: list[Path], cache_name: str, engine_kwargs: dict | None = None,
-                 workers: int = 2, refresh: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(embeddings (N,128) with NaN rows where no face was found, found mask), cached in bench/out."""
+def cached_embeddings(paths: list[Path], cache_name: str) -> tuple[Path, np.ndarray,
+                                                                     np.ndarray | None]:
+    """(cache file, keys, cached (N,128) embeddings or None when absent or for other images)."""
     OUT.mkdir(exist_ok=True)
     cache = OUT / f"{cache_name}.npz"
     keys = np.array([str(p) for p in paths])
-    if cache.exists() and not refresh:
+    if cache.exists():
         data = np.load(cache, allow_pickle=False)
         if data["keys"].shape == keys.shape and (data["keys"] == keys).all():
-            return data["emb"], data["found"]
+            return cache, keys, data["emb"]
+    return cache, keys, None
+
+
+def embed_images(paths: list[Path], cache_name: str, engine_kwargs: dict | None = None,
+                 workers: int = 2, refresh: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings (N,128) with NaN rows where no face was found, found mask), cached in bench/out."""
+    cache, keys, cached = cached_embeddings(paths, cache_name)
+    if cached is not None and not refresh:
+        return cached, ~np.isnan(cached[:, 0])
     emb = np.full((len(paths), 128), np.nan, dtype=np.float32)
     t0 = time.perf_counter()
     for i, vec in enumerate(map_images(central_embedding_task, paths, workers=workers,

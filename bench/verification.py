@@ -35,6 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     OUT,
+    cached_embeddings,
     central_box_index,
     embed_images,
     peer_box,
@@ -83,13 +84,9 @@ def peer_central_embedding(path: str) -> np.ndarray | None:
 
 def peer_embed_images(paths: list[Path], cache_name: str, refresh: bool) -> np.ndarray:
     """(N, 128) peer embeddings, NaN rows where it found no face; cached in bench/out."""
-    OUT.mkdir(exist_ok=True)
-    cache = OUT / f"{cache_name}.npz"
-    keys = np.array([str(p) for p in paths])
-    if cache.exists() and not refresh:
-        data = np.load(cache, allow_pickle=False)
-        if data["keys"].shape == keys.shape and (data["keys"] == keys).all():
-            return data["emb"]
+    cache, keys, cached = cached_embeddings(paths, cache_name)
+    if cached is not None and not refresh:
+        return cached
     emb = np.full((len(paths), 128), np.nan, dtype=np.float32)
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=WORKERS) as pool:

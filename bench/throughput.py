@@ -12,7 +12,7 @@ Modes on each set (the pooled ones run first, see ``main``):
 - ``regard N proc``: ``regard.batch.map_images`` over ``--workers`` processes (default 2).
 - ``peer 1 proc``: ``face_recognition.load_image_file`` -> ``face_locations`` (HOG, upsample 1) ->
   ``face_encodings`` (5-point, 1 jitter) for every located face, after a warm-up image.
-- ``peer N proc``: the same in a ``ProcessPoolExecutor`` of ``--workers`` processes (chunksize 4,
+- ``peer N proc``: the same in a ``ProcessPoolExecutor`` of ``--workers`` processes (chunksize 1,
   as map_images).
 A pool's wall time includes starting its processes and loading models in them (a pool cannot be
 warmed before map_images creates it), so its start-up is measured on its own (a run over one
@@ -43,7 +43,7 @@ from regard.batch import map_images  # noqa: E402
 from regard.datasets import lfw_images, wider_images  # noqa: E402
 from regard.vision.quality import estimate_pose, measure_quality  # noqa: E402
 
-CHUNKSIZE = 4  # map_images' default
+CHUNKSIZE = 1  # map_images' default
 
 
 @dataclass

@@ -57,10 +57,12 @@ def map_images(
     *,
     workers: int | None = None,
     engine_kwargs: dict[str, Any] | None = None,
-    chunksize: int = 4,
+    chunksize: int = 1,
 ) -> Iterator[Any]:
     """Yield ``task(engine, item)`` (or the RegardError it raised) for each item, in order.
 
+    ``chunksize`` 1 by default: images differ in cost by 100x (a portrait vs a crowd), and larger
+    chunks leave one worker finishing a heavy chunk while the other idles.
     ``task`` must be a module-level function (it is pickled to the workers). With one worker or one
     item everything runs in this process, which keeps small calls fast and debuggable.
     """

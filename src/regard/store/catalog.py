@@ -369,9 +369,7 @@ class Catalog:
         wanted = list(dict.fromkeys(face_ids))
         with self._write() as conn:
             coll = self._lock(conn, collection)
-            existing = {r.face_id: r.user_id for r in conn.execute(
-                select(s.faces.c.face_id, s.faces.c.user_id).where(and_(
-                    s.faces.c.collection_id == coll.id, s.faces.c.face_id.in_(wanted))))}
+            existing = _face_owners(conn, coll.id, wanted)
             failures, deleted = [], []
             for fid in wanted:
                 if fid not in existing:
@@ -504,9 +502,7 @@ class Catalog:
         with self._write() as conn:
             coll = self._lock(conn, collection)
             self._user(conn, coll, user_id)
-            rows = {r.face_id: r.user_id for r in conn.execute(
-                select(s.faces.c.face_id, s.faces.c.user_id).where(and_(
-                    s.faces.c.collection_id == coll.id, s.faces.c.face_id.in_(wanted))))}
+            rows = _face_owners(conn, coll.id, wanted)
             gone, failures = [], []
             for fid in wanted:
                 if fid not in rows:
@@ -644,3 +640,10 @@ def _face(m: Any) -> FaceRow:
 def _chunks(items: list[str], n: int) -> Iterator[list[str]]:
     for i in range(0, len(items), n):
         yield items[i:i + n]
+
+
+def _face_owners(conn: Any, collection_id: Any, face_ids: list[str]) -> dict[str, str | None]:
+    """FaceId -> UserId (None when unassociated) for those of ``face_ids`` in the collection."""
+    return {r.face_id: r.user_id for r in conn.execute(
+        select(s.faces.c.face_id, s.faces.c.user_id).where(and_(
+            s.faces.c.collection_id == collection_id, s.faces.c.face_id.in_(face_ids))))}

@@ -180,9 +180,7 @@ class RegardService:
 
     def _list_collections(self, p: Params) -> Params:
         limit = p.get("MaxResults") or DEFAULT_MAX_RESULTS
-        after = _decode_token(p.get("NextToken"), "collections")
-        if after is not None and not isinstance(after, int):
-            raise InvalidPaginationTokenError("Invalid pagination token")
+        after = _decode_token(p.get("NextToken"), "collections", int)
         rows = self.store.catalog.list_collections(after or 0, limit + 1)
         page = rows[:limit]
         body: Params = {"CollectionIds": [c.name for c in page],
@@ -255,9 +253,7 @@ class RegardService:
     def _list_faces(self, p: Params) -> Params:
         coll = self._collection(p["CollectionId"])
         limit = p.get("MaxResults") or DEFAULT_MAX_RESULTS
-        after = _decode_token(p.get("NextToken"), "faces")
-        if after is not None and not isinstance(after, str):
-            raise InvalidPaginationTokenError("Invalid pagination token")
+        after = _decode_token(p.get("NextToken"), "faces", str)
         rows = self.store.catalog.list_faces(coll.id, after=after, limit=limit + 1,
                                              user_id=p.get("UserId"), face_ids=p.get("FaceIds"))
         page = rows[:limit]
@@ -314,9 +310,7 @@ class RegardService:
     def _list_users(self, p: Params) -> Params:
         coll = self._collection(p["CollectionId"])
         limit = p.get("MaxResults") or DEFAULT_MAX_USERS_LIST
-        after = _decode_token(p.get("NextToken"), "users")
-        if after is not None and not isinstance(after, str):
-            raise InvalidPaginationTokenError("Invalid pagination token")
+        after = _decode_token(p.get("NextToken"), "users", str)
         rows = self.store.catalog.list_users(coll.id, after=after, limit=limit + 1)
         page = rows[:limit]
         body: Params = {"Users": [{"UserId": u.user_id, "UserStatus": u.status} for u in page]}
@@ -497,8 +491,9 @@ def _encode_token(kind: str, after: int | str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_token(token: str | None, kind: str) -> int | str | None:
-    """The listing position a NextToken encodes; tokens of another listing are refused."""
+def _decode_token(token: str | None, kind: str, position: type) -> Any:
+    """The listing position a NextToken encodes (of type ``position``); tokens of another listing,
+    or with a position of another type, are refused."""
     if not token:
         return None
     try:
@@ -507,6 +502,8 @@ def _decode_token(token: str | None, kind: str) -> int | str | None:
     except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
         raise InvalidPaginationTokenError("Invalid pagination token") from exc
     if not isinstance(data, dict) or data.get("k") != kind or "a" not in data:
+        raise InvalidPaginationTokenError("Invalid pagination token")
+    if not isinstance(data["a"], position) or isinstance(data["a"], bool):
         raise InvalidPaginationTokenError("Invalid pagination token")
     return data["a"]
 

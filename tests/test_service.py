@@ -15,6 +15,7 @@ from regard.errors import (
     InvalidImageFormatError,
     InvalidPaginationTokenError,
     InvalidParameterError,
+    RegardError,
     ResourceAlreadyExistsError,
     ResourceNotFoundError,
 )
@@ -101,12 +102,14 @@ def test_list_collections_paginates(svc):
 def test_create_collection_validates_against_the_model(svc, params):
     with pytest.raises(InvalidParameterError) as err:
         svc.create_collection(**params)
-    assert err.value.code == "InvalidParameterException"
+    # AWS's front end answers model-constraint violations with ValidationException
+    assert err.value.code == "ValidationException"
 
 
 def test_unknown_operation(svc):
-    with pytest.raises(InvalidParameterError):
+    with pytest.raises(RegardError) as err:
         svc.call("DetectLabels", {})
+    assert err.value.code == "UnknownOperationException"
 
 
 # -- faces ----------------------------------------------------------------------------------------

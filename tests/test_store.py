@@ -173,6 +173,20 @@ def test_migration_steps_run_in_order_once(tmp_path):
         migrate(conn, target=1)  # a newer catalog is refused, not guessed at
 
 
+def test_version_1_catalog_upgrades_to_the_fresh_schema(tmp_path):
+    """A catalog written before access keys existed gets them, and ends up like a fresh one."""
+    old = tmp_path / "old.db"
+    engine = create_engine(f"sqlite:///{old}")
+    with engine.begin() as conn:
+        s.metadata.create_all(conn, tables=[t for t in s.metadata.sorted_tables
+                                            if t.name != "access_keys"])
+        conn.execute(s.schema_version.insert().values(version=1, instance_id="x"))
+    engine.dispose()
+    Catalog(f"sqlite:///{old}").close()
+    Catalog(_url(tmp_path)).close()
+    assert _columns(f"sqlite:///{old}") == _columns(_url(tmp_path))
+
+
 def test_fresh_schema_has_every_table(tmp_path):
     Catalog(_url(tmp_path)).close()
     cols = _columns(_url(tmp_path))

@@ -60,8 +60,10 @@ class AccessDeniedError(RegardError):
 
 
 class ThrottlingError(RegardError):
+    """The server is too busy to take the request now (Rekognition answers it with a 5xx)."""
+
     code = "ThrottlingException"
-    http_status = 400
+    http_status = 500
 
 
 class ModelError(RegardError):
@@ -104,3 +106,61 @@ class SchemaVersionError(RegardError):
 
     code = "InternalServerError"
     http_status = 500
+
+
+class ValidationError(InvalidParameterError):
+    """A request violates the service model's constraints (required member, type, length, range,
+    enum, pattern). AWS's front end answers these with ``ValidationException`` before the service
+    sees the request; a subclass of ``InvalidParameterError`` so Python callers catch both."""
+
+    code = "ValidationException"
+    http_status = 400
+
+
+class InvalidS3ObjectError(RegardError):
+    """``Image.S3Object`` names an object that no configured object store holds or can read."""
+
+    code = "InvalidS3ObjectException"
+    http_status = 400
+
+
+class ProvisionedThroughputExceededError(RegardError):
+    """More requests are waiting than the server's queue admits (retry with backoff)."""
+
+    code = "ProvisionedThroughputExceededException"
+    http_status = 400
+
+
+class UnknownOperationError(RegardError):
+    code = "UnknownOperationException"
+    http_status = 400
+
+
+class SerializationError(RegardError):
+    """The request body is not the JSON the protocol expects (or a member has the wrong type)."""
+
+    code = "SerializationException"
+    http_status = 400
+
+
+# -- authentication (AWS's names; status 403 as AWS's JSON services answer them) ------------------
+class AuthenticationError(RegardError):
+    http_status = 403
+
+
+class MissingAuthenticationTokenError(AuthenticationError):
+    code = "MissingAuthenticationTokenException"
+
+
+class IncompleteSignatureError(AuthenticationError):
+    code = "IncompleteSignatureException"
+
+
+class InvalidSignatureError(AuthenticationError):
+    code = "InvalidSignatureException"
+
+
+class UnrecognizedClientError(AuthenticationError):
+    """Unknown or revoked access key."""
+
+    code = "UnrecognizedClientException"

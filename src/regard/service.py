@@ -25,16 +25,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import json
 import os
 import uuid
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from regard import imaging
 from regard.analysis import Engine, Face, ImageFaces
-from regard.errors import InvalidPaginationTokenError, InvalidParameterError
+from regard.errors import (
+    InvalidPaginationTokenError,
+    InvalidParameterError,
+    UnknownOperationError,
+)
+from regard.object_store import MAX_S3_IMAGE_BYTES, ObjectStore, object_store_from_env
 from regard.spec import validate_request
 from regard.store import CollectionInfo, FaceRow, Failure, Hit, NewFace, Store
 from regard.store.catalog import MAX_FACES_PER_USER
@@ -56,16 +64,36 @@ Params = dict[str, Any]
 Handler = Callable[[Params], Params]
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking and why: filled in by each door (the HTTP APIs from the verified access key
+    and the ``X-Regard-Purpose`` / ``X-Regard-Case`` headers, the CLI from its options) and
+    handed to governance with every operation."""
+
+    principal: str = "local"  # access key id, or "local" for in-process callers
+    source: str | None = None  # client address
+    purpose: str | None = None
+    case: str | None = None
+
+
+LOCAL_CALLER = Caller()
+
+
 class RegardService:
-    """The operations over one ``Engine`` (lazy: created on first image) and one ``Store``."""
+    """The operations over one ``Engine`` (lazy: created on first image), one ``Store`` and the
+    object store ``Image.S3Object`` references are read from."""
 
     def __init__(self, engine: Engine | None = None, store: Store | None = None, *,
-                 region: str | None = None, account_id: str | None = None) -> None:
+                 region: str | None = None, account_id: str | None = None,
+                 object_store: ObjectStore | None = None) -> None:
         self._engine = engine
         self.store = store or Store()
+        self.objects = object_store or object_store_from_env()
         self.region = region or os.environ.get("REGARD_REGION", "us-east-1")
         self.account_id = account_id or os.environ.get("REGARD_ACCOUNT_ID", "000000000000")
         self._handlers: dict[str, Handler] = {
+            "DetectFaces": self._detect_faces,
+            "CompareFaces": self._compare_faces,
             "CreateCollection": self._create_collection,
             "ListCollections": self._list_collections,
             "DescribeCollection": self._describe_collection,
@@ -95,23 +123,30 @@ class RegardService:
         return list(self._handlers)
 
     # -- the one entry point -------------------------------------------------------------------
-    def call(self, operation: str, params: Params | None = None) -> Params:
+    def call(self, operation: str, params: Params | None = None,
+             caller: Caller = LOCAL_CALLER) -> Params:
         """Run ``operation`` (Rekognition's name) with a request dict; return the response dict."""
         handler = self._handlers.get(operation)
         if handler is None:
-            raise InvalidParameterError(f"Unsupported operation {operation}")
+            raise UnknownOperationError(f"Unsupported operation {operation}")
         params = dict(params or {})
         validate_request(operation, params)
-        return self._authorize_and_audit(operation, params, lambda: handler(params))
+        return self._authorize_and_audit(operation, params, lambda: handler(params), caller)
 
-    def _authorize_and_audit(self, operation: str, params: Params,
-                             run: Callable[[], Params]) -> Params:
+    def _authorize_and_audit(self, operation: str, params: Params, run: Callable[[], Params],
+                             caller: Caller = LOCAL_CALLER) -> Params:
         """The seam for governance: check the caller's scopes and the collection's policy before
         ``run``, append the outcome (success or error name) to the audit ledger after. A no-op
         until the governance issue lands; every operation, from every door, passes here."""
         return run()
 
     # -- boto3-style methods ---------------------------------------------------------------------
+    def detect_faces(self, **params: Any) -> Params:
+        return self.call("DetectFaces", params)
+
+    def compare_faces(self, **params: Any) -> Params:
+        return self.call("CompareFaces", params)
+
     def create_collection(self, **params: Any) -> Params:
         return self.call("CreateCollection", params)
 
@@ -170,6 +205,22 @@ class RegardService:
         return self._authorize_and_audit(
             "IndexFaces", params, lambda: self._index(params, detected, image_sha256))
 
+    # -- single images ---------------------------------------------------------------------------
+    def _detect_faces(self, p: Params) -> Params:
+        """DetectFaces. ``Attributes`` may ask for ``ALL``: Regard returns the same members either
+        way, because the attributes it does not infer (age, gender, emotions) are left out by
+        design (DESIGN.md)."""
+        rgb, _ = self._image(p)
+        return self.engine.detect(rgb).detect_faces_response()
+
+    def _compare_faces(self, p: Params) -> Params:
+        source, _ = self._image(p, "SourceImage")
+        target, _ = self._image(p, "TargetImage")
+        result = self.engine.compare(
+            source, target, threshold=p.get("SimilarityThreshold", DEFAULT_FACE_MATCH_THRESHOLD),
+            quality_filter=p.get("QualityFilter", "NONE"))
+        return result.compare_faces_response()
+
     # -- collections -----------------------------------------------------------------------------
     def _create_collection(self, p: Params) -> Params:
         name = p["CollectionId"]
@@ -206,8 +257,7 @@ class RegardService:
     # -- faces ----------------------------------------------------------------------------------
     def _index_faces(self, p: Params) -> Params:
         self._collection(p["CollectionId"])  # an unknown collection fails before any decoding
-        data = _image_bytes(p)
-        rgb = self.engine.load(data)
+        rgb, data = self._image(p)
         detected = self.engine.detect(rgb)
         return self._index(p, detected, hashlib.sha256(data).hexdigest(), rgb)
 
@@ -394,6 +444,26 @@ class RegardService:
                 for u, sim in ranked if u in users]
 
     # -- helpers --------------------------------------------------------------------------------
+    def _image(self, p: Params, member: str = "Image") -> tuple[np.ndarray, bytes]:
+        """Decode ``p[member]`` (inline ``Bytes`` or an ``S3Object`` from the object store) to
+        upright RGB; also return the bytes (their SHA-256 keys resumable indexing and the audit
+        ledger)."""
+        image = p[member]
+        if image.get("Bytes") is not None and image.get("S3Object") is not None:
+            raise InvalidParameterError(f"{member}: send either Bytes or S3Object, not both")
+        if image.get("Bytes") is not None:
+            data = bytes(image["Bytes"])
+            return self.engine.load(data), data
+        ref = image.get("S3Object")
+        if ref is None:
+            raise InvalidParameterError(f"{member} needs Bytes or S3Object")
+        if not ref.get("Bucket") or not ref.get("Name"):
+            raise InvalidParameterError(f"{member}.S3Object needs Bucket and Name")
+        data = self.objects.get(ref["Bucket"], ref["Name"], ref.get("Version"))
+        limits = dataclasses.replace(self.engine.limits or imaging.ImageLimits.from_env(),
+                                     max_bytes=MAX_S3_IMAGE_BYTES)
+        return imaging.load(data, limits).pixels, data
+
     def _collection(self, name: str) -> CollectionInfo:
         coll = self.store.catalog.get_collection(name)
         if coll.face_model_version != FACE_MODEL_VERSION:
@@ -412,7 +482,7 @@ class RegardService:
         """The largest face passing ``QualityFilter`` (default NONE), and the others with why
         they were not searched."""
         level = p.get("QualityFilter", "NONE")
-        rgb = self.engine.load(_image_bytes(p))
+        rgb, _ = self._image(p)
         faces = self.engine.detect(rgb).faces  # largest first
         chosen: Face | None = None
         unsearched: list[tuple[Face, list[str]]] = []
@@ -446,16 +516,6 @@ def _max_distance(threshold: float) -> float:
     if threshold <= 0:
         return float("inf")
     return calibration.default_table().distance(threshold) * (1 + 1e-6) + 1e-6
-
-
-def _image_bytes(p: Params) -> bytes:
-    image = p["Image"]
-    if image.get("S3Object") is not None:
-        raise InvalidParameterError("Image.S3Object is not supported by Regard; send Image.Bytes")
-    data = image.get("Bytes")
-    if data is None:
-        raise InvalidParameterError("Image.Bytes is required")
-    return bytes(data)
 
 
 def _face_body(row: FaceRow, index_version: bool = True) -> Params:
@@ -513,4 +573,5 @@ def face_ids(response: Params) -> list[str]:
     return [r["Face"]["FaceId"] for r in response.get("FaceRecords", [])]
 
 
-__all__: Sequence[str] = ["FACE_MODEL_VERSION", "RegardService", "face_ids"]
+__all__: Sequence[str] = ["FACE_MODEL_VERSION", "LOCAL_CALLER", "Caller", "RegardService",
+                          "face_ids"]

@@ -6,7 +6,11 @@ scripts written against ``aws rekognition ...`` output keep working. Commands li
 faces, users); importing this package registers them all on ``app``.
 """
 
-from regard.cli import analysis_commands, collection_commands  # noqa: F401  (registers commands)
+from regard.cli import (  # noqa: F401  (registers commands)
+    analysis_commands,
+    collection_commands,
+    server_commands,
+)
 from regard.cli.collection_commands import external_image_id
 from regard.cli.common import app
 

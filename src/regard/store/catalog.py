@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Sequence
 
 import numpy as np
 from sqlalchemy import Connection, Engine, and_, bindparam, create_engine, delete, event, func
@@ -245,6 +245,13 @@ class Catalog:
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")
             with conn.begin():
                 yield conn
+
+    def write_transaction(self) -> ContextManager[Connection]:
+        """A write transaction for the owners of the catalog's other tables (governance)."""
+        return self._write()
+
+    def read_transaction(self) -> ContextManager[Connection]:
+        return self._read()
 
     def _lock(self, conn: Connection, name: str) -> CollectionInfo:
         row = conn.execute(

@@ -24,8 +24,15 @@ from regard.store.schema import SCHEMA_VERSION, metadata, schema_version
 
 Migration = Callable[[Connection], None]
 
-# version -> step that upgrades a catalog from version-1 to version. Empty on day one.
-MIGRATIONS: dict[int, Migration] = {}
+def _add_access_keys(conn: Connection) -> None:
+    """Version 2: the HTTP APIs' access keys."""
+    from regard.store.schema import access_keys
+
+    access_keys.create(conn)
+
+
+# version -> step that upgrades a catalog from version-1 to version.
+MIGRATIONS: dict[int, Migration] = {2: _add_access_keys}
 
 _PG_LOCK_KEY = 0x5245_4741  # "REGA": serializes concurrent first starts on PostgreSQL
 

@@ -31,7 +31,7 @@ from sqlalchemy import (
     Table,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -107,6 +107,21 @@ changes = Table(
     Column("seq", BigInteger, primary_key=True, autoincrement=False),
     Column("op", String(16), nullable=False),  # add | delete | associate | disassociate
     Column("face_id", String(36), nullable=False),
+)
+
+# Access keys of the HTTP APIs (schema version 2). The secret is kept as issued because SigV4 is a
+# shared-secret HMAC: the server must recompute each signature (AWS keeps its secrets the same way).
+access_keys = Table(
+    "access_keys",
+    metadata,
+    Column("access_key_id", String(32), primary_key=True),
+    Column("secret", String(128), nullable=False),
+    Column("name", String(128), nullable=True),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("revoked", DateTime(timezone=True), nullable=True),
+    Column("scopes", JSON, nullable=False),
+    Column("collections", JSON, nullable=True),  # allow-list; NULL: every collection
+    Column("default_purpose", String(512), nullable=True),
 )
 
 OP_ADD = "add"

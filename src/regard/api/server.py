@@ -1,0 +1,125 @@
+"""What both HTTP doors share: the service, the keys, the bounded worker pools and the metrics.
+
+Face work is CPU-bound and blocking, so it never runs on the event loop: each operation runs in a
+thread pool (ONNX Runtime, FAISS, libfacedetection and SQLite release the GIL). Each pool admits
+``workers + queue`` operations at a time; one more gets ``ThrottlingException`` at once instead of
+waiting behind the others (clients back off and retry, as AWS SDKs do). Image operations and the
+light ones (listings, deletes, searches by id) have separate pools, so a burst of uploads cannot
+stall a ``ListCollections``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, TypeVar
+
+from regard.api.metrics import Metrics
+from regard.errors import RegardError, ThrottlingError
+from regard.governance.keys import KeyStore
+from regard.imaging import ImageLimits
+from regard.service import Caller, RegardService
+
+log = logging.getLogger("regard.api")
+T = TypeVar("T")
+
+# Operations that decode images (and run the detector and the embedder).
+IMAGE_OPERATIONS = frozenset({"DetectFaces", "CompareFaces", "IndexFaces", "SearchFacesByImage",
+                              "SearchUsersByImage"})
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    workers: int = field(default_factory=lambda: os.cpu_count() or 2)
+    queue: int = 16  # image operations waiting beyond ``workers`` before throttling
+    light_workers: int = 8
+    light_queue: int = 64
+    insecure_local: bool = False  # no authentication (loopback only; see ``regard serve``)
+    default_purpose: str | None = None
+
+    def max_body_bytes(self, limits: ImageLimits) -> int:
+        """Largest request body read: two inline images (CompareFaces) in base64, plus JSON."""
+        return 2 * (limits.max_bytes * 4 // 3 + 4) + 64 * 1024
+
+
+class WorkerPool:
+    """A thread pool that refuses work beyond its capacity instead of queueing it unboundedly."""
+
+    def __init__(self, name: str, workers: int, queue: int, metrics: Metrics) -> None:
+        self.name = name
+        self.capacity = workers + queue
+        self.admitted = 0
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+        self._metrics = metrics
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        # Only the event loop thread touches ``admitted``: no lock needed.
+        if self.admitted >= self.capacity:
+            self._metrics.throttled.inc()
+            raise ThrottlingError(
+                "Regard is busy: too many requests are waiting. Retry with backoff.")
+        self.admitted += 1
+        self._metrics.in_flight.inc()
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+        finally:
+            self.admitted -= 1
+            self._metrics.in_flight.dec()
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class Server:
+    """One running Regard server's shared state; both doors call ``dispatch``."""
+
+    def __init__(self, service: RegardService, settings: ServerSettings | None = None) -> None:
+        self.service = service
+        self.settings = settings or ServerSettings()
+        self.keys = KeyStore(service.store.catalog)
+        self.metrics = Metrics()
+        self.image_pool = WorkerPool("regard-image", self.settings.workers, self.settings.queue,
+                                     self.metrics)
+        self.light_pool = WorkerPool("regard-light", self.settings.light_workers,
+                                     self.settings.light_queue, self.metrics)
+        self.limits = service.engine.limits or ImageLimits.from_env()
+        self.max_body_bytes = self.settings.max_body_bytes(self.limits)
+
+    async def dispatch(self, operation: str, params: dict[str, Any], caller: Caller
+                       ) -> dict[str, Any]:
+        pool = self.image_pool if operation in IMAGE_OPERATIONS else self.light_pool
+        result = await pool.run(self.service.call, operation, params, caller)
+        if operation == "IndexFaces":
+            self.metrics.faces_indexed.inc(len(result.get("FaceRecords", [])))
+        return result
+
+    async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a short blocking call (a key lookup) off the event loop."""
+        return await self.light_pool.run(fn, *args)
+
+    def caller(self, principal: str, source: str | None, purpose: str | None,
+               case: str | None, default_purpose: str | None = None) -> Caller:
+        return Caller(principal=principal, source=source,
+                      purpose=purpose or default_purpose or self.settings.default_purpose,
+                      case=case)
+
+    def shutdown(self) -> None:
+        self.image_pool.shutdown()
+        self.light_pool.shutdown()
+
+
+def outcome(error: BaseException | None) -> str:
+    if error is None:
+        return "OK"
+    return error.code if isinstance(error, RegardError) else "InternalServerError"
+
+
+def timer() -> Callable[[], float]:
+    start = time.perf_counter()
+    return lambda: time.perf_counter() - start

@@ -1,0 +1,163 @@
+"""`regard serve` and `regard keys`: the HTTP server and its access keys."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from regard.cli.common import DetectorOpt, MinFaceOpt, _engine_kwargs, _fail, app, err, out
+from regard.errors import RegardError
+
+keys_app = typer.Typer(help="Access keys of the HTTP APIs (SigV4 for AWS SDKs; REST header).",
+                       no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+HomeOpt = typer.Option(None, "--home", help="Data directory (default: $REGARD_HOME or ~/.regard)")
+
+
+def _use_home(home: Optional[Path]) -> Path:
+    """Point REGARD_HOME at ``home`` for this process (the store, caches and key file use it)."""
+    from regard.vision.models import regard_home
+
+    if home is not None:
+        os.environ["REGARD_HOME"] = str(home.expanduser().resolve())
+    path = regard_home()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0: all)"),
+    port: int = typer.Option(8000, "--port"),
+    home: Optional[Path] = HomeOpt,
+    workers: int = typer.Option(0, "--workers",
+                                help="Threads for image operations (default: CPU cores)"),
+    queue: int = typer.Option(16, "--queue",
+                              help="Image operations that may wait; beyond: ThrottlingException"),
+    insecure_local: bool = typer.Option(
+        False, "--insecure-local",
+        help="No authentication at all; only allowed when binding a loopback address"),
+    detector: Optional[str] = DetectorOpt,
+    min_face_size: int = MinFaceOpt,
+    log_level: str = typer.Option("info", "--log-level"),
+) -> None:
+    """Serve the Rekognition API (POST /, SigV4) and the native REST API (/v1, /docs).
+
+    On the first start an admin access key is created, printed once and written to
+    HOME/admin-credentials (mode 0600, AWS credentials-file format, profile "regard")."""
+    import uvicorn
+
+    from regard.analysis import Engine
+    from regard.api.app import create_app
+    from regard.api.server import Server, ServerSettings
+    from regard.governance.keys import CREDENTIALS_FILE
+    from regard.service import RegardService
+
+    if insecure_local and not _is_loopback(host):
+        err.print(f"[red]--insecure-local only binds a loopback address, not {host}[/red]")
+        raise typer.Exit(code=2)
+    home_dir = _use_home(home)
+    try:
+        service = RegardService(Engine(**_engine_kwargs(detector, min_face_size)))
+        server = Server(service, ServerSettings(workers=workers or (os.cpu_count() or 2),
+                                                queue=queue, insecure_local=insecure_local))
+        created = server.keys.ensure_admin_key(home_dir)
+    except RegardError as exc:
+        _fail(exc)
+        return
+    if created is not None:
+        key, secret = created
+        err.print("[bold]Created the admin access key (shown once):[/bold]")
+        err.print(f"  AccessKeyId:     {key.access_key_id}")
+        err.print(f"  SecretAccessKey: {secret}")
+        err.print(f"  also written to {home_dir / CREDENTIALS_FILE} (readable by you only); use "
+                  f"it with AWS_SHARED_CREDENTIALS_FILE={home_dir / CREDENTIALS_FILE} "
+                  "AWS_PROFILE=regard")
+    if insecure_local:
+        err.print("[yellow]--insecure-local: requests are NOT authenticated[/yellow]")
+    err.print(f"Regard on http://{host}:{port}  (Rekognition: POST /, REST: /v1, docs: /docs)")
+    uvicorn.run(create_app(server), host=host, port=port, log_level=log_level)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Optional[str] = typer.Option(None, "--name", help="What the key is for / who holds it"),
+    scopes: List[str] = typer.Option(["admin"], "--scope",
+                                     help="Repeat for several (see the README for the list)"),
+    collections: Optional[List[str]] = typer.Option(
+        None, "--collection", help="Restrict the key to these collections (repeat)"),
+    purpose: Optional[str] = typer.Option(None, "--purpose",
+                                          help="Default purpose recorded with its requests"),
+    as_json: bool = typer.Option(False, "--json",
+                                 help='Print {"AccessKeyId": ..., "SecretAccessKey": ...}'),
+    home: Optional[Path] = HomeOpt,
+) -> None:
+    """Issue an access key; its secret is printed once."""
+    keys = _keys(home)
+    try:
+        key, secret = keys.create(name, scopes, collections or None, purpose)
+    except RegardError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        sys.stdout.write(json.dumps({"AccessKeyId": key.access_key_id,
+                                     "SecretAccessKey": secret}) + "\n")
+        return
+    out.print(f"AccessKeyId:     {key.access_key_id}")
+    out.print(f"SecretAccessKey: {secret}")
+    err.print("The secret is not stored anywhere you can read it again: keep it now.")
+
+
+@keys_app.command("list")
+def keys_list(
+    as_json: bool = typer.Option(False, "--json"),
+    home: Optional[Path] = HomeOpt,
+) -> None:
+    """Access keys (never their secrets), revoked ones included."""
+    listed = _keys(home).list()
+    if as_json:
+        sys.stdout.write(json.dumps({"AccessKeys": [k.to_dict() for k in listed]}) + "\n")
+        return
+    table = Table("AccessKeyId", "Name", "Scopes", "Collections", "Created", "Status")
+    for k in listed:
+        table.add_row(k.access_key_id, k.name or "", ",".join(k.scopes),
+                      ",".join(k.collections) if k.collections is not None else "(all)",
+                      k.created.strftime("%Y-%m-%d %H:%M"),
+                      "active" if k.active else f"revoked {k.revoked:%Y-%m-%d %H:%M}")
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(access_key_id: str, home: Optional[Path] = HomeOpt) -> None:
+    """Revoke a key: its next request is refused (UnrecognizedClientException)."""
+    try:
+        key = _keys(home).revoke(access_key_id)
+    except RegardError as exc:
+        _fail(exc)
+        return
+    out.print(f"Revoked {key.access_key_id}")
+
+
+def _keys(home: Optional[Path]):  # type: ignore[no-untyped-def]
+    from regard.governance.keys import KeyStore
+    from regard.store.catalog import Catalog
+
+    _use_home(home)
+    return KeyStore(Catalog())

@@ -1,0 +1,154 @@
+"""Access keys for the HTTP APIs: issued, listed and revoked by the operator (``regard keys``).
+
+A key is an AWS-style pair: an access key id (public, 20 characters, ``RGK`` + 17 base-32
+characters, so it never collides with a real AWS ``AKIA...`` id) and a 40-character secret. The
+Rekognition door verifies SigV4 signatures with the secret; the native REST door takes the pair in
+a header. Revocation takes effect on the next request (every request reads the key row).
+
+Each key carries scopes and an optional collection allow-list (enforced by governance, issue 4;
+recorded from day one so keys issued now keep their meaning) and a default purpose for the audit
+ledger.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Sequence
+
+from sqlalchemy import select
+
+from regard.errors import InvalidParameterError, ResourceNotFoundError, UnrecognizedClientError
+from regard.store import schema as s
+from regard.store.catalog import Catalog, _utc, utcnow
+
+SCOPES = ("detect", "compare", "collections:read", "collections:write", "faces:write", "search",
+          "audit:read", "admin")
+ADMIN_SCOPE = "admin"
+CREDENTIALS_FILE = "admin-credentials"
+
+
+@dataclass(frozen=True)
+class AccessKey:
+    access_key_id: str
+    name: str | None
+    created: datetime
+    revoked: datetime | None
+    scopes: tuple[str, ...]
+    collections: tuple[str, ...] | None
+    default_purpose: str | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked is None
+
+    def to_dict(self) -> dict[str, object]:
+        """For ``regard keys list --json`` (never includes the secret)."""
+        return {"AccessKeyId": self.access_key_id, "Name": self.name,
+                "Created": self.created.isoformat(),
+                "Revoked": self.revoked.isoformat() if self.revoked else None,
+                "Scopes": list(self.scopes),
+                "Collections": list(self.collections) if self.collections is not None else None,
+                "DefaultPurpose": self.default_purpose}
+
+
+class KeyStore:
+    """Access keys in the catalog database."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def create(self, name: str | None = None, scopes: Sequence[str] = (ADMIN_SCOPE,),
+               collections: Sequence[str] | None = None,
+               default_purpose: str | None = None) -> tuple[AccessKey, str]:
+        """Issue a key; returns it with its secret (shown once, never listed again)."""
+        scopes = tuple(dict.fromkeys(scopes))
+        unknown = sorted(set(scopes) - set(SCOPES))
+        if unknown or not scopes:
+            raise InvalidParameterError(
+                f"Unknown scope(s) {', '.join(unknown) or '(none given)'}; "
+                f"scopes are {', '.join(SCOPES)}")
+        key_id = "RGK" + base64.b32encode(secrets.token_bytes(11)).decode()[:17]
+        secret = secrets.token_urlsafe(30)  # 40 characters
+        row = {"access_key_id": key_id, "secret": secret, "name": name, "created": utcnow(),
+               "revoked": None, "scopes": list(scopes),
+               "collections": list(collections) if collections is not None else None,
+               "default_purpose": default_purpose}
+        with self.catalog.write_transaction() as conn:
+            conn.execute(s.access_keys.insert().values(**row))
+        return _key(row), secret
+
+    def list(self, include_revoked: bool = True) -> list[AccessKey]:
+        stmt = select(s.access_keys).order_by(s.access_keys.c.created)
+        if not include_revoked:
+            stmt = stmt.where(s.access_keys.c.revoked.is_(None))
+        with self.catalog.read_transaction() as conn:
+            return [_key(r._mapping) for r in conn.execute(stmt)]
+
+    def revoke(self, access_key_id: str) -> AccessKey:
+        with self.catalog.write_transaction() as conn:
+            found = conn.execute(s.access_keys.update()
+                                 .where(s.access_keys.c.access_key_id == access_key_id)
+                                 .where(s.access_keys.c.revoked.is_(None))
+                                 .values(revoked=utcnow())).rowcount
+            row = conn.execute(select(s.access_keys).where(
+                s.access_keys.c.access_key_id == access_key_id)).first()
+        if row is None:
+            raise ResourceNotFoundError(f"No access key {access_key_id}")
+        if not found:
+            raise InvalidParameterError(f"Access key {access_key_id} is already revoked")
+        return _key(row._mapping)
+
+    def secret(self, access_key_id: str) -> tuple[AccessKey, str]:
+        """The active key and its secret, for verifying a request; unknown and revoked keys get
+        AWS's ``UnrecognizedClientException``."""
+        with self.catalog.read_transaction() as conn:
+            row = conn.execute(select(s.access_keys).where(
+                s.access_keys.c.access_key_id == access_key_id)).first()
+        if row is None or row.revoked is not None:
+            raise UnrecognizedClientError(
+                "The security token included in the request is invalid.")
+        return _key(row._mapping), row.secret
+
+    def authenticate(self, access_key_id: str, secret: str) -> AccessKey:
+        """Check a key pair presented in full (the native REST door)."""
+        key, expected = self.secret(access_key_id)
+        if not hmac.compare_digest(expected.encode(), secret.encode()):
+            raise UnrecognizedClientError("The access key id or secret is invalid.")
+        return key
+
+    def ensure_admin_key(self, home: Path) -> tuple[AccessKey, str] | None:
+        """On a server's first start (no active key at all), issue an admin key and write it,
+        readable by the owner only, to ``home/admin-credentials`` in the AWS credentials-file
+        format. Returns the new key and secret, or None when keys already exist."""
+        if self.list(include_revoked=False):
+            return None
+        key, secret = self.create(name="admin (created on first start)")
+        write_credentials_file(home / CREDENTIALS_FILE, key.access_key_id, secret)
+        return key, secret
+
+
+def write_credentials_file(path: Path, access_key_id: str, secret: str) -> None:
+    """An AWS shared-credentials file (profile ``regard``), created with mode 0600."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = (f"[regard]\naws_access_key_id = {access_key_id}\n"
+            f"aws_secret_access_key = {secret}\n")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _key(m: object) -> AccessKey:
+    g = m.__getitem__  # type: ignore[attr-defined]
+    collections = g("collections")
+    return AccessKey(g("access_key_id"), g("name"), _utc(g("created")), _utc(g("revoked")),
+                     tuple(g("scopes")), tuple(collections) if collections is not None else None,
+                     g("default_purpose"))

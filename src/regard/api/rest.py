@@ -1,11 +1,489 @@
-"""The native REST API (to be written)."""
+"""The native REST API under ``/v1``: multipart image uploads in, Rekognition's JSON bodies out.
+
+Each route maps its path, query, form and JSON parameters onto the request of one
+``RegardService`` operation (Rekognition's member names) and answers with that operation's
+response exactly as the Rekognition door would (``spec.to_wire``), so a client can switch doors
+without relearning the data. The response schemas in ``/openapi.json`` come from the same
+botocore model (``spec.output_schema``), so they cannot drift from what the service returns.
+
+What every route has in common lives in one place, ``_route_class``: authenticate (before the body
+is read, so an anonymous client cannot make the server buffer a large upload), read the body up to
+``Server.max_body_bytes``, run the endpoint, turn any error -- the service's, FastAPI's own request
+validation (422 elsewhere) or a bug -- into ``{"__type": ..., "message": ...}`` with the REST status
+of ``STATUS_BY_CODE``, and record the request's metrics (door ``rest``). The endpoints themselves
+only map parameters; the service validates them against the model, as it does for every door.
+
+Authentication: ``Authorization: Bearer <AccessKeyId>:<SecretAccessKey>`` or ``X-Api-Key:
+<AccessKeyId>:<SecretAccessKey>`` (none when the server runs with ``insecure_local``). The optional
+``X-Regard-Purpose`` and ``X-Regard-Case`` headers go to the audit ledger with the request.
+
+All successful answers are 200, ``POST /v1/collections`` included: the body is Rekognition's
+``CreateCollection`` response, whose ``StatusCode`` member already says 200.
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal
 
-from regard.api.server import Server
+from fastapi import (
+    APIRouter,
+    Depends,
+    FastAPI,
+    File,
+    Form,
+    Header,
+    Path,
+    Query,
+    Request,
+    Security,
+    UploadFile,
+)
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from fastapi.routing import APIRoute
+from fastapi.security import APIKeyHeader, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from regard.api.aws import read_body
+from regard.api.server import Server, outcome, timer
+from regard.errors import (
+    ImageTooLargeError,
+    MissingAuthenticationTokenError,
+    RegardError,
+    SerializationError,
+    UnrecognizedClientError,
+    ValidationError,
+)
+from regard.service import Caller
+from regard.spec import output_schema, to_wire
+
+log = logging.getLogger("regard.api.rest")
+
+PREFIX = "/v1"
+MEDIA_TYPE = "application/json"
+
+# The REST status of each Rekognition error name; every other ``RegardError`` is a 400.
+STATUS_BY_CODE: dict[str, int] = {
+    "ResourceNotFoundException": 404,
+    "ResourceAlreadyExistsException": 409,
+    "ConflictException": 409,
+    "ImageTooLargeException": 413,
+    "ThrottlingException": 429,
+    "ProvisionedThroughputExceededException": 429,
+    "MissingAuthenticationTokenException": 401,
+    "UnrecognizedClientException": 401,
+    "InvalidSignatureException": 401,
+    "IncompleteSignatureException": 401,
+    "AccessDeniedException": 403,
+    "InternalServerError": 500,
+}
+
+
+def status_of(error: RegardError) -> int:
+    return STATUS_BY_CODE.get(error.code, 400)
+
+
+QualityFilter = Literal["NONE", "AUTO", "LOW", "MEDIUM", "HIGH"]
+
+
+class ErrorBody(BaseModel):
+    """Every error: Rekognition's error name and a message."""
+
+    type: str = Field(alias="__type", description="Rekognition's error name, e.g. "
+                      "`ResourceNotFoundException`")
+    message: str
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "Invalid request: `ValidationException` (parameters), `InvalidParameterException`, "
+         "`InvalidImageFormatException`, `InvalidPaginationTokenException`, ...",
+    401: "Missing (`MissingAuthenticationTokenException`) or invalid "
+         "(`UnrecognizedClientException`) credentials",
+    403: "`AccessDeniedException`",
+    404: "`ResourceNotFoundException` (collection, user or face), or no such route",
+    409: "`ResourceAlreadyExistsException`, `ConflictException`",
+    413: "`ImageTooLargeException`: the image or the request body exceeds the limit",
+    429: "`ThrottlingException`: the server is busy; retry with backoff",
+    500: "`InternalServerError`",
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in _ERROR_DESCRIPTIONS.items()
+}
+# "default" also keeps FastAPI from documenting a 422 that this API never answers.
+ERROR_RESPONSES["default"] = {"model": ErrorBody, "description": "Any other error"}
+
+
+def _ok_response(operation: str) -> dict[int | str, dict[str, Any]]:
+    return {200: {"description": f"Rekognition's `{operation}` response",
+                  "content": {MEDIA_TYPE: {"schema": output_schema(operation)}}}}
+
+
+# -- request bodies (Rekognition's member names; the service checks the model's constraints) -----
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    def params(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class CreateCollectionBody(_Body):
+    CollectionId: str = Field(description="1-255 characters of `[a-zA-Z0-9_.-]`")
+    Tags: dict[str, str] | None = None
+
+
+class FaceIdsBody(_Body):
+    FaceIds: list[str] = Field(description="Face ids (UUIDs)")
+
+
+class SearchFacesBody(_Body):
+    MaxFaces: int | None = Field(None, description="1-4096 (default 100)")
+    FaceMatchThreshold: float | None = Field(None, description="0-100 (default 80)")
+
+
+class CreateUserBody(_Body):
+    UserId: str = Field(description="1-128 characters of `[a-zA-Z0-9_.:-]`")
+    ClientRequestToken: str | None = Field(None, description="Idempotency token")
+
+
+class AssociateFacesBody(_Body):
+    FaceIds: list[str] = Field(description="1-100 face ids")
+    UserMatchThreshold: float | None = Field(None, description="0-100 (default 75)")
+    ClientRequestToken: str | None = Field(None, description="Idempotency token")
+
+
+class DisassociateFacesBody(_Body):
+    FaceIds: list[str] = Field(description="1-100 face ids")
+    ClientRequestToken: str | None = Field(None, description="Idempotency token")
+
+
+class SearchUsersBody(_Body):
+    UserId: str | None = Field(None, description="Search with this user's faces...")
+    FaceId: str | None = Field(None, description="...or with this face (exactly one of the two)")
+    UserMatchThreshold: float | None = Field(None, description="0-100 (default 80)")
+    MaxUsers: int | None = Field(None, description="1-500 (default 100)")
+
+
+# -- authentication -----------------------------------------------------------------------------
+_BEARER = HTTPBearer(auto_error=False, scheme_name="AccessKeyBearer",
+                     description="`Authorization: Bearer <AccessKeyId>:<SecretAccessKey>`")
+_API_KEY = APIKeyHeader(name="X-Api-Key", auto_error=False, scheme_name="AccessKeyHeader",
+                        description="`X-Api-Key: <AccessKeyId>:<SecretAccessKey>`")
+_CREDENTIALS_HELP = ("send 'Authorization: Bearer <AccessKeyId>:<SecretAccessKey>' or "
+                     "'X-Api-Key: <AccessKeyId>:<SecretAccessKey>'")
+
+
+def credentials(headers: Any) -> tuple[str, str]:
+    """The (access key id, secret) a request presents; ``headers`` is case-insensitive."""
+    authorization = headers.get("authorization")
+    if authorization is not None:
+        scheme, _, value = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            raise UnrecognizedClientError(f"Unsupported Authorization scheme: {_CREDENTIALS_HELP}")
+    else:
+        value = headers.get("x-api-key")
+        if value is None:
+            raise MissingAuthenticationTokenError(f"Missing credentials: {_CREDENTIALS_HELP}")
+    key_id, _, secret = value.strip().partition(":")
+    if not key_id or not secret:
+        raise UnrecognizedClientError(f"Malformed credentials: {_CREDENTIALS_HELP}")
+    return key_id, secret
+
+
+async def _caller(server: Server, request: Request) -> Caller:
+    principal, default_purpose = "anonymous", None
+    if not server.settings.insecure_local:
+        key = await server.blocking(server.keys.authenticate, *credentials(request.headers))
+        principal, default_purpose = key.access_key_id, key.default_purpose
+    return server.caller(principal, request.client.host if request.client else None,
+                         request.headers.get("x-regard-purpose"),
+                         request.headers.get("x-regard-case"), default_purpose)
+
+
+def _documented_headers(
+    _purpose: Annotated[str | None, Header(
+        alias="X-Regard-Purpose",
+        description="Why this request is made (recorded in the audit ledger; defaults to the "
+                    "access key's default purpose)")] = None,
+    _case: Annotated[str | None, Header(
+        alias="X-Regard-Case", description="Case or ticket reference for the audit ledger")] = None,
+) -> None:
+    """Puts the audit headers in the OpenAPI document; ``_caller`` reads them with the
+    credentials."""
+
+
+# -- the shared request handling ----------------------------------------------------------------
+def error_response(error: RegardError, request_id: str) -> Response:
+    status = status_of(error)
+    headers = {"X-Request-Id": request_id}
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    elif status == 429:
+        headers["Retry-After"] = "1"
+    return Response(json.dumps(error.to_dict()).encode(), status_code=status,
+                    media_type=MEDIA_TYPE, headers=headers)
+
+
+def _as_regard_error(exc: Exception) -> RegardError | None:
+    """The API error for an exception raised while handling a request; None for a bug."""
+    if isinstance(exc, RegardError):
+        return exc
+    if isinstance(exc, RequestValidationError):
+        return ValidationError("; ".join(_describe(e) for e in exc.errors()))
+    if isinstance(exc, StarletteHTTPException):  # FastAPI could not parse the body
+        if exc.status_code == 413:
+            return ImageTooLargeError(str(exc.detail))
+        return SerializationError(str(exc.detail))
+    return None
+
+
+def _describe(error: Any) -> str:
+    where = ".".join(str(part) for part in error.get("loc", ()))
+    return f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg", "invalid"))
+
+
+def _route_class(server: Server) -> type[APIRoute]:
+    """The route class of every ``/v1`` route (see the module docstring); a route's
+    ``operation_id`` is the service operation it runs."""
+
+    class RestRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+            endpoint = super().get_route_handler()
+            operation = self.operation_id or self.name
+
+            async def handle(request: Request) -> Response:
+                request_id = str(uuid.uuid4())
+                elapsed = timer()
+                error: RegardError | None = None
+                try:
+                    request.state.operation = operation
+                    request.state.caller = await _caller(server, request)
+                    # FastAPI's own pattern for custom request handling: the endpoint reads
+                    # this instead of the (unbounded) stream.
+                    request._body = await read_body(request, server.max_body_bytes)
+                    response = await endpoint(request)
+                    response.headers["X-Request-Id"] = request_id
+                    return response
+                except Exception as exc:
+                    error = _as_regard_error(exc)
+                    if error is None:  # a bug: a plain 500 for the client, the details in the log
+                        log.exception("%s failed (request %s)", operation, request_id)
+                        error = RegardError("Internal server error")
+                    return error_response(error, request_id)
+                finally:
+                    server.metrics.observe("rest", operation, outcome(error), elapsed())
+
+            return handle
+
+    return RestRoute
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    """Unknown paths and methods under ``/v1`` answer with the API's error body too."""
+    assert isinstance(exc, StarletteHTTPException)
+    path = request.url.path
+    if path != PREFIX and not path.startswith(PREFIX + "/"):
+        return await http_exception_handler(request, exc)
+    code = "UnknownOperationException" if exc.status_code in (404, 405) else "ValidationException"
+    return Response(json.dumps({"__type": code,
+                                "message": f"{exc.detail}: {request.method} {path}"}).encode(),
+                    status_code=exc.status_code, media_type=MEDIA_TYPE, headers=exc.headers)
+
+
+# -- the routes ---------------------------------------------------------------------------------
+CollectionId = Annotated[str, Path(min_length=1, description="The collection's id")]
+UserId = Annotated[str, Path(min_length=1, description="The user's id")]
+FaceId = Annotated[str, Path(min_length=1, description="The face's id (a UUID)")]
+ImageFile = Annotated[UploadFile, File(description="JPEG, PNG or WebP, at most 5 MiB "
+                                                   "(REGARD_MAX_IMAGE_BYTES)")]
+MaxResults = Annotated[int | None, Query(description="Page size")]
+NextToken = Annotated[str | None, Query(description="`NextToken` of the previous page")]
+QualityFilterForm = Annotated[QualityFilter | None, Form(
+    description="Faces below this quality are not used (default AUTO for indexing, NONE for "
+                "searching)")]
 
 
 def mount(app: FastAPI, server: Server) -> None:
-    pass
+    """Register the ``/v1`` routes and the ``/v1`` error body for unknown paths and methods."""
+    dependencies = [Depends(_documented_headers)]
+    if not server.settings.insecure_local:
+        dependencies += [Security(_BEARER), Security(_API_KEY)]
+    router = APIRouter(prefix=PREFIX, route_class=_route_class(server),
+                       dependencies=dependencies, responses=ERROR_RESPONSES)
+
+    def route(method: str, path: str, operation: str, tag: str, summary: str
+              ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        return router.api_route(path, methods=[method], operation_id=operation, tags=[tag],
+                                summary=summary, response_class=Response,
+                                responses=_ok_response(operation))
+
+    async def call(request: Request, **params: Any) -> Response:
+        """Run the route's operation with the given parameters (those that are not None)."""
+        given = {name: value for name, value in params.items() if value is not None}
+        result = await server.dispatch(request.state.operation, given, request.state.caller)
+        return Response(to_wire(result), media_type=MEDIA_TYPE)
+
+    async def read_image(upload: UploadFile) -> dict[str, bytes]:
+        limit = server.limits.max_bytes
+        data = await upload.read(limit + 1)
+        if len(data) > limit:
+            raise ImageTooLargeError(
+                f"{upload.filename or 'The image'} exceeds the limit of {limit} bytes")
+        return {"Bytes": data}
+
+    # -- faces in images ------------------------------------------------------------------------
+    @route("POST", "/detect", "DetectFaces", "faces", "Detect faces in an image")
+    async def detect_faces(
+        request: Request, image: ImageFile,
+        attributes: Annotated[Literal["DEFAULT", "ALL"] | None, Form(
+            description="Regard returns the same members either way")] = None,
+    ) -> Response:
+        return await call(request, Image=await read_image(image),
+                          Attributes=[attributes] if attributes else None)
+
+    @route("POST", "/compare", "CompareFaces", "faces",
+           "Compare the largest face of one image with the faces of another")
+    async def compare_faces(
+        request: Request, source: ImageFile, target: ImageFile,
+        similarity_threshold: Annotated[float | None, Form(
+            description="0-100 (default 80)")] = None,
+        quality_filter: QualityFilterForm = None,
+    ) -> Response:
+        return await call(request, SourceImage=await read_image(source),
+                          TargetImage=await read_image(target),
+                          SimilarityThreshold=similarity_threshold, QualityFilter=quality_filter)
+
+    # -- collections ----------------------------------------------------------------------------
+    @route("GET", "/collections", "ListCollections", "collections", "List collections")
+    async def list_collections(request: Request, max_results: MaxResults = None,
+                               next_token: NextToken = None) -> Response:
+        return await call(request, MaxResults=max_results, NextToken=next_token)
+
+    @route("POST", "/collections", "CreateCollection", "collections", "Create a collection")
+    async def create_collection(request: Request, body: CreateCollectionBody) -> Response:
+        return await call(request, **body.params())
+
+    @route("GET", "/collections/{collection_id}", "DescribeCollection", "collections",
+           "Describe a collection")
+    async def describe_collection(request: Request, collection_id: CollectionId) -> Response:
+        return await call(request, CollectionId=collection_id)
+
+    @route("DELETE", "/collections/{collection_id}", "DeleteCollection", "collections",
+           "Delete a collection with its faces and users")
+    async def delete_collection(request: Request, collection_id: CollectionId) -> Response:
+        return await call(request, CollectionId=collection_id)
+
+    # -- faces in collections -------------------------------------------------------------------
+    @route("POST", "/collections/{collection_id}/faces", "IndexFaces", "faces",
+           "Detect faces in an image and add them to a collection")
+    async def index_faces(
+        request: Request, collection_id: CollectionId, image: ImageFile,
+        external_image_id: Annotated[str | None, Form(
+            description="Your id for the image (1-255 characters of `[a-zA-Z0-9_.:-]`)")] = None,
+        max_faces: Annotated[int | None, Form(description="Index at most this many faces, "
+                                                          "largest first")] = None,
+        quality_filter: QualityFilterForm = None,
+    ) -> Response:
+        return await call(request, CollectionId=collection_id, Image=await read_image(image),
+                          ExternalImageId=external_image_id, MaxFaces=max_faces,
+                          QualityFilter=quality_filter)
+
+    @route("GET", "/collections/{collection_id}/faces", "ListFaces", "faces",
+           "List the faces of a collection")
+    async def list_faces(
+        request: Request, collection_id: CollectionId, max_results: MaxResults = None,
+        next_token: NextToken = None,
+        user_id: Annotated[str | None, Query(description="Only this user's faces")] = None,
+        face_ids: Annotated[list[str] | None, Query(description="Only these faces "
+                                                                 "(repeat the parameter)")] = None,
+    ) -> Response:
+        return await call(request, CollectionId=collection_id, MaxResults=max_results,
+                          NextToken=next_token, UserId=user_id, FaceIds=face_ids)
+
+    @route("DELETE", "/collections/{collection_id}/faces", "DeleteFaces", "faces",
+           "Delete faces from a collection")
+    async def delete_faces(request: Request, collection_id: CollectionId,
+                           body: FaceIdsBody) -> Response:
+        return await call(request, CollectionId=collection_id, **body.params())
+
+    @route("POST", "/collections/{collection_id}/faces/{face_id}/search", "SearchFaces",
+           "faces", "Search a collection for faces like one of its faces")
+    async def search_faces(request: Request, collection_id: CollectionId, face_id: FaceId,
+                           body: SearchFacesBody | None = None) -> Response:
+        return await call(request, CollectionId=collection_id, FaceId=face_id,
+                          **(body.params() if body else {}))
+
+    @route("POST", "/collections/{collection_id}/search", "SearchFacesByImage", "faces",
+           "Search a collection for faces like the largest face of an image")
+    async def search_faces_by_image(
+        request: Request, collection_id: CollectionId,
+        image: ImageFile,
+        max_faces: Annotated[int | None, Form(description="1-4096 (default 100)")] = None,
+        face_match_threshold: Annotated[float | None, Form(
+            description="0-100 (default 80)")] = None,
+        quality_filter: QualityFilterForm = None,
+    ) -> Response:
+        return await call(request, CollectionId=collection_id, Image=await read_image(image),
+                          MaxFaces=max_faces, FaceMatchThreshold=face_match_threshold,
+                          QualityFilter=quality_filter)
+
+    # -- users ----------------------------------------------------------------------------------
+    @route("POST", "/collections/{collection_id}/users", "CreateUser", "users", "Create a user")
+    async def create_user(request: Request, collection_id: CollectionId,
+                          body: CreateUserBody) -> Response:
+        return await call(request, CollectionId=collection_id, **body.params())
+
+    @route("GET", "/collections/{collection_id}/users", "ListUsers", "users",
+           "List the users of a collection")
+    async def list_users(request: Request, collection_id: CollectionId,
+                         max_results: MaxResults = None, next_token: NextToken = None
+                         ) -> Response:
+        return await call(request, CollectionId=collection_id, MaxResults=max_results,
+                          NextToken=next_token)
+
+    @route("DELETE", "/collections/{collection_id}/users/{user_id}", "DeleteUser", "users",
+           "Delete a user (its faces stay in the collection)")
+    async def delete_user(request: Request, collection_id: CollectionId,
+                          user_id: UserId) -> Response:
+        return await call(request, CollectionId=collection_id, UserId=user_id)
+
+    @route("POST", "/collections/{collection_id}/users/{user_id}/faces", "AssociateFaces",
+           "users", "Associate faces with a user")
+    async def associate_faces(request: Request, collection_id: CollectionId, user_id: UserId,
+                              body: AssociateFacesBody) -> Response:
+        return await call(request, CollectionId=collection_id, UserId=user_id, **body.params())
+
+    @route("DELETE", "/collections/{collection_id}/users/{user_id}/faces",
+           "DisassociateFaces", "users", "Disassociate faces from a user")
+    async def disassociate_faces(request: Request, collection_id: CollectionId,
+                                 user_id: UserId, body: DisassociateFacesBody) -> Response:
+        return await call(request, CollectionId=collection_id, UserId=user_id, **body.params())
+
+    @route("POST", "/collections/{collection_id}/users/search", "SearchUsers", "users",
+           "Search a collection for users like a user or a face")
+    async def search_users(request: Request, collection_id: CollectionId,
+                           body: SearchUsersBody) -> Response:
+        return await call(request, CollectionId=collection_id, **body.params())
+
+    @route("POST", "/collections/{collection_id}/users/search-by-image", "SearchUsersByImage",
+           "users", "Search a collection for users like the largest face of an image")
+    async def search_users_by_image(
+        request: Request, collection_id: CollectionId,
+        image: ImageFile,
+        max_users: Annotated[int | None, Form(description="1-500 (default 100)")] = None,
+        user_match_threshold: Annotated[float | None, Form(
+            description="0-100 (default 80)")] = None,
+        quality_filter: QualityFilterForm = None,
+    ) -> Response:
+        return await call(request, CollectionId=collection_id, Image=await read_image(image),
+                          MaxUsers=max_users, UserMatchThreshold=user_match_threshold,
+                          QualityFilter=quality_filter)
+
+    app.include_router(router)
+    app.add_exception_handler(StarletteHTTPException, _not_found)

@@ -219,6 +219,8 @@ def test_protocol_errors(live, admin, images):
         reply = send(signed_post(live.url, target, body, key, secret))
         assert reply.status_code == 400 and reply.json()["__type"] == code
     for raw, code in [(b"{not json", "SerializationException"),
+                      (b"[" * 100_000, "SerializationException"),
+                      (b'["a list"]', "SerializationException"),
                       (b'{"MaxResults": "ten"}', "SerializationException"),
                       (b'{"MaxResults": -1}', "ValidationException")]:
         reply = send(signed_post(live.url, TARGET + "ListCollections", raw, key, secret))

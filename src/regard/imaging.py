@@ -111,7 +111,10 @@ def decode(data: bytes | bytearray | memoryview, limits: ImageLimits | None = No
         raise
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"Image has too many pixels: {exc}") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+    except UnidentifiedImageError as exc:
+        raise InvalidImageFormatError(
+            "Image bytes are not a recognized image (JPEG, PNG or WebP)") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidImageFormatError(f"Image bytes could not be decoded: {exc}") from exc
     pixels = np.asarray(rgb, dtype=np.uint8)
     _check_min_size(pixels.shape[1], pixels.shape[0], limits)

@@ -59,7 +59,7 @@ def mount(app: FastAPI, server: Server) -> None:
             operation = _operation(target, server)
             try:
                 decoded = json.loads(body) if body.strip() else {}
-            except (ValueError, UnicodeDecodeError) as exc:
+            except (ValueError, UnicodeDecodeError, RecursionError) as exc:
                 raise SerializationError("The request body is not valid JSON") from exc
             params = from_wire(operation, decoded)
             caller = server.caller(principal, request.client.host if request.client else None,

@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
+from botocore.model import Shape
 from fastapi import (
     APIRouter,
     Depends,
@@ -61,6 +62,7 @@ from regard.errors import (
     ValidationError,
 )
 from regard.service import Caller
+from regard.spec import operation as spec_operation
 from regard.spec import output_schema, to_wire
 
 log = logging.getLogger("regard.api.rest")
@@ -116,8 +118,6 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text}
     for status, text in _ERROR_DESCRIPTIONS.items()
 }
-# "default" also keeps FastAPI from documenting a 422 that this API never answers.
-ERROR_RESPONSES["default"] = {"model": ErrorBody, "description": "Any other error"}
 
 
 def _ok_response(operation: str) -> dict[int | str, dict[str, Any]]:
@@ -125,49 +125,97 @@ def _ok_response(operation: str) -> dict[int | str, dict[str, Any]]:
                   "content": {MEDIA_TYPE: {"schema": output_schema(operation)}}}}
 
 
-# -- request bodies (Rekognition's member names; the service checks the model's constraints) -----
+# -- parameters: typed here, constrained by the service model ------------------------------------
+def documented(operation: str, member: str) -> dict[str, Any]:
+    """A request member's constraints in botocore's model as JSON Schema keywords, for
+    ``json_schema_extra``: the OpenAPI document shows them (and schemathesis generates from them),
+    while the service, which validates every door's requests against the model, enforces them."""
+    input_shape = spec_operation(operation).input_shape
+    assert input_shape is not None, operation
+    return _constraints(input_shape.members[member])
+
+
+def _constraints(shape: Shape) -> dict[str, Any]:
+    meta, kind = shape.metadata, shape.type_name
+    bounds = {"string": ("minLength", "maxLength"), "list": ("minItems", "maxItems"),
+              "map": ("minProperties", "maxProperties")}.get(kind, ("minimum", "maximum"))
+    out = {name: meta[key] for key, name in zip(("min", "max"), bounds) if key in meta}
+    if kind == "string" and "pattern" in meta and "\\p{" not in meta["pattern"]:
+        pattern = meta["pattern"]  # botocore's patterns mean the whole string; JSON Schema's don't
+        out["pattern"] = pattern if pattern.startswith("^") else f"^(?:{pattern})$"
+    if kind == "list":
+        out["items"] = {"type": "string", **_constraints(shape.member)}
+    return out
+
+
+def _field(operation: str, member: str, description: str, default: Any = ...) -> Any:
+    return Field(default, title=member, description=description,
+                 json_schema_extra=documented(operation, member))
+
+
+def _query(operation: str, member: str, description: str) -> Any:
+    return Query(description=description, json_schema_extra=documented(operation, member))
+
+
+def _form(operation: str, member: str, description: str) -> Any:
+    return Form(description=description, json_schema_extra=documented(operation, member))
+
+
 class _Body(BaseModel):
+    """A JSON request body: Rekognition's member names, nothing else."""
+
     model_config = ConfigDict(extra="forbid")
 
     def params(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
 
 
+_TOKEN = "Idempotency token: a retry with the same token is not done twice"
+
+
 class CreateCollectionBody(_Body):
-    CollectionId: str = Field(description="1-255 characters of `[a-zA-Z0-9_.-]`")
-    Tags: dict[str, str] | None = None
+    CollectionId: str = _field("CreateCollection", "CollectionId", "The new collection's id")
+    Tags: dict[str, str] | None = _field("CreateCollection", "Tags", "Tags", None)
 
 
-class FaceIdsBody(_Body):
-    FaceIds: list[str] = Field(description="Face ids (UUIDs)")
+class DeleteFacesBody(_Body):
+    FaceIds: list[str] = _field("DeleteFaces", "FaceIds", "The faces to delete")
 
 
 class SearchFacesBody(_Body):
-    MaxFaces: int | None = Field(None, description="1-4096 (default 100)")
-    FaceMatchThreshold: float | None = Field(None, description="0-100 (default 80)")
+    MaxFaces: int | None = _field("SearchFaces", "MaxFaces", "At most this many matches "
+                                  "(default 100)", None)
+    FaceMatchThreshold: float | None = _field("SearchFaces", "FaceMatchThreshold",
+                                              "Smallest similarity (default 80)", None)
 
 
 class CreateUserBody(_Body):
-    UserId: str = Field(description="1-128 characters of `[a-zA-Z0-9_.:-]`")
-    ClientRequestToken: str | None = Field(None, description="Idempotency token")
+    UserId: str = _field("CreateUser", "UserId", "The new user's id")
+    ClientRequestToken: str | None = _field("CreateUser", "ClientRequestToken", _TOKEN, None)
 
 
 class AssociateFacesBody(_Body):
-    FaceIds: list[str] = Field(description="1-100 face ids")
-    UserMatchThreshold: float | None = Field(None, description="0-100 (default 75)")
-    ClientRequestToken: str | None = Field(None, description="Idempotency token")
+    FaceIds: list[str] = _field("AssociateFaces", "FaceIds", "Faces to associate with the user")
+    UserMatchThreshold: float | None = _field(
+        "AssociateFaces", "UserMatchThreshold",
+        "Smallest similarity to the user's faces for a face to be associated (default 75)", None)
+    ClientRequestToken: str | None = _field("AssociateFaces", "ClientRequestToken", _TOKEN, None)
 
 
 class DisassociateFacesBody(_Body):
-    FaceIds: list[str] = Field(description="1-100 face ids")
-    ClientRequestToken: str | None = Field(None, description="Idempotency token")
+    FaceIds: list[str] = _field("DisassociateFaces", "FaceIds", "Faces to disassociate")
+    ClientRequestToken: str | None = _field("DisassociateFaces", "ClientRequestToken", _TOKEN,
+                                            None)
 
 
 class SearchUsersBody(_Body):
-    UserId: str | None = Field(None, description="Search with this user's faces...")
-    FaceId: str | None = Field(None, description="...or with this face (exactly one of the two)")
-    UserMatchThreshold: float | None = Field(None, description="0-100 (default 80)")
-    MaxUsers: int | None = Field(None, description="1-500 (default 100)")
+    UserId: str | None = _field("SearchUsers", "UserId", "Search with this user's faces...", None)
+    FaceId: str | None = _field("SearchUsers", "FaceId",
+                                "...or with this face (exactly one of the two)", None)
+    UserMatchThreshold: float | None = _field("SearchUsers", "UserMatchThreshold",
+                                              "Smallest similarity (default 80)", None)
+    MaxUsers: int | None = _field("SearchUsers", "MaxUsers", "At most this many users "
+                                  "(default 100)", None)
 
 
 # -- authentication -----------------------------------------------------------------------------
@@ -284,7 +332,7 @@ def _route_class(server: Server) -> type[APIRoute]:
     return RestRoute
 
 
-async def _not_found(request: Request, exc: Exception) -> Response:
+async def _http_error(request: Request, exc: Exception) -> Response:
     """Unknown paths and methods under ``/v1`` answer with the API's error body too."""
     assert isinstance(exc, StarletteHTTPException)
     path = request.url.path
@@ -297,16 +345,22 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 
 # -- the routes ---------------------------------------------------------------------------------
-CollectionId = Annotated[str, Path(min_length=1, description="The collection's id")]
-UserId = Annotated[str, Path(min_length=1, description="The user's id")]
-FaceId = Annotated[str, Path(min_length=1, description="The face's id (a UUID)")]
+CollectionId = Annotated[str, Path(description="The collection's id", json_schema_extra=documented(
+    "DescribeCollection", "CollectionId"))]
+UserId = Annotated[str, Path(description="The user's id", json_schema_extra=documented(
+    "DeleteUser", "UserId"))]
+FaceId = Annotated[str, Path(description="The face's id", json_schema_extra=documented(
+    "SearchFaces", "FaceId"))]
 ImageFile = Annotated[UploadFile, File(description="JPEG, PNG or WebP, at most 5 MiB "
                                                    "(REGARD_MAX_IMAGE_BYTES)")]
-MaxResults = Annotated[int | None, Query(description="Page size")]
-NextToken = Annotated[str | None, Query(description="`NextToken` of the previous page")]
+NextToken = Annotated[str | None, Query(description="`NextToken` of the previous page",
+                                        json_schema_extra=documented("ListFaces", "NextToken"))]
 QualityFilterForm = Annotated[QualityFilter | None, Form(
     description="Faces below this quality are not used (default AUTO for indexing, NONE for "
                 "searching)")]
+_MAX_FACES = "At most this many matches (default 100)"
+_MAX_USERS = "At most this many users (default 100)"
+_THRESHOLD = "Smallest similarity, 0-100 (default 80)"
 
 
 def mount(app: FastAPI, server: Server) -> None:
@@ -351,8 +405,8 @@ def mount(app: FastAPI, server: Server) -> None:
            "Compare the largest face of one image with the faces of another")
     async def compare_faces(
         request: Request, source: ImageFile, target: ImageFile,
-        similarity_threshold: Annotated[float | None, Form(
-            description="0-100 (default 80)")] = None,
+        similarity_threshold: Annotated[float | None, _form(
+            "CompareFaces", "SimilarityThreshold", _THRESHOLD)] = None,
         quality_filter: QualityFilterForm = None,
     ) -> Response:
         return await call(request, SourceImage=await read_image(source),
@@ -361,8 +415,11 @@ def mount(app: FastAPI, server: Server) -> None:
 
     # -- collections ----------------------------------------------------------------------------
     @route("GET", "/collections", "ListCollections", "collections", "List collections")
-    async def list_collections(request: Request, max_results: MaxResults = None,
-                               next_token: NextToken = None) -> Response:
+    async def list_collections(
+        request: Request, next_token: NextToken = None,
+        max_results: Annotated[int | None, _query("ListCollections", "MaxResults",
+                                                  "Page size (default 1000)")] = None,
+    ) -> Response:
         return await call(request, MaxResults=max_results, NextToken=next_token)
 
     @route("POST", "/collections", "CreateCollection", "collections", "Create a collection")
@@ -384,10 +441,10 @@ def mount(app: FastAPI, server: Server) -> None:
            "Detect faces in an image and add them to a collection")
     async def index_faces(
         request: Request, collection_id: CollectionId, image: ImageFile,
-        external_image_id: Annotated[str | None, Form(
-            description="Your id for the image (1-255 characters of `[a-zA-Z0-9_.:-]`)")] = None,
-        max_faces: Annotated[int | None, Form(description="Index at most this many faces, "
-                                                          "largest first")] = None,
+        external_image_id: Annotated[str | None, _form(
+            "IndexFaces", "ExternalImageId", "Your id for the image")] = None,
+        max_faces: Annotated[int | None, _form(
+            "IndexFaces", "MaxFaces", "Index at most this many faces, largest first")] = None,
         quality_filter: QualityFilterForm = None,
     ) -> Response:
         return await call(request, CollectionId=collection_id, Image=await read_image(image),
@@ -397,11 +454,13 @@ def mount(app: FastAPI, server: Server) -> None:
     @route("GET", "/collections/{collection_id}/faces", "ListFaces", "faces",
            "List the faces of a collection")
     async def list_faces(
-        request: Request, collection_id: CollectionId, max_results: MaxResults = None,
-        next_token: NextToken = None,
-        user_id: Annotated[str | None, Query(description="Only this user's faces")] = None,
-        face_ids: Annotated[list[str] | None, Query(description="Only these faces "
-                                                                 "(repeat the parameter)")] = None,
+        request: Request, collection_id: CollectionId, next_token: NextToken = None,
+        max_results: Annotated[int | None, _query("ListFaces", "MaxResults",
+                                                  "Page size (default 1000)")] = None,
+        user_id: Annotated[str | None, _query("ListFaces", "UserId",
+                                              "Only this user's faces")] = None,
+        face_ids: Annotated[list[str] | None, _query(
+            "ListFaces", "FaceIds", "Only these faces (repeat the parameter)")] = None,
     ) -> Response:
         return await call(request, CollectionId=collection_id, MaxResults=max_results,
                           NextToken=next_token, UserId=user_id, FaceIds=face_ids)
@@ -409,7 +468,7 @@ def mount(app: FastAPI, server: Server) -> None:
     @route("DELETE", "/collections/{collection_id}/faces", "DeleteFaces", "faces",
            "Delete faces from a collection")
     async def delete_faces(request: Request, collection_id: CollectionId,
-                           body: FaceIdsBody) -> Response:
+                           body: DeleteFacesBody) -> Response:
         return await call(request, CollectionId=collection_id, **body.params())
 
     @route("POST", "/collections/{collection_id}/faces/{face_id}/search", "SearchFaces",
@@ -424,9 +483,10 @@ def mount(app: FastAPI, server: Server) -> None:
     async def search_faces_by_image(
         request: Request, collection_id: CollectionId,
         image: ImageFile,
-        max_faces: Annotated[int | None, Form(description="1-4096 (default 100)")] = None,
-        face_match_threshold: Annotated[float | None, Form(
-            description="0-100 (default 80)")] = None,
+        max_faces: Annotated[int | None, _form(
+            "SearchFacesByImage", "MaxFaces", _MAX_FACES)] = None,
+        face_match_threshold: Annotated[float | None, _form(
+            "SearchFacesByImage", "FaceMatchThreshold", _THRESHOLD)] = None,
         quality_filter: QualityFilterForm = None,
     ) -> Response:
         return await call(request, CollectionId=collection_id, Image=await read_image(image),
@@ -441,9 +501,11 @@ def mount(app: FastAPI, server: Server) -> None:
 
     @route("GET", "/collections/{collection_id}/users", "ListUsers", "users",
            "List the users of a collection")
-    async def list_users(request: Request, collection_id: CollectionId,
-                         max_results: MaxResults = None, next_token: NextToken = None
-                         ) -> Response:
+    async def list_users(
+        request: Request, collection_id: CollectionId, next_token: NextToken = None,
+        max_results: Annotated[int | None, _query("ListUsers", "MaxResults",
+                                                  "Page size (default 500)")] = None,
+    ) -> Response:
         return await call(request, CollectionId=collection_id, MaxResults=max_results,
                           NextToken=next_token)
 
@@ -476,9 +538,10 @@ def mount(app: FastAPI, server: Server) -> None:
     async def search_users_by_image(
         request: Request, collection_id: CollectionId,
         image: ImageFile,
-        max_users: Annotated[int | None, Form(description="1-500 (default 100)")] = None,
-        user_match_threshold: Annotated[float | None, Form(
-            description="0-100 (default 80)")] = None,
+        max_users: Annotated[int | None, _form(
+            "SearchUsersByImage", "MaxUsers", _MAX_USERS)] = None,
+        user_match_threshold: Annotated[float | None, _form(
+            "SearchUsersByImage", "UserMatchThreshold", _THRESHOLD)] = None,
         quality_filter: QualityFilterForm = None,
     ) -> Response:
         return await call(request, CollectionId=collection_id, Image=await read_image(image),
@@ -486,4 +549,27 @@ def mount(app: FastAPI, server: Server) -> None:
                           QualityFilter=quality_filter)
 
     app.include_router(router)
-    app.add_exception_handler(StarletteHTTPException, _not_found)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    _document_no_422(app)
+
+
+def _document_no_422(app: FastAPI) -> None:
+    """FastAPI documents a 422 for every route with parameters; ``/v1`` answers those errors with
+    a 400 ``ValidationException`` (``ERROR_RESPONSES``), so take the 422s out of the document."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate()
+            for path, item in document.get("paths", {}).items():
+                if path.startswith(PREFIX + "/"):
+                    for operation in item.values():
+                        operation.get("responses", {}).pop("422", None)
+            schemas = document.get("components", {}).get("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                if f"#/components/schemas/{name}" not in json.dumps(document.get("paths")):
+                    schemas.pop(name, None)
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -30,8 +30,9 @@ class LiveServer:
     def __init__(self, home: Path, engine: Engine, settings: ServerSettings | None = None,
                  object_store: ObjectStore | None = None) -> None:
         store = Store(f"sqlite:///{home / 'catalog.db'}", checkpoint_dir=False)
-        self.server = Server(RegardService(engine, store, object_store=object_store),
-                             settings or ServerSettings())
+        service = RegardService(engine, store, object_store=object_store,
+                                default_purpose="integration tests")
+        self.server = Server(service, settings or ServerSettings())
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._uvicorn = uvicorn.Server(uvicorn.Config(

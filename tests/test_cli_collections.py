@@ -50,11 +50,11 @@ def _json(*args: str) -> dict:
 
 
 def test_collections_commands(home):
-    body = _json("collections", "create", "c", "--tag", "team=a")
+    body = _json("collections", "create", "c", "--purpose", "testing", "--tag", "team=a")
     assert_shape(body, "CreateCollectionResponse")
-    code, _ = _run("collections", "create", "c")
+    code, _ = _run("collections", "create", "c", "--purpose", "testing")
     assert code == 1
-    _json("collections", "create", "d")
+    _json("collections", "create", "d", "--purpose", "testing")
     listed = _json("collections", "list")
     assert_shape(listed, "ListCollectionsResponse")
     assert listed["CollectionIds"] == ["c", "d"] and "NextToken" not in listed
@@ -71,7 +71,7 @@ def test_collections_commands(home):
 
 
 def test_index_search_faces_and_users(home, folder):
-    _run("collections", "create", "c")
+    _run("collections", "create", "c", "--purpose", "testing")
     code, stdout = _run("index", "c", str(folder), "--json", "--workers", "2")
     assert code == 1  # broken.jpg fails; the others are indexed
     lines = [json.loads(line) for line in stdout.splitlines()]
@@ -129,7 +129,7 @@ def test_index_search_faces_and_users(home, folder):
 
 
 def test_index_ids_from_csv(home, folder):
-    _run("collections", "create", "c")
+    _run("collections", "create", "c", "--purpose", "testing")
     mapping = folder.parent / "ids.csv"
     mapping.write_text("path,external_image_id\nphotos/astronaut.jpg,eileen-collins\n"
                        "cameraman.png,camera:man\n")

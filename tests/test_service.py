@@ -29,7 +29,7 @@ from test_engine import assert_shape
 @pytest.fixture()
 def svc(tmp_path: Path, engine) -> RegardService:
     store = Store(f"sqlite:///{tmp_path / 'regard.db'}", checkpoint_dir=tmp_path / "index")
-    service = RegardService(engine, store)
+    service = RegardService(engine, store, default_purpose="unit tests")
     yield service
     store.close()
 

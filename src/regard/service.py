@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
 import dataclasses
 import hashlib
 import json
 import os
 import uuid
-from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -40,8 +41,14 @@ from regard.analysis import Engine, Face, ImageFaces
 from regard.errors import (
     InvalidPaginationTokenError,
     InvalidParameterError,
+    ResourceNotFoundError,
+    ServiceQuotaExceededError,
     UnknownOperationError,
 )
+from regard.governance import policy as pol
+from regard.governance.gatekeeper import LOCAL_CALLER, Caller, CallRecord, Gatekeeper
+from regard.governance.ledger import Ledger
+from regard.governance.policy import CollectionPolicy
 from regard.object_store import MAX_S3_IMAGE_BYTES, ObjectStore, object_store_from_env
 from regard.spec import validate_request
 from regard.store import CollectionInfo, FaceRow, Failure, Hit, NewFace, Store
@@ -64,19 +71,9 @@ Params = dict[str, Any]
 Handler = Callable[[Params], Params]
 
 
-@dataclass(frozen=True)
-class Caller:
-    """Who is asking and why: filled in by each door (the HTTP APIs from the verified access key
-    and the ``X-Regard-Purpose`` / ``X-Regard-Case`` headers, the CLI from its options) and
-    handed to governance with every operation."""
-
-    principal: str = "local"  # access key id, or "local" for in-process callers
-    source: str | None = None  # client address
-    purpose: str | None = None
-    case: str | None = None
-
-
-LOCAL_CALLER = Caller()
+# The audit record of the operation running in this thread (handlers add image hashes to it).
+_current: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar(
+    "regard_call_record", default=None)
 
 
 class RegardService:
@@ -85,10 +82,15 @@ class RegardService:
 
     def __init__(self, engine: Engine | None = None, store: Store | None = None, *,
                  region: str | None = None, account_id: str | None = None,
-                 object_store: ObjectStore | None = None) -> None:
+                 object_store: ObjectStore | None = None, gatekeeper: Gatekeeper | None = None,
+                 default_purpose: str | None = None) -> None:
         self._engine = engine
         self.store = store or Store()
         self.objects = object_store or object_store_from_env()
+        self.gate = gatekeeper or Gatekeeper(
+            Ledger(self.store.catalog),
+            default_purpose=default_purpose or os.environ.get("REGARD_DEFAULT_PURPOSE"),
+            audit_detect=os.environ.get("REGARD_AUDIT_DETECT", "1") != "0")
         self.region = region or os.environ.get("REGARD_REGION", "us-east-1")
         self.account_id = account_id or os.environ.get("REGARD_ACCOUNT_ID", "000000000000")
         self._handlers: dict[str, Handler] = {
@@ -110,6 +112,9 @@ class RegardService:
             "DisassociateFaces": self._disassociate_faces,
             "SearchUsers": self._search_users,
             "SearchUsersByImage": self._search_users_by_image,
+            "TagResource": self._tag_resource,
+            "UntagResource": self._untag_resource,
+            "ListTagsForResource": self._list_tags_for_resource,
         }
 
     @property
@@ -133,14 +138,64 @@ class RegardService:
         validate_request(operation, params)
         return self._authorize_and_audit(operation, params, lambda: handler(params), caller)
 
+    def run_audited(self, operation: str, params: Params, run: Callable[[], Params],
+                    caller: Caller = LOCAL_CALLER, image_sha256: Sequence[str] = ()) -> Params:
+        """Governance around work done outside ``call`` (the CLI's pooled DetectFaces, whose
+        workers have no database): same checks, same ledger entry."""
+        return self._authorize_and_audit(operation, params, run, caller, image_sha256)
+
     def _authorize_and_audit(self, operation: str, params: Params, run: Callable[[], Params],
-                             caller: Caller = LOCAL_CALLER) -> Params:
-        """The seam for governance: check the caller's scopes and the collection's policy before
-        ``run``, append the outcome (success or error name) to the audit ledger after. A no-op
-        until the governance issue lands; every operation, from every door, passes here."""
-        return run()
+                             caller: Caller = LOCAL_CALLER,
+                             image_sha256: Sequence[str] = ()) -> Params:
+        """Governance around ``run``: the caller's scopes and the collection's allow-list, then
+        the collection's policy (which may adjust ``params`` in place or refuse), and after it,
+        success or failure alike, one audit-ledger entry. Every operation, from every door,
+        passes here."""
+        record = CallRecord(operation, caller, self._collection_named(operation, params),
+                            image_sha256=list(image_sha256))
+        token = _current.set(record)
+        try:
+            self.gate.authorize(record)
+            if record.collection is not None and operation != "CreateCollection":
+                record.policy = self._policy_or_none(record.collection)
+            self.gate.apply_policy(record, params)
+            result = run()
+        except Exception as exc:
+            self.gate.record(record, params, error=exc)
+            raise
+        finally:
+            _current.reset(token)
+        self.gate.record(record, params, result)
+        return result
+
+    def _collection_named(self, operation: str, params: Params) -> str | None:
+        if "ResourceArn" in params:
+            return _collection_from_arn(params["ResourceArn"])
+        name = params.get("CollectionId")
+        return name if isinstance(name, str) else None
+
+
+    def _policy_or_none(self, collection: str) -> CollectionPolicy | None:
+        try:
+            info = self.store.catalog.get_collection(collection)
+        except ResourceNotFoundError:
+            return None  # the operation itself reports it
+        return CollectionPolicy.from_tags(info.tags)
+
+    def policy(self, collection: str) -> CollectionPolicy:
+        """A collection's policy (the REST door marks matches for human review with it)."""
+        return CollectionPolicy.from_tags(self.store.catalog.get_collection(collection).tags)
 
     # -- boto3-style methods ---------------------------------------------------------------------
+    def tag_resource(self, **params: Any) -> Params:
+        return self.call("TagResource", params)
+
+    def untag_resource(self, **params: Any) -> Params:
+        return self.call("UntagResource", params)
+
+    def list_tags_for_resource(self, **params: Any) -> Params:
+        return self.call("ListTagsForResource", params)
+
     def detect_faces(self, **params: Any) -> Params:
         return self.call("DetectFaces", params)
 
@@ -195,15 +250,15 @@ class RegardService:
     def search_users_by_image(self, **params: Any) -> Params:
         return self.call("SearchUsersByImage", params)
 
-    def index_detected_faces(self, detected: ImageFaces, image_sha256: str | None = None,
-                             **params: Any) -> Params:
+    def index_detected_faces(self, detected: ImageFaces, image_sha256: str | None = None, *,
+                             caller: Caller = LOCAL_CALLER, **params: Any) -> Params:
         """IndexFaces for faces already detected and embedded (``Engine.detect(embed=True)``),
         e.g. by worker processes in a batch; ``params`` as IndexFaces' without ``Image``."""
         if "Image" in params:
             raise InvalidParameterError("index_detected_faces takes no Image")
         validate_request("IndexFaces", params, exempt=frozenset({"Image"}))
         return self._authorize_and_audit(
-            "IndexFaces", params, lambda: self._index(params, detected, image_sha256))
+            "IndexFaces", params, lambda: self._index(params, detected, image_sha256), caller)
 
     # -- single images ---------------------------------------------------------------------------
     def _detect_faces(self, p: Params) -> Params:
@@ -224,7 +279,7 @@ class RegardService:
     # -- collections -----------------------------------------------------------------------------
     def _create_collection(self, p: Params) -> Params:
         name = p["CollectionId"]
-        arn = f"arn:aws:rekognition:{self.region}:{self.account_id}:collection/{name}"
+        arn = self.collection_arn(name)
         info = self.store.catalog.create_collection(name, arn, FACE_MODEL_VERSION, p.get("Tags"))
         return {"StatusCode": 200, "CollectionArn": info.arn,
                 "FaceModelVersion": info.face_model_version}
@@ -234,8 +289,10 @@ class RegardService:
         after = _decode_token(p.get("NextToken"), "collections", int)
         rows = self.store.catalog.list_collections(after or 0, limit + 1)
         page = rows[:limit]
-        body: Params = {"CollectionIds": [c.name for c in page],
-                        "FaceModelVersions": [c.face_model_version for c in page]}
+        record = _current.get()
+        visible = [c for c in page if record is None or self.gate.may_see(record.caller, c.name)]
+        body: Params = {"CollectionIds": [c.name for c in visible],
+                        "FaceModelVersions": [c.face_model_version for c in visible]}
         if len(rows) > limit:
             body["NextToken"] = _encode_token("collections", page[-1].id)
         return body
@@ -254,6 +311,174 @@ class RegardService:
         self.store.delete_collection(p["CollectionId"])
         return {"StatusCode": 200}
 
+    # -- tags (and with them the collection's policy) -------------------------------------------
+    def _tag_resource(self, p: Params) -> Params:
+        coll = self._arn_collection(p["ResourceArn"])
+        tags = {**coll.tags, **p["Tags"]}
+        if len(tags) > 50:
+            raise ServiceQuotaExceededError("A collection holds at most 50 tags")
+        CollectionPolicy.from_tags(tags)  # refuse an invalid policy before storing it
+        self.store.catalog.set_tags(coll.name, tags)
+        return {}
+
+    def _untag_resource(self, p: Params) -> Params:
+        coll = self._arn_collection(p["ResourceArn"])
+        if pol.PURPOSE in p["TagKeys"]:
+            raise InvalidParameterError(
+                f"{pol.PURPOSE} cannot be removed: a collection must keep a declared purpose "
+                "(change it with TagResource)")
+        self.store.catalog.set_tags(coll.name, {k: v for k, v in coll.tags.items()
+                                                if k not in set(p["TagKeys"])})
+        return {}
+
+    def _list_tags_for_resource(self, p: Params) -> Params:
+        return {"Tags": dict(self._arn_collection(p["ResourceArn"]).tags)}
+
+    def _arn_collection(self, arn: str) -> CollectionInfo:
+        name = _collection_from_arn(arn)
+        try:
+            coll = self.store.catalog.get_collection(name or "")
+        except ResourceNotFoundError:
+            coll = None
+        if coll is None or coll.arn != arn:
+            raise ResourceNotFoundError(f"The resource {arn} does not exist")
+        return coll
+
+    # -- erasure and retention (Regard's own operations, audited like the others) --------------
+    def erase(self, *, external_image_id: str | None = None, user_id: str | None = None,
+              collection: str | None = None, caller: Caller = LOCAL_CALLER) -> Params:
+        """Remove every face, embedding and user of one subject (by ExternalImageId or UserId),
+        in one collection or in every collection the caller may use: catalog rows, the
+        collection's in-memory index (rebuilt without them) and its checkpoint. Returns what was
+        removed, per collection; the audit entry records the same identifiers (no biometrics)."""
+        if (external_image_id is None) == (user_id is None):
+            raise InvalidParameterError("Erase needs exactly one of ExternalImageId and UserId")
+        params: Params = {"ExternalImageId": external_image_id, "UserId": user_id,
+                          "CollectionId": collection}
+        params = {k: v for k, v in params.items() if v is not None}
+        return self._authorize_and_audit("Erase", params, lambda: self._erase(params), caller)
+
+    def _erase(self, p: Params) -> Params:
+        record = _current.get()
+        if "CollectionId" in p:
+            targets = [self._collection(p["CollectionId"])]
+        else:
+            targets = [c for c in self._all_collections()
+                       if record is None or self.gate.may_see(record.caller, c.name)]
+        report, all_faces, all_users = [], [], []
+        for coll in targets:
+            found = self.store.catalog.find_faces(
+                coll.id, external_image_id=p.get("ExternalImageId"), user_id=p.get("UserId"))
+            faces = [f for f, _ in found]
+            users = {u for _, u in found if u is not None}
+            if "UserId" in p:
+                users.add(p["UserId"])
+            else:  # a user all of whose faces are this subject's is this subject
+                users = {u for u in users
+                         if {f for f, _ in self.store.catalog.find_faces(coll.id, user_id=u)}
+                         <= set(faces)}
+            gone, users_gone = self.store.catalog.erase(coll.name, faces, sorted(users))
+            if gone or users_gone:
+                self.store.indexes.forget(coll.name)  # drop the in-memory vectors now
+                self.store.indexes.discard_checkpoint(coll.id)
+                report.append({"CollectionId": coll.name, "DeletedFaces": gone,
+                               "DeletedUsers": users_gone})
+                all_faces += gone
+                all_users += users_gone
+        self.store.catalog.reclaim_space()
+        return {"Collections": report, "FaceIds": all_faces, "UserIds": all_users}
+
+    def sweep_retention(self, caller: Caller = LOCAL_CALLER) -> Params:
+        """Delete the faces whose collection's retention period has passed (``regard:retention-
+        days``, counted from indexing, or their recorded expiry), one audited entry per
+        collection that lost faces. Run by the server periodically and by ``regard retention
+        sweep``."""
+        removed: list[Params] = []
+        for coll in self._all_collections():
+            policy = CollectionPolicy.from_tags(coll.tags)
+            now = self.gate.now()
+            due = {f for f, _ in self.store.catalog.find_faces(coll.id, expires_before=now)}
+            if policy.retention_days:
+                cutoff = now - timedelta(days=policy.retention_days)
+                due |= {f for f, _ in self.store.catalog.find_faces(coll.id,
+                                                                     created_before=cutoff)}
+            if not due:
+                continue
+            params = {"CollectionId": coll.name, "RetentionDays": policy.retention_days}
+            result = self._authorize_and_audit(
+                "RetentionSweep", params,
+                lambda c=coll, d=sorted(due): self._expire(c, d), caller)
+            removed.append({"CollectionId": coll.name, "DeletedFaces": result["FaceIds"]})
+        return {"Collections": removed}
+
+    def _expire(self, coll: CollectionInfo, face_ids: list[str]) -> Params:
+        gone, _ = self.store.catalog.erase(coll.name, face_ids)
+        if gone:
+            self.store.indexes.forget(coll.name)
+            self.store.indexes.discard_checkpoint(coll.id)
+            self.store.catalog.reclaim_space()
+        return {"FaceIds": gone, "UserIds": []}
+
+    # -- the ledger, read through the same gate (audit:read; every read is itself recorded) ----
+    def audit_entries(self, *, since: datetime | None = None, until: datetime | None = None,
+                      after: int = 0, limit: int = 1000,
+                      caller: Caller = LOCAL_CALLER) -> Params:
+        def run() -> Params:
+            entries = []
+            for entry in self.gate.ledger.entries(since, until, after=after):
+                if len(entries) == limit:
+                    return {"Entries": entries, "NextAfter": entries[-1]["seq"]}
+                entries.append(entry.to_dict())
+            return {"Entries": entries}
+
+        params = {"Since": since.isoformat() if since else None,
+                  "Until": until.isoformat() if until else None, "After": after}
+        return self._authorize_and_audit("AuditExport", params, run, caller)
+
+    def audit_verify(self, caller: Caller = LOCAL_CALLER) -> Params:
+        return self._authorize_and_audit("AuditVerify", {},
+                                         lambda: self.gate.ledger.verify().to_dict(), caller)
+
+    def who_searched(self, *, face_ids: Sequence[str] = (), external_image_id: str | None = None,
+                     user_id: str | None = None, caller: Caller = LOCAL_CALLER) -> Params:
+        """Who searched for this person: the search entries that matched or probed with their
+        faces (FaceIds, or those of an ExternalImageId) or user."""
+        def run() -> Params:
+            faces = set(face_ids)
+            if external_image_id:
+                faces |= self.face_ids_of(external_image_id)
+            users = {user_id} if user_id else set()
+            if not faces and not users:
+                raise InvalidParameterError(
+                    "Name the person: FaceIds, an ExternalImageId with faces, or a UserId")
+            return {"Entries": [e.to_dict() for e in self.gate.ledger.who_searched(faces, users)]}
+
+        params = {"FaceIds": list(face_ids), "ExternalImageId": external_image_id,
+                  "UserId": user_id}
+        return self._authorize_and_audit("WhoSearched", params, run, caller)
+
+    def collection_arn(self, collection: str) -> str:
+        return f"arn:aws:rekognition:{self.region}:{self.account_id}:collection/{collection}"
+
+    def face_ids_of(self, external_image_id: str) -> set[str]:
+        """FaceIds ever given to an ExternalImageId: those in the catalog now and those that
+        erasures removed (their ledger entries keep the identifiers), for ``who-searched``."""
+        found = {f for coll in self._all_collections()
+                 for f, _ in self.store.catalog.find_faces(coll.id,
+                                                           external_image_id=external_image_id)}
+        for entry in self.gate.ledger.entries(operations=["Erase"]):
+            if entry.result.get("SubjectExternalImageId") == external_image_id:
+                found.update(entry.result.get("FaceIds", []))
+        return found
+
+    def _all_collections(self) -> list[CollectionInfo]:
+        out: list[CollectionInfo] = []
+        while True:
+            page = self.store.catalog.list_collections(out[-1].id if out else 0, 1000)
+            out += page
+            if len(page) < 1000:
+                return out
+
     # -- faces ----------------------------------------------------------------------------------
     def _index_faces(self, p: Params) -> Params:
         self._collection(p["CollectionId"])  # an unknown collection fails before any decoding
@@ -266,6 +491,13 @@ class RegardService:
         """Index the faces that pass; embeds only those (when ``rgb`` is given) or expects them
         embedded already (faces embedded by a worker process)."""
         coll = self._collection(p["CollectionId"])
+        record = _current.get()
+        if image_sha256 is not None and record is not None and not record.image_sha256:
+            record.image_sha256.append(image_sha256)
+        policy = CollectionPolicy.from_tags(coll.tags)
+        consent = record.caller.consent if record is not None else None
+        expires = (self.gate.now() + timedelta(days=policy.retention_days)
+                   if policy.retention_days else None)
         level = p.get("QualityFilter", "AUTO")
         max_faces = p.get("MaxFaces")
         passing: list[Face] = []
@@ -289,7 +521,7 @@ class RegardService:
             box = face.bounding_box()
             new.append(NewFace(face.embedding, (box["Left"], box["Top"], box["Width"],
                                                 box["Height"]), float(face.confidence), image_id,
-                               external, image_sha256))
+                               external, image_sha256, expires=expires, consent_ref=consent))
         rows = self.store.add_faces(coll.name, new) if new else []
         return {
             "FaceRecords": [{"Face": _face_body(row, index_version=False),
@@ -448,6 +680,13 @@ class RegardService:
         """Decode ``p[member]`` (inline ``Bytes`` or an ``S3Object`` from the object store) to
         upright RGB; also return the bytes (their SHA-256 keys resumable indexing and the audit
         ledger)."""
+        rgb, data = self._decode_image(p, member)
+        record = _current.get()
+        if record is not None:
+            record.image_sha256.append(hashlib.sha256(data).hexdigest())
+        return rgb, data
+
+    def _decode_image(self, p: Params, member: str) -> tuple[np.ndarray, bytes]:
         image = p[member]
         if image.get("Bytes") is not None and image.get("S3Object") is not None:
             raise InvalidParameterError(f"{member}: send either Bytes or S3Object, not both")
@@ -501,6 +740,12 @@ class RegardService:
 
 
 # -- module helpers -----------------------------------------------------------------------------
+def _collection_from_arn(arn: str) -> str | None:
+    """``arn:aws:rekognition:<region>:<account>:collection/<name>`` -> name."""
+    head, sep, name = arn.rpartition(":collection/")
+    return name if sep and head.startswith("arn:") and name else None
+
+
 def _similarity(distance: float) -> float:
     return round(float(np.clip(calibration.similarity(distance), 0.0, 100.0)), 5)
 

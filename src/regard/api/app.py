@@ -7,6 +7,8 @@ reveal request counts and latencies, never faces, names or collection contents.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
@@ -17,12 +19,21 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 import regard
 from regard.api import aws, rest
 from regard.api.server import Server
+from regard.service import Caller
+
+log = logging.getLogger("regard.api")
+SWEEPER = Caller(principal="regard:retention-sweeper", purpose="retention")
 
 
 def create_app(server: Server) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        sweeper = None
+        if server.settings.retention_sweep_seconds > 0:
+            sweeper = asyncio.create_task(_sweep_forever(server))
         yield
+        if sweeper is not None:
+            sweeper.cancel()
         server.shutdown()
 
     app = FastAPI(
@@ -51,3 +62,16 @@ def create_app(server: Server) -> FastAPI:
                         media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+async def _sweep_forever(server: Server) -> None:
+    """Delete faces past their collection's retention now and then every
+    ``retention_sweep_seconds`` (each deletion is an audited RetentionSweep entry)."""
+    while True:
+        try:
+            await server.light_pool.run(server.service.sweep_retention, SWEEPER)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # keep sweeping; the failure is in the log
+            log.exception("retention sweep failed")
+        await asyncio.sleep(server.settings.retention_sweep_seconds)

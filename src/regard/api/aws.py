@@ -46,8 +46,7 @@ def mount(app: FastAPI, server: Server) -> None:
         error: BaseException | None = None
         try:
             body = await read_body(request, server.max_body_bytes)
-            principal = "anonymous"
-            default_purpose = None
+            key = None
             if not server.settings.insecure_local:
                 signed = SignedRequest(request.method, request.scope.get("raw_path", b"/")
                                        .decode("latin-1"),
@@ -55,16 +54,14 @@ def mount(app: FastAPI, server: Server) -> None:
                                        [(k.decode("latin-1"), v.decode("latin-1"))
                                         for k, v in request.scope["headers"]], body)
                 key = await server.blocking(verify, signed, server.keys)
-                principal, default_purpose = key.access_key_id, key.default_purpose
             operation = _operation(target, server)
             try:
                 decoded = json.loads(body) if body.strip() else {}
             except (ValueError, UnicodeDecodeError, RecursionError) as exc:
                 raise SerializationError("The request body is not valid JSON") from exc
             params = from_wire(operation, decoded)
-            caller = server.caller(principal, request.client.host if request.client else None,
-                                   request.headers.get("x-regard-purpose"),
-                                   request.headers.get("x-regard-case"), default_purpose)
+            caller = server.caller(key, request.client.host if request.client else None,
+                                   request.headers)
             result = await server.dispatch(operation, params, caller)
             return Response(to_wire(result), media_type=CONTENT_TYPE,
                             headers={"x-amzn-RequestId": request_id})

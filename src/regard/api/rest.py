@@ -23,9 +23,11 @@ All successful answers are 200, ``POST /v1/collections`` included: the body is R
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import uuid
+from datetime import datetime
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
@@ -61,6 +63,7 @@ from regard.errors import (
     UnrecognizedClientError,
     ValidationError,
 )
+from regard.governance.policy import CollectionPolicy, policy_tags
 from regard.service import Caller
 from regard.spec import operation as spec_operation
 from regard.spec import output_schema, to_wire
@@ -120,9 +123,23 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _ok_response(operation: str) -> dict[int | str, dict[str, Any]]:
-    return {200: {"description": f"Rekognition's `{operation}` response",
-                  "content": {MEDIA_TYPE: {"schema": output_schema(operation)}}}}
+SEARCH_OPERATIONS = frozenset({"SearchFaces", "SearchFacesByImage", "SearchUsers",
+                               "SearchUsersByImage"})
+HUMAN_REVIEW = "HumanReviewRequired"
+
+
+def _ok_response(operation: str, schema: dict[str, Any] | None = None
+                 ) -> dict[int | str, dict[str, Any]]:
+    description = f"`{operation}` result"
+    if schema is None:
+        description = f"Rekognition's `{operation}` response"
+        schema = output_schema(operation)
+        if operation in SEARCH_OPERATIONS:  # the one member the native API adds
+            schema["properties"][HUMAN_REVIEW] = {
+                "type": "boolean",
+                "description": "Present (true) when the collection's policy says matches must "
+                               "be reviewed by a person before anyone acts on them"}
+    return {200: {"description": description, "content": {MEDIA_TYPE: {"schema": schema}}}}
 
 
 # -- parameters: typed here, constrained by the service model ------------------------------------
@@ -173,9 +190,44 @@ class _Body(BaseModel):
 _TOKEN = "Idempotency token: a retry with the same token is not done twice"
 
 
-class CreateCollectionBody(_Body):
+class PolicyBody(_Body):
+    """A collection's policy (kept in its ``regard:`` tags; see the README)."""
+
+    Purpose: str | None = Field(None, min_length=1, max_length=256,
+                                description="What the collection is for")
+    LegalBasis: str | None = Field(None, min_length=1, max_length=256)
+    RetentionDays: int | None = Field(None, ge=1, le=36500,
+                                      description="Faces are deleted this long after indexing")
+    ConsentRequired: bool | None = Field(None, description="IndexFaces needs X-Regard-Consent")
+    ThresholdFloor: float | None = Field(None, ge=0, le=100,
+                                         description="Searches below it are refused")
+    MaxMatches: int | None = Field(None, ge=1, le=4096)
+    HumanReview: bool | None = Field(None, description="Matches must be reviewed by a person")
+
+    def tags(self) -> dict[str, str]:
+        return policy_tags(self.Purpose, self.LegalBasis, self.RetentionDays,
+                           self.ConsentRequired, self.ThresholdFloor, self.MaxMatches,
+                           self.HumanReview)
+
+
+class CreateCollectionBody(PolicyBody):
     CollectionId: str = _field("CreateCollection", "CollectionId", "The new collection's id")
-    Tags: dict[str, str] | None = _field("CreateCollection", "Tags", "Tags", None)
+    Purpose: str = Field(..., min_length=1, max_length=256,  # type: ignore[assignment]
+                         description="What the collection is for (required)")
+    Tags: dict[str, str] | None = _field("CreateCollection", "Tags", "Your own tags", None)
+
+    def params(self) -> dict[str, Any]:
+        return {"CollectionId": self.CollectionId, "Tags": {**(self.Tags or {}), **self.tags()}}
+
+
+class ErasureBody(_Body):
+    ExternalImageId: str | None = Field(None, min_length=1, max_length=255,
+                                        description="The person, by the id their images got...")
+    UserId: str | None = Field(None, min_length=1, max_length=128,
+                               description="...or by their user (exactly one of the two)")
+    CollectionId: str | None = Field(None, min_length=1, max_length=255,
+                                     description="Only this collection (default: all you may "
+                                                 "use)")
 
 
 class DeleteFacesBody(_Body):
@@ -245,13 +297,10 @@ def credentials(headers: Any) -> tuple[str, str]:
 
 
 async def _caller(server: Server, request: Request) -> Caller:
-    principal, default_purpose = "anonymous", None
+    key = None
     if not server.settings.insecure_local:
         key = await server.blocking(server.keys.authenticate, *credentials(request.headers))
-        principal, default_purpose = key.access_key_id, key.default_purpose
-    return server.caller(principal, request.client.host if request.client else None,
-                         request.headers.get("x-regard-purpose"),
-                         request.headers.get("x-regard-case"), default_purpose)
+    return server.caller(key, request.client.host if request.client else None, request.headers)
 
 
 def _documented_headers(
@@ -261,6 +310,10 @@ def _documented_headers(
                     "access key's default purpose)")] = None,
     _case: Annotated[str | None, Header(
         alias="X-Regard-Case", description="Case or ticket reference for the audit ledger")] = None,
+    _consent: Annotated[str | None, Header(
+        alias="X-Regard-Consent",
+        description="Consent reference for IndexFaces (stored with the faces; required by "
+                    "collections whose policy says so)")] = None,
 ) -> None:
     """Puts the audit headers in the OpenAPI document; ``_caller`` reads them with the
     credentials."""
@@ -371,17 +424,29 @@ def mount(app: FastAPI, server: Server) -> None:
     router = APIRouter(prefix=PREFIX, route_class=_route_class(server),
                        dependencies=dependencies, responses=ERROR_RESPONSES)
 
-    def route(method: str, path: str, operation: str, tag: str, summary: str
+    def route(method: str, path: str, operation: str, tag: str, summary: str,
+              schema: dict[str, Any] | None = None
               ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         return router.api_route(path, methods=[method], operation_id=operation, tags=[tag],
                                 summary=summary, response_class=Response,
-                                responses=_ok_response(operation))
+                                responses=_ok_response(operation, schema))
 
     async def call(request: Request, **params: Any) -> Response:
         """Run the route's operation with the given parameters (those that are not None)."""
         given = {name: value for name, value in params.items() if value is not None}
-        result = await server.dispatch(request.state.operation, given, request.state.caller)
+        operation = request.state.operation
+        result = await server.dispatch(operation, given, request.state.caller)
+        if operation in SEARCH_OPERATIONS:
+            policy = await server.blocking(server.service.policy, given["CollectionId"])
+            if policy.human_review:
+                result = {**result, HUMAN_REVIEW: True}
         return Response(to_wire(result), media_type=MEDIA_TYPE)
+
+    async def governed(request: Request, fn: Callable[..., Any], **kwargs: Any) -> Response:
+        """Run one of Regard's own (non-Rekognition) operations with the request's caller."""
+        result = await server.blocking(functools.partial(fn, caller=request.state.caller,
+                                                         **kwargs))
+        return Response(json.dumps(result, default=str).encode(), media_type=MEDIA_TYPE)
 
     async def read_image(upload: UploadFile) -> dict[str, bytes]:
         limit = server.limits.max_bytes
@@ -548,9 +613,94 @@ def mount(app: FastAPI, server: Server) -> None:
                           MaxUsers=max_users, UserMatchThreshold=user_match_threshold,
                           QualityFilter=quality_filter)
 
+    # -- accountability ------------------------------------------------------------------------
+    @route("GET", "/collections/{collection_id}/policy", "GetCollectionPolicy", "governance",
+           "A collection's policy", POLICY_SCHEMA)
+    async def get_policy(request: Request, collection_id: CollectionId) -> Response:
+        tags = await server.dispatch("ListTagsForResource",
+                                     {"ResourceArn": server.service.collection_arn(collection_id)},
+                                     request.state.caller)
+        return Response(json.dumps(CollectionPolicy.from_tags(tags["Tags"]).to_dict()).encode(),
+                        media_type=MEDIA_TYPE)
+
+    @route("PATCH", "/collections/{collection_id}/policy", "UpdateCollectionPolicy",
+           "governance", "Change a collection's policy (the members given)", POLICY_SCHEMA)
+    async def update_policy(request: Request, collection_id: CollectionId,
+                            body: PolicyBody) -> Response:
+        arn = server.service.collection_arn(collection_id)
+        if body.tags():
+            await server.dispatch("TagResource", {"ResourceArn": arn, "Tags": body.tags()},
+                                  request.state.caller)
+        tags = await server.dispatch("ListTagsForResource", {"ResourceArn": arn},
+                                     request.state.caller)
+        return Response(json.dumps(CollectionPolicy.from_tags(tags["Tags"]).to_dict()).encode(),
+                        media_type=MEDIA_TYPE)
+
+    @route("POST", "/erasure", "Erase", "governance",
+           "Erase a person: every face, embedding and user of theirs", ERASURE_SCHEMA)
+    async def erase(request: Request, body: ErasureBody) -> Response:
+        return await governed(request, server.service.erase,
+                              external_image_id=body.ExternalImageId, user_id=body.UserId,
+                              collection=body.CollectionId)
+
+    @route("GET", "/audit/entries", "AuditExport", "governance",
+           "Audit ledger entries, in order (hashes included)", ENTRIES_SCHEMA)
+    async def audit_entries(
+        request: Request,
+        since: Annotated[datetime | None, Query(description="ISO time, inclusive")] = None,
+        until: Annotated[datetime | None, Query(description="ISO time, exclusive")] = None,
+        after: Annotated[int, Query(ge=0, description="Entries after this seq "
+                                                      "(NextAfter of the previous page)")] = 0,
+        limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+    ) -> Response:
+        return await governed(request, server.service.audit_entries, since=_aware(since),
+                              until=_aware(until), after=after, limit=limit)
+
+    @route("GET", "/audit/verify", "AuditVerify", "governance",
+           "Check the ledger's hash chain and signed head", VERIFY_SCHEMA)
+    async def audit_verify(request: Request) -> Response:
+        return await governed(request, server.service.audit_verify)
+
+    @route("GET", "/audit/who-searched", "WhoSearched", "governance",
+           "Who searched for this person, when and why", ENTRIES_SCHEMA)
+    async def who_searched(
+        request: Request,
+        face_id: Annotated[list[str] | None, Query(description="FaceIds (repeat)")] = None,
+        external_image_id: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
+        user_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    ) -> Response:
+        return await governed(request, server.service.who_searched, face_ids=face_id or [],
+                              external_image_id=external_image_id, user_id=user_id)
+
     app.include_router(router)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     _document_no_422(app)
+
+
+def _aware(when: datetime | None) -> datetime | None:
+    from datetime import timezone
+
+    return when.replace(tzinfo=timezone.utc) if when is not None and when.tzinfo is None \
+        else when
+
+
+# Response schemas of Regard's own operations.
+POLICY_SCHEMA: dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": {
+    "Purpose": {"type": ["string", "null"]}, "LegalBasis": {"type": ["string", "null"]},
+    "RetentionDays": {"type": ["integer", "null"]}, "ConsentRequired": {"type": "boolean"},
+    "ThresholdFloor": {"type": ["number", "null"]}, "MaxMatches": {"type": ["integer", "null"]},
+    "HumanReview": {"type": "boolean"}}}
+_IDS = {"type": "array", "items": {"type": "string"}}
+ERASURE_SCHEMA: dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": {
+    "Collections": {"type": "array", "items": {
+        "type": "object", "additionalProperties": False, "properties": {
+            "CollectionId": {"type": "string"}, "DeletedFaces": _IDS, "DeletedUsers": _IDS}}},
+    "FaceIds": _IDS, "UserIds": _IDS}}
+ENTRIES_SCHEMA: dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": {
+    "Entries": {"type": "array", "items": {"type": "object"}}, "NextAfter": {"type": "integer"}}}
+VERIFY_SCHEMA: dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": {
+    "ok": {"type": "boolean"}, "entries": {"type": "integer"}, "head_seq": {"type": "integer"},
+    "first_bad_seq": {"type": ["integer", "null"]}, "problems": _IDS}}
 
 
 def _document_no_422(app: FastAPI) -> None:

@@ -17,11 +17,11 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 from regard.api.metrics import Metrics
 from regard.errors import RegardError, ThrottlingError
-from regard.governance.keys import KeyStore
+from regard.governance.keys import AccessKey, KeyStore
 from regard.imaging import ImageLimits
 from regard.service import Caller, RegardService
 
@@ -40,7 +40,7 @@ class ServerSettings:
     light_workers: int = 8
     light_queue: int = 64
     insecure_local: bool = False  # no authentication (loopback only; see ``regard serve``)
-    default_purpose: str | None = None
+    retention_sweep_seconds: float = 3600.0  # 0: no background sweeper
 
     def max_body_bytes(self, limits: ImageLimits) -> int:
         """Largest request body read: two inline images (CompareFaces) in base64, plus JSON."""
@@ -103,11 +103,18 @@ class Server:
         """Run a short blocking call (a key lookup) off the event loop."""
         return await self.light_pool.run(fn, *args)
 
-    def caller(self, principal: str, source: str | None, purpose: str | None,
-               case: str | None, default_purpose: str | None = None) -> Caller:
-        return Caller(principal=principal, source=source,
-                      purpose=purpose or default_purpose or self.settings.default_purpose,
-                      case=case)
+    def caller(self, key: AccessKey | None, source: str | None, headers: Mapping[str, str]
+               ) -> Caller:
+        """The governance caller of a request: the verified key's id, scopes and collection
+        allow-list (``key`` None: ``--insecure-local``, unrestricted) and the audit headers
+        ``X-Regard-Purpose`` (default: the key's default purpose), ``X-Regard-Case`` and
+        ``X-Regard-Consent``."""
+        purpose = headers.get("x-regard-purpose") or (key.default_purpose if key else None)
+        return Caller(principal=key.access_key_id if key else "anonymous", source=source,
+                      purpose=purpose, case=headers.get("x-regard-case"),
+                      consent=headers.get("x-regard-consent"),
+                      scopes=key.scopes if key else None,
+                      collections=key.collections if key else None)
 
     def shutdown(self) -> None:
         self.image_pool.shutdown()

@@ -17,13 +17,16 @@ from rich.table import Table
 from regard.analysis import DEFAULT_SIMILARITY_THRESHOLD, Engine, ImageFaces
 from regard.batch import default_workers, map_images
 from regard.cli.common import (
+    CaseOpt,
     DetectorOpt,
     MinFaceOpt,
+    PurposeOpt,
     _engine_kwargs,
     _fail,
     _print_error,
     _progress,
     app,
+    local_caller,
     out,
 )
 from regard.errors import RegardError
@@ -76,8 +79,14 @@ def detect(
     detector: Optional[str] = DetectorOpt,
     min_face_size: int = MinFaceOpt,
     workers: int = typer.Option(0, "--workers", help="Processes (default: all cores)"),
+    purpose: Optional[str] = PurposeOpt,
+    case: Optional[str] = CaseOpt,
 ) -> None:
-    """Detect faces: boxes, landmarks, pose, quality and confidence."""
+    """Detect faces: boxes, landmarks, pose, quality and confidence.
+
+    Each image is recorded in the audit ledger (DetectFaces; REGARD_AUDIT_DETECT=0 turns that
+    off)."""
+    audit = _detect_auditor(purpose, case)
     items = list(zip((str(p) for p in images), _draw_destinations(images, draw)))
     n_workers = workers or min(default_workers(), len(items))
     results = map_images(_detect_task, items, workers=n_workers,
@@ -87,6 +96,8 @@ def detect(
         task = progress.add_task("detecting", total=len(items))
         for path, result in zip(images, results):
             progress.advance(task)
+            if audit is not None:
+                result = audit(path, result)
             if isinstance(result, RegardError):
                 failed += 1
                 if len(images) == 1:
@@ -102,6 +113,39 @@ def detect(
         raise typer.Exit(code=1)
 
 
+def _detect_auditor(purpose: Optional[str], case: Optional[str]) -> Any:
+    """A function recording one image's DetectFaces in the ledger (the workers that ran it have
+    no database), or None when DetectFaces is not audited."""
+    import hashlib
+    import os
+
+    if os.environ.get("REGARD_AUDIT_DETECT", "1") == "0":
+        return None
+    from regard.service import RegardService
+
+    service = RegardService()
+    caller = local_caller(purpose, case)
+
+    def record(path: Path, result: Any) -> Any:
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            digest = None
+
+        def outcome() -> Any:
+            if isinstance(result, RegardError):
+                raise result
+            return result
+
+        try:
+            return service.run_audited("DetectFaces", {}, outcome, caller,
+                                       [digest] if digest else [])
+        except RegardError as exc:
+            return exc
+
+    return record
+
+
 @app.command()
 def compare(
     source: Path = typer.Argument(..., help="Image whose largest face is compared"),
@@ -113,14 +157,36 @@ def compare(
                                        help="NONE | AUTO | LOW | MEDIUM | HIGH"),
     as_json: bool = typer.Option(False, "--json", help="Print the Rekognition CompareFaces body"),
     detector: Optional[str] = DetectorOpt,
+    purpose: Optional[str] = PurposeOpt,
+    case: Optional[str] = CaseOpt,
 ) -> None:
-    """Compare the largest face in SOURCE with every face in TARGET (calibrated similarity)."""
+    """Compare the largest face in SOURCE with every face in TARGET (calibrated similarity).
+    Recorded in the audit ledger (CompareFaces)."""
+    import hashlib
+
+    from regard.service import RegardService
+
+    engine = Engine(detector=detector)
     try:
-        result = Engine(detector=detector).compare(str(source), str(target), threshold,
-                                                   quality_filter)
+        data = [source.read_bytes(), target.read_bytes()]
+    except OSError as exc:
+        out.print(f"[red]cannot read image[/red]: {exc}")
+        raise typer.Exit(code=1) from exc
+    holder: list[Any] = []
+
+    def run() -> dict[str, Any]:
+        holder.append(engine.compare(data[0], data[1], threshold, quality_filter))
+        return holder[0].compare_faces_response()
+
+    params = {"SimilarityThreshold": threshold, "QualityFilter": quality_filter}
+    try:
+        RegardService(engine).run_audited("CompareFaces", params, run,
+                                          local_caller(purpose, case),
+                                          [hashlib.sha256(d).hexdigest() for d in data])
     except RegardError as exc:
         _fail(exc)
         return
+    result = holder[0]
     if as_json:
         sys.stdout.write(json.dumps(result.compare_faces_response()) + "\n")
         return

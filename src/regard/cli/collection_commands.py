@@ -14,14 +14,18 @@ from rich.table import Table
 from regard.analysis import DEFAULT_SIMILARITY_THRESHOLD, Engine
 from regard.batch import default_workers, map_images
 from regard.cli.common import (
+    CaseOpt,
+    ConsentOpt,
     DetectorOpt,
     MinFaceOpt,
+    PurposeOpt,
     _engine_kwargs,
     _fail,
     _print_error,
     _progress,
     app,
     err,
+    local_caller,
     out,
 )
 from regard.errors import RegardError
@@ -53,26 +57,32 @@ def _service(detector: Optional[str] = None, min_face_size: int = 0) -> Any:
     return RegardService(Engine(**_engine_kwargs(detector, min_face_size)))
 
 
-def _call(operation: str, params: dict[str, Any], service: Any = None) -> dict[str, Any]:
-    """One service call; a RegardError ends the command with its Rekognition name, exit code 1."""
+def _call(operation: str, params: dict[str, Any], service: Any = None,
+          purpose: Optional[str] = None, case: Optional[str] = None,
+          consent: Optional[str] = None) -> dict[str, Any]:
+    """One service call, audited with the command's purpose and case; a RegardError ends the
+    command with its Rekognition name, exit code 1."""
     try:
-        return (service or _service()).call(operation, params)
+        return (service or _service()).call(operation, params,
+                                            local_caller(purpose, case, consent))
     except RegardError as exc:
         _fail(exc)
         raise  # unreachable: _fail exits
 
 
 def _call_all(operation: str, params: dict[str, Any], items: str,
-              max_results: Optional[int], next_token: Optional[str]) -> dict[str, Any]:
+              max_results: Optional[int], next_token: Optional[str],
+              purpose: Optional[str] = None, case: Optional[str] = None) -> dict[str, Any]:
     """A listing: one page when --max-results is given, else every page merged into one body."""
     service = _service()
     params = {**params, **({"NextToken": next_token} if next_token else {})}
     if max_results is not None:
-        return _call(operation, {**params, "MaxResults": max_results}, service)
-    body = _call(operation, params, service)
+        return _call(operation, {**params, "MaxResults": max_results}, service, purpose, case)
+    body = _call(operation, params, service, purpose, case)
     merged = dict(body)
     while body.get("NextToken"):
-        body = _call(operation, {**params, "NextToken": body["NextToken"]}, service)
+        body = _call(operation, {**params, "NextToken": body["NextToken"]}, service, purpose,
+                     case)
         for key in items.split(","):
             merged[key] = merged.get(key, []) + body.get(key, [])
     merged.pop("NextToken", None)
@@ -117,14 +127,32 @@ def _face_rows(faces: list[dict[str, Any]]) -> list[list[Any]]:
 @collections_app.command("create")
 def collections_create(
     collection: str = typer.Argument(..., help="CollectionId ([a-zA-Z0-9_.-]+)"),
+    purpose: str = typer.Option(..., "--purpose",
+                                help="What the collection is for (required; its policy)"),
+    legal_basis: Optional[str] = typer.Option(None, "--legal-basis"),
+    retention_days: Optional[int] = typer.Option(None, "--retention-days",
+                                                 help="Faces are deleted this long after indexing"),
+    consent_required: bool = typer.Option(False, "--consent-required",
+                                          help="IndexFaces needs a consent reference"),
+    threshold_floor: Optional[float] = typer.Option(None, "--threshold-floor",
+                                                    help="Searches below it are refused"),
+    max_matches: Optional[int] = typer.Option(None, "--max-matches"),
+    human_review: bool = typer.Option(False, "--human-review",
+                                      help="Matches must be reviewed by a person"),
     tags: Optional[list[str]] = typer.Option(None, "--tag", help="KEY=VALUE (repeatable)"),
+    case: Optional[str] = CaseOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Create a collection (CreateCollection)."""
+    """Create a collection with its policy (CreateCollection; the policy is kept in regard:
+    tags)."""
+    from regard.governance.policy import policy_tags
+
     params: dict[str, Any] = {"CollectionId": collection}
-    if tags:
-        params["Tags"] = dict(t.split("=", 1) if "=" in t else (t, "") for t in tags)
-    body = _call("CreateCollection", params)
+    declared = dict(t.split("=", 1) if "=" in t else (t, "") for t in tags or [])
+    declared.update(policy_tags(purpose, legal_basis, retention_days, consent_required or None,
+                                threshold_floor, max_matches, human_review or None))
+    params["Tags"] = declared
+    body = _call("CreateCollection", params, purpose=purpose, case=case)
     if as_json:
         _emit(body)
     else:
@@ -157,9 +185,10 @@ def collections_describe(collection: str = typer.Argument(...), as_json: bool = 
 
 
 @collections_app.command("delete")
-def collections_delete(collection: str = typer.Argument(...), as_json: bool = JsonOpt) -> None:
+def collections_delete(collection: str = typer.Argument(...), purpose: Optional[str] = PurposeOpt,
+                       case: Optional[str] = CaseOpt, as_json: bool = JsonOpt) -> None:
     """Delete a collection with all its faces and users (DeleteCollection)."""
-    body = _call("DeleteCollection", {"CollectionId": collection})
+    body = _call("DeleteCollection", {"CollectionId": collection}, purpose=purpose, case=case)
     if as_json:
         _emit(body)
     else:
@@ -237,6 +266,9 @@ def index_images(
     detector: Optional[str] = DetectorOpt,
     min_face_size: int = MinFaceOpt,
     workers: int = typer.Option(0, "--workers", help="Processes (default: all cores)"),
+    purpose: Optional[str] = PurposeOpt,
+    case: Optional[str] = CaseOpt,
+    consent: Optional[str] = ConsentOpt,
 ) -> None:
     """Index the faces of images and folders into a collection (IndexFaces per image).
 
@@ -275,7 +307,8 @@ def index_images(
                 if max_faces is not None:
                     params["MaxFaces"] = max_faces
                 try:
-                    body = service.index_detected_faces(detected, digest, **params)
+                    body = service.index_detected_faces(
+                        detected, digest, caller=local_caller(purpose, case, consent), **params)
                 except RegardError as exc:
                     if exc.code == "ResourceNotFoundException":
                         _fail(exc)  # the collection went away: stop
@@ -312,6 +345,8 @@ def search(
     as_json: bool = typer.Option(False, "--json",
                                  help="Print the SearchFacesByImage (or SearchFaces) body"),
     detector: Optional[str] = DetectorOpt,
+    purpose: Optional[str] = PurposeOpt,
+    case: Optional[str] = CaseOpt,
 ) -> None:
     """Search a collection with an image's largest face, or with an indexed face.
 
@@ -323,9 +358,9 @@ def search(
                               "MaxFaces": max_faces}
     if image is not None:
         params.update(Image=_image_param(image), QualityFilter=quality_filter)
-        body = _call("SearchFacesByImage", params, _service(detector))
+        body = _call("SearchFacesByImage", params, _service(detector), purpose, case)
     else:
-        body = _call("SearchFaces", {**params, "FaceId": face_id})
+        body = _call("SearchFaces", {**params, "FaceId": face_id}, purpose=purpose, case=case)
     if as_json:
         _emit(body)
         return
@@ -343,6 +378,8 @@ def faces_list(
     face_ids: Optional[list[str]] = typer.Option(None, "--face-id", help="Only these (repeatable)"),
     max_results: Optional[int] = MaxResultsOpt,
     next_token: Optional[str] = NextTokenOpt,
+    purpose: Optional[str] = PurposeOpt,
+    case: Optional[str] = CaseOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """List faces (ListFaces)."""
@@ -351,7 +388,7 @@ def faces_list(
         params["UserId"] = user_id
     if face_ids:
         params["FaceIds"] = face_ids
-    body = _call_all("ListFaces", params, "Faces", max_results, next_token)
+    body = _call_all("ListFaces", params, "Faces", max_results, next_token, purpose, case)
     if as_json:
         _emit(body)
         return
@@ -364,9 +401,11 @@ def faces_list(
 @faces_app.command("delete")
 def faces_delete(collection: str = typer.Argument(...),
                  face_ids: list[str] = typer.Argument(..., help="FaceIds to delete"),
+                 purpose: Optional[str] = PurposeOpt, case: Optional[str] = CaseOpt,
                  as_json: bool = JsonOpt) -> None:
     """Delete faces (DeleteFaces); faces associated with a user are refused."""
-    body = _call("DeleteFaces", {"CollectionId": collection, "FaceIds": face_ids})
+    body = _call("DeleteFaces", {"CollectionId": collection, "FaceIds": face_ids},
+                 purpose=purpose, case=case)
     if as_json:
         _emit(body)
         return
@@ -378,9 +417,11 @@ def faces_delete(collection: str = typer.Argument(...),
 # -- users ---------------------------------------------------------------------------------------
 @users_app.command("create")
 def users_create(collection: str = typer.Argument(...), user_id: str = typer.Argument(...),
+                 purpose: Optional[str] = PurposeOpt, case: Optional[str] = CaseOpt,
                  as_json: bool = JsonOpt) -> None:
     """Create a user (CreateUser)."""
-    body = _call("CreateUser", {"CollectionId": collection, "UserId": user_id})
+    body = _call("CreateUser", {"CollectionId": collection, "UserId": user_id}, purpose=purpose,
+                 case=case)
     if as_json:
         _emit(body)
     else:
@@ -389,9 +430,11 @@ def users_create(collection: str = typer.Argument(...), user_id: str = typer.Arg
 
 @users_app.command("delete")
 def users_delete(collection: str = typer.Argument(...), user_id: str = typer.Argument(...),
+                 purpose: Optional[str] = PurposeOpt, case: Optional[str] = CaseOpt,
                  as_json: bool = JsonOpt) -> None:
     """Delete a user; its faces stay, disassociated (DeleteUser)."""
-    body = _call("DeleteUser", {"CollectionId": collection, "UserId": user_id})
+    body = _call("DeleteUser", {"CollectionId": collection, "UserId": user_id}, purpose=purpose,
+                 case=case)
     if as_json:
         _emit(body)
     else:
@@ -400,9 +443,11 @@ def users_delete(collection: str = typer.Argument(...), user_id: str = typer.Arg
 
 @users_app.command("list")
 def users_list(collection: str = typer.Argument(...), max_results: Optional[int] = MaxResultsOpt,
-               next_token: Optional[str] = NextTokenOpt, as_json: bool = JsonOpt) -> None:
+               next_token: Optional[str] = NextTokenOpt, purpose: Optional[str] = PurposeOpt,
+               case: Optional[str] = CaseOpt, as_json: bool = JsonOpt) -> None:
     """List users (ListUsers)."""
-    body = _call_all("ListUsers", {"CollectionId": collection}, "Users", max_results, next_token)
+    body = _call_all("ListUsers", {"CollectionId": collection}, "Users", max_results, next_token,
+                     purpose, case)
     if as_json:
         _emit(body)
         return
@@ -416,13 +461,15 @@ def users_associate(
     face_ids: list[str] = typer.Argument(..., help="FaceIds (at most 100)"),
     threshold: Optional[float] = typer.Option(None, "--threshold",
                                               help="UserMatchThreshold (default 75)"),
+    purpose: Optional[str] = PurposeOpt,
+    case: Optional[str] = CaseOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Associate faces with a user (AssociateFaces)."""
     params: dict[str, Any] = {"CollectionId": collection, "UserId": user_id, "FaceIds": face_ids}
     if threshold is not None:
         params["UserMatchThreshold"] = threshold
-    body = _call("AssociateFaces", params)
+    body = _call("AssociateFaces", params, purpose=purpose, case=case)
     if as_json:
         _emit(body)
         return
@@ -433,10 +480,12 @@ def users_associate(
 
 @users_app.command("disassociate")
 def users_disassociate(collection: str = typer.Argument(...), user_id: str = typer.Argument(...),
-                       face_ids: list[str] = typer.Argument(...), as_json: bool = JsonOpt) -> None:
+                       face_ids: list[str] = typer.Argument(...),
+                       purpose: Optional[str] = PurposeOpt, case: Optional[str] = CaseOpt,
+                       as_json: bool = JsonOpt) -> None:
     """Disassociate faces from a user (DisassociateFaces)."""
     body = _call("DisassociateFaces", {"CollectionId": collection, "UserId": user_id,
-                                       "FaceIds": face_ids})
+                                       "FaceIds": face_ids}, purpose=purpose, case=case)
     if as_json:
         _emit(body)
         return
@@ -453,6 +502,8 @@ def users_search(
     user_id: Optional[str] = typer.Option(None, "--user-id", help="SearchUsers by UserId"),
     threshold: float = typer.Option(80.0, "--threshold", help="UserMatchThreshold"),
     max_users: int = typer.Option(100, "--max-users", help="MaxUsers"),
+    purpose: Optional[str] = PurposeOpt,
+    case: Optional[str] = CaseOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Users matching an image's largest face, an indexed face, or another user."""
@@ -462,11 +513,12 @@ def users_search(
     params: dict[str, Any] = {"CollectionId": collection, "UserMatchThreshold": threshold,
                               "MaxUsers": max_users}
     if image is not None:
-        body = _call("SearchUsersByImage", {**params, "Image": _image_param(image)})
+        body = _call("SearchUsersByImage", {**params, "Image": _image_param(image)},
+                     purpose=purpose, case=case)
     elif face_id is not None:
-        body = _call("SearchUsers", {**params, "FaceId": face_id})
+        body = _call("SearchUsers", {**params, "FaceId": face_id}, purpose=purpose, case=case)
     else:
-        body = _call("SearchUsers", {**params, "UserId": user_id})
+        body = _call("SearchUsers", {**params, "UserId": user_id}, purpose=purpose, case=case)
     if as_json:
         _emit(body)
         return

@@ -59,3 +59,26 @@ def _print_error(path: Path, exc: RegardError, as_json: bool) -> None:
         err.print(f"{path}: [red]{exc.code}[/red]: {exc.message}")
 
 
+
+
+# -- accountability: who runs a command, and why (recorded in the audit ledger) -----------------
+PurposeOpt = typer.Option(None, "--purpose", help="Why (recorded in the audit ledger)")
+CaseOpt = typer.Option(None, "--case", help="Case or ticket reference (audit ledger)")
+ConsentOpt = typer.Option(None, "--consent",
+                          help="Consent reference for the indexed faces (audit ledger, catalog)")
+
+
+def local_caller(purpose: Optional[str] = None, case: Optional[str] = None,
+                 consent: Optional[str] = None) -> Any:
+    """The CLI's caller: the operating-system user, unrestricted (they can open the database
+    anyway) but audited like everyone else."""
+    import getpass
+
+    from regard.governance.gatekeeper import Caller
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return Caller(principal=f"local:{user}", source="cli", purpose=purpose, case=case,
+                  consent=consent)

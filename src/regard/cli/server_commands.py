@@ -54,6 +54,12 @@ def serve(
     insecure_local: bool = typer.Option(
         False, "--insecure-local",
         help="No authentication at all; only allowed when binding a loopback address"),
+    default_purpose: Optional[str] = typer.Option(
+        None, "--default-purpose",
+        help="Purpose given to collections created through the Rekognition API without a "
+             "regard:purpose tag (default: such requests are refused)"),
+    sweep_every: float = typer.Option(3600, "--retention-sweep-seconds",
+                                      help="How often expired faces are deleted (0: never)"),
     detector: Optional[str] = DetectorOpt,
     min_face_size: int = MinFaceOpt,
     log_level: str = typer.Option("info", "--log-level"),
@@ -75,9 +81,11 @@ def serve(
         raise typer.Exit(code=2)
     home_dir = _use_home(home)
     try:
-        service = RegardService(Engine(**_engine_kwargs(detector, min_face_size)))
+        service = RegardService(Engine(**_engine_kwargs(detector, min_face_size)),
+                                default_purpose=default_purpose)
         server = Server(service, ServerSettings(workers=workers or (os.cpu_count() or 2),
-                                                queue=queue, insecure_local=insecure_local))
+                                                queue=queue, insecure_local=insecure_local,
+                                                retention_sweep_seconds=sweep_every))
         created = server.keys.ensure_admin_key(home_dir)
     except RegardError as exc:
         _fail(exc)

@@ -392,6 +392,67 @@ class Catalog:
                 conn.execute(delete(s.faces).where(s.faces.c.face_id.in_(chunk)))
         return deleted, failures
 
+    def erase(self, collection: str, face_ids: Sequence[str], user_ids: Sequence[str] = ()
+              ) -> tuple[list[str], list[str]]:
+        """Delete faces whether or not they are associated with a user, and delete users, in one
+        transaction (erasure and retention; DeleteFaces keeps Rekognition's refusal). Returns the
+        FaceIds and UserIds that existed and are now gone."""
+        wanted = list(dict.fromkeys(face_ids))
+        with self._write() as conn:
+            coll = self._lock(conn, collection)
+            existing = _face_owners(conn, coll.id, wanted)
+            gone = [f for f in wanted if f in existing]
+            self._advance(conn, coll, [(s.OP_DELETE, f) for f in gone], face_delta=-len(gone))
+            for chunk in _chunks(gone, 500):
+                conn.execute(delete(s.faces).where(s.faces.c.face_id.in_(chunk)))
+            users_gone = []
+            for user_id in dict.fromkeys(user_ids):
+                if conn.execute(delete(s.users).where(and_(
+                        s.users.c.collection_id == coll.id, s.users.c.user_id == user_id))
+                        ).rowcount:
+                    users_gone.append(user_id)
+            touched = {existing[f] for f in gone if existing[f] is not None} - set(users_gone)
+            for user_id in touched:  # users that lost faces but remain
+                left = conn.execute(select(func.count()).select_from(s.faces).where(and_(
+                    s.faces.c.collection_id == coll.id, s.faces.c.user_id == user_id))
+                ).scalar_one()
+                self._set_status(conn, coll, user_id, "ACTIVE" if left else "CREATED")
+        return gone, users_gone
+
+    def find_faces(self, collection_id: int, *, external_image_id: str | None = None,
+                   user_id: str | None = None, created_before: datetime | None = None,
+                   expires_before: datetime | None = None) -> list[tuple[str, str | None]]:
+        """(FaceId, UserId) of the faces matching every given criterion (erasure, retention)."""
+        f = s.faces.c
+        stmt = select(f.face_id, f.user_id).where(f.collection_id == collection_id)
+        if external_image_id is not None:
+            stmt = stmt.where(f.external_image_id == external_image_id)
+        if user_id is not None:
+            stmt = stmt.where(f.user_id == user_id)
+        if created_before is not None:
+            stmt = stmt.where(f.created < created_before)
+        if expires_before is not None:
+            stmt = stmt.where(and_(f.expires.is_not(None), f.expires <= expires_before))
+        with self.engine.connect() as conn:
+            return [(r.face_id, r.user_id) for r in conn.execute(stmt.order_by(f.face_id))]
+
+    def set_tags(self, collection: str, tags: dict[str, str]) -> CollectionInfo:
+        """Replace a collection's tags (policy changes arrive this way)."""
+        with self._write() as conn:
+            coll = self._lock(conn, collection)
+            conn.execute(update(s.collections).where(s.collections.c.id == coll.id)
+                         .values(tags=dict(tags)))
+            return self._lock(conn, collection)
+
+    def reclaim_space(self) -> None:
+        """After an erasure: fold SQLite's write-ahead log into the database and truncate it, so
+        deleted rows' old pages do not linger in the WAL (``secure_delete`` already overwrites
+        them in the main file). A no-op elsewhere."""
+        if self.engine.dialect.name != "sqlite":
+            return
+        with self._single.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def image_hashes(self, collection: str) -> set[str]:
         """SHA-256 of every image that has at least one face in the collection."""
         coll = self.get_collection(collection)

@@ -31,8 +31,24 @@ def _add_access_keys(conn: Connection) -> None:
     access_keys.create(conn)
 
 
+def _add_audit_ledger(conn: Connection) -> None:
+    """Version 3: the audit ledger and its signed head."""
+    from regard.store.schema import audit_head, audit_log
+
+    audit_log.create(conn)
+    audit_head.create(conn)
+    _seed(conn)
+
+
+def _seed(conn: Connection) -> None:
+    """Rows every catalog starts with: the ledger's genesis head (seq 0, unsigned)."""
+    from regard.store.schema import audit_head
+
+    conn.execute(audit_head.insert().values(id=1, seq=0, hash="0" * 64, signature=""))
+
+
 # version -> step that upgrades a catalog from version-1 to version.
-MIGRATIONS: dict[int, Migration] = {2: _add_access_keys}
+MIGRATIONS: dict[int, Migration] = {2: _add_access_keys, 3: _add_audit_ledger}
 
 _PG_LOCK_KEY = 0x5245_4741  # "REGA": serializes concurrent first starts on PostgreSQL
 
@@ -52,6 +68,8 @@ def migrate(conn: Connection, target: int = SCHEMA_VERSION,
         metadata.create_all(conn)
         conn.execute(schema_version.insert().values(version=target,
                                                     instance_id=str(uuid.uuid4())))
+        if target >= 3:
+            _seed(conn)
         return target
     current = conn.execute(select(schema_version.c.version)).scalar_one()
     if current > target:

@@ -31,7 +31,7 @@ from sqlalchemy import (
     Table,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 
@@ -122,6 +122,38 @@ access_keys = Table(
     Column("scopes", JSON, nullable=False),
     Column("collections", JSON, nullable=True),  # allow-list; NULL: every collection
     Column("default_purpose", String(512), nullable=True),
+)
+
+# The audit ledger (schema version 3): append-only, hash-chained (see regard.governance.ledger).
+# Times are ISO-8601 strings so that the hashed encoding survives every backend unchanged.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("time", String(32), nullable=False),
+    Column("principal", String(128), nullable=False),
+    Column("operation", String(64), nullable=False),
+    Column("collection", String(255), nullable=True),
+    Column("purpose", String(512), nullable=True),
+    Column("case_ref", String(255), nullable=True),
+    Column("image_sha256", JSON, nullable=True),  # list of hex digests of the input images
+    Column("result", JSON, nullable=False),
+    Column("client", String(64), nullable=True),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_audit_log_time", "time"),
+    Index("ix_audit_log_operation", "operation"),
+)
+
+# One row: the chain head (last seq and hash), HMAC-signed with the server's ledger key. Writers
+# lock it to append, which also serializes appends across processes and replicas.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("signature", String(64), nullable=False),
 )
 
 OP_ADD = "add"

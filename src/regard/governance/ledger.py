@@ -1,0 +1,273 @@
+"""The audit ledger: an append-only, hash-chained record of who did what to which faces, and why.
+
+Each entry holds the sequence number, UTC time, principal (access key id, or ``local:<user>`` for
+the CLI and Python), operation, collection, declared purpose and case reference, the SHA-256 of
+each input image (never the image or an embedding), a result summary (matched FaceIds and
+UserIds, top similarity, threshold used, or the error name) and the client address.
+
+Tamper evidence: an entry's ``hash`` is SHA-256 over the previous entry's hash and the entry's
+canonical encoding (sorted-key JSON of every other field, its sequence number included), so
+editing, deleting, inserting or reordering an entry breaks the chain at that point. The chain
+head (last sequence number and hash) is kept in one row HMAC-signed with the server's ledger key
+(``REGARD_LEDGER_KEY``, or ``$REGARD_HOME/ledger.key`` created on first use, mode 0600), so
+cutting entries off the tail, or re-chaining after an edit, is detected too unless the editor
+also holds the key. ``verify`` says where the chain breaks.
+
+What a database owner can still do is replace the whole ledger with an empty one; anchoring the
+head elsewhere (``regard audit head``, ``regard audit export``) is the defence against that.
+
+Appends lock the head row (SQLite: the write lock; PostgreSQL: ``SELECT ... FOR UPDATE``), so
+concurrent writers from several threads, processes or replicas produce one gap-free chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from sqlalchemy import insert, select, update
+
+from regard.errors import RegardError
+from regard.store import schema as s
+from regard.store.catalog import Catalog
+
+GENESIS = "0" * 64
+KEY_FILE = "ledger.key"
+PAGE = 2000
+
+
+class LedgerIntegrityError(RegardError):
+    """The ledger's signed head does not verify: refuse to append to a chain that was tampered
+    with (or to one signed with another key: a misconfigured replica)."""
+
+    code = "InternalServerError"
+    http_status = 500
+
+
+def utc_iso(when: datetime) -> str:
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical(content: dict[str, Any]) -> bytes:
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode()
+
+
+def chain_hash(prev_hash: str, content: dict[str, Any]) -> str:
+    return hashlib.sha256(prev_hash.encode() + b"\n" + canonical(content)).hexdigest()
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    seq: int
+    time: str
+    principal: str
+    operation: str
+    collection: str | None
+    purpose: str | None
+    case_ref: str | None
+    image_sha256: list[str] | None
+    result: dict[str, Any]
+    client: str | None
+    prev_hash: str
+    hash: str = ""
+
+    def content(self) -> dict[str, Any]:
+        """Everything the hash covers (all fields but the hash)."""
+        body = asdict(self)
+        body.pop("hash")
+        return body
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ChainReport:
+    """``verify``'s answer: ``ok`` and, when not, each break with the entry where it is."""
+
+    entries: int
+    head_seq: int
+    problems: list[str] = field(default_factory=list)
+    first_bad_seq: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def problem(self, seq: int | None, text: str) -> None:
+        if self.first_bad_seq is None and seq is not None:
+            self.first_bad_seq = seq
+        self.problems.append(text)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "entries": self.entries, "head_seq": self.head_seq,
+                "first_bad_seq": self.first_bad_seq, "problems": self.problems}
+
+
+def ledger_key(home: Path | None = None) -> bytes:
+    """The HMAC key: ``REGARD_LEDGER_KEY`` (hex; the same on every replica sharing a database) or
+    ``home/ledger.key``, created with 32 random bytes and mode 0600 on first use."""
+    raw = os.environ.get("REGARD_LEDGER_KEY")
+    if raw:
+        try:
+            key = bytes.fromhex(raw)
+        except ValueError as exc:
+            raise RegardError("REGARD_LEDGER_KEY must be hex") from exc
+        if len(key) < 16:
+            raise RegardError("REGARD_LEDGER_KEY must hold at least 16 bytes (32 hex digits)")
+        return key
+    if home is None:
+        from regard.vision.models import regard_home
+
+        home = regard_home()
+    path = home / KEY_FILE
+    home.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return bytes.fromhex(path.read_text().strip())
+    try:
+        key = secrets.token_bytes(32)
+        os.write(fd, key.hex().encode())
+        return key
+    finally:
+        os.close(fd)
+
+
+class Ledger:
+    """The audit ledger in the catalog database."""
+
+    def __init__(self, catalog: Catalog, key: bytes | None = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        self.catalog = catalog
+        self._key = key
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+
+    @property
+    def key(self) -> bytes:
+        if self._key is None:
+            self._key = ledger_key()
+        return self._key
+
+    def sign(self, seq: int, head_hash: str) -> str:
+        return hmac.new(self.key, f"{seq}:{head_hash}".encode(), hashlib.sha256).hexdigest()
+
+    def _head_ok(self, seq: int, head_hash: str, signature: str) -> bool:
+        if seq == 0:
+            return head_hash == GENESIS
+        return hmac.compare_digest(self.sign(seq, head_hash), signature)
+
+    # -- writing --------------------------------------------------------------------------------
+    def append(self, *, principal: str, operation: str, collection: str | None = None,
+               purpose: str | None = None, case_ref: str | None = None,
+               image_sha256: Iterable[str] | None = None, result: dict[str, Any] | None = None,
+               client: str | None = None) -> AuditEntry:
+        hashes = list(image_sha256) if image_sha256 is not None else None
+        with self.catalog.write_transaction() as conn:
+            head = conn.execute(select(s.audit_head).where(s.audit_head.c.id == 1)
+                                .with_for_update()).one()
+            if not self._head_ok(head.seq, head.hash, head.signature):
+                raise LedgerIntegrityError(
+                    "The audit ledger's signed head does not verify; refusing to append "
+                    "(run `regard audit verify`; on a replica, check REGARD_LEDGER_KEY)")
+            entry = AuditEntry(head.seq + 1, utc_iso(self.clock()), principal, operation,
+                               collection, purpose, case_ref, hashes or None, result or {},
+                               client, head.hash)
+            entry = AuditEntry(**{**entry.to_dict(),
+                                  "hash": chain_hash(head.hash, entry.content())})
+            conn.execute(insert(s.audit_log).values(**entry.to_dict()))
+            conn.execute(update(s.audit_head).where(s.audit_head.c.id == 1).values(
+                seq=entry.seq, hash=entry.hash, signature=self.sign(entry.seq, entry.hash)))
+        return entry
+
+    # -- reading --------------------------------------------------------------------------------
+    def entries(self, since: datetime | None = None, until: datetime | None = None,
+                operations: Iterable[str] | None = None, after: int = 0
+                ) -> Iterator[AuditEntry]:
+        """Entries in sequence order (read in pages), optionally within [since, until) and
+        after a sequence number."""
+        ops = list(operations) if operations is not None else None
+        while True:
+            stmt = select(s.audit_log).where(s.audit_log.c.seq > after)
+            if since is not None:
+                stmt = stmt.where(s.audit_log.c.time >= utc_iso(since))
+            if until is not None:
+                stmt = stmt.where(s.audit_log.c.time < utc_iso(until))
+            if ops is not None:
+                stmt = stmt.where(s.audit_log.c.operation.in_(ops))
+            with self.catalog.read_transaction() as conn:
+                rows = conn.execute(stmt.order_by(s.audit_log.c.seq).limit(PAGE)).all()
+            for row in rows:
+                yield _entry(row._mapping)
+            if len(rows) < PAGE:
+                return
+            after = rows[-1].seq
+
+    def head(self) -> dict[str, Any]:
+        with self.catalog.read_transaction() as conn:
+            head = conn.execute(select(s.audit_head).where(s.audit_head.c.id == 1)).one()
+        return {"seq": head.seq, "hash": head.hash, "signature": head.signature,
+                "signature_ok": self._head_ok(head.seq, head.hash, head.signature)}
+
+    def verify(self) -> ChainReport:
+        """Walk the whole chain; report every break and where it is."""
+        head = self.head()
+        report = ChainReport(entries=0, head_seq=head["seq"])
+        prev_hash, expected = GENESIS, 1
+        for entry in self.entries():
+            report.entries += 1
+            if entry.seq > expected:
+                missing = (f"entry {expected}" if entry.seq == expected + 1
+                           else f"entries {expected}-{entry.seq - 1}")
+                report.problem(expected, f"{missing} missing (deleted)")
+            if chain_hash(entry.prev_hash, entry.content()) != entry.hash:
+                report.problem(entry.seq, f"entry {entry.seq} was altered: its content does not "
+                                          "match its hash")
+            elif entry.prev_hash != prev_hash and entry.seq == expected:
+                report.problem(entry.seq, f"entry {entry.seq} does not follow entry "
+                                          f"{entry.seq - 1}: an entry before it was altered, "
+                                          "inserted or reordered")
+            prev_hash, expected = entry.hash, entry.seq + 1
+        last = expected - 1
+        if not head["signature_ok"]:
+            report.problem(None, "the signed head does not verify: the head was altered, or "
+                                 "the ledger key is not the one that signed it")
+        elif head["seq"] > last:
+            report.problem(last + 1, f"the ledger ends at entry {last} but its signed head is "
+                                     f"at entry {head['seq']}: entries {last + 1}-{head['seq']} "
+                                     "were cut off")
+        elif head["seq"] < last:
+            report.problem(head["seq"] + 1,
+                           f"entries {head['seq'] + 1}-{last} follow the signed head: written "
+                           "outside Regard")
+        elif head["hash"] != prev_hash:
+            report.problem(last, f"the signed head does not match entry {last}: the end of the "
+                                 "chain was rewritten")
+        return report
+
+    def who_searched(self, face_ids: Iterable[str] = (), user_ids: Iterable[str] = ()
+                     ) -> list[AuditEntry]:
+        """Searches and comparisons that matched (or probed with) any of these faces or users."""
+        faces, users = set(face_ids), set(user_ids)
+        found = []
+        for entry in self.entries(operations=SEARCH_OPERATIONS):
+            r = entry.result
+            if (faces & set(r.get("FaceIds", ())) or users & set(r.get("UserIds", ()))
+                    or r.get("ProbeFaceId") in faces or r.get("ProbeUserId") in users):
+                found.append(entry)
+        return found
+
+
+SEARCH_OPERATIONS = ("SearchFaces", "SearchFacesByImage", "SearchUsers", "SearchUsersByImage")
+
+
+def _entry(m: Any) -> AuditEntry:
+    return AuditEntry(**{k: m[k] for k in AuditEntry.__dataclass_fields__})

@@ -1,0 +1,392 @@
+"""Accountability in the domain layer: the tamper-evident ledger, policies, scopes, retention and
+erasure, on real images and a real SQLite catalog."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import select, text
+
+from regard.errors import AccessDeniedError, InvalidParameterError, RegardError
+from regard.governance.gatekeeper import Caller, Gatekeeper
+from regard.governance.ledger import Ledger, LedgerIntegrityError, chain_hash
+from regard.service import RegardService, face_ids
+from regard.store import Store
+from regard.store import schema as s
+from regard.store.catalog import Catalog
+
+from conftest import encode, face_crop
+
+KEY = b"k" * 32
+
+
+class Clock:
+    """A controllable clock for retention tests."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture()
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture()
+def svc(tmp_path: Path, engine, clock) -> RegardService:
+    store = Store(f"sqlite:///{tmp_path / 'regard.db'}", checkpoint_dir=tmp_path / "index")
+    gate = Gatekeeper(Ledger(store.catalog, key=KEY), clock=clock)
+    service = RegardService(engine, store, gatekeeper=gate)
+    yield service
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def images(astronaut, cameraman) -> dict[str, bytes]:
+    return {
+        "astronaut": encode(astronaut),
+        "face": encode(face_crop(astronaut)),
+        "flipped": encode(np.ascontiguousarray(astronaut[:, ::-1])),
+        "cameraman": encode(cameraman),
+    }
+
+
+def entries(svc: RegardService, operation: str | None = None) -> list:
+    return [e for e in svc.gate.ledger.entries()
+            if operation is None or e.operation == operation]
+
+
+def create(svc: RegardService, name: str = "c", **policy: str) -> None:
+    svc.create_collection(CollectionId=name, Tags={"regard:purpose": "door access", **policy})
+
+
+# -- the ledger: tamper evidence ----------------------------------------------------------------
+@pytest.fixture()
+def ledger(tmp_path: Path) -> Ledger:
+    ledger = Ledger(Catalog(f"sqlite:///{tmp_path / 'l.db'}"), key=KEY)
+    for i in range(10):
+        ledger.append(principal=f"key{i % 3}", operation="SearchFacesByImage", collection="c",
+                      purpose="investigation", case_ref=f"T-{i}", image_sha256=["ab" * 32],
+                      result={"FaceIds": [f"face-{i}"], "TopSimilarity": 90.0 + i,
+                              "Threshold": 80.0}, client="10.0.0.1")
+    assert ledger.verify().ok
+    return ledger
+
+
+def sql(ledger: Ledger, statement: str, **params: object) -> None:
+    with ledger.catalog.engine.begin() as conn:
+        conn.execute(text(statement), params)
+
+
+def test_an_edited_entry_is_found(ledger):
+    sql(ledger, "UPDATE audit_log SET result = :r WHERE seq = 4", r=json.dumps({"FaceIds": []}))
+    report = ledger.verify()
+    assert not report.ok and report.first_bad_seq == 4
+    assert "entry 4 was altered" in report.problems[0]
+
+
+def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(ledger):
+    entry = next(e for e in ledger.entries() if e.seq == 4)
+    forged = {**entry.content(), "purpose": "routine"}
+    sql(ledger, "UPDATE audit_log SET purpose = 'routine', hash = :h WHERE seq = 4",
+        h=chain_hash(entry.prev_hash, forged))
+    report = ledger.verify()
+    assert report.first_bad_seq == 5 and "entry 5 does not follow entry 4" in report.problems[0]
+
+
+def test_a_deleted_entry_is_found(ledger):
+    sql(ledger, "DELETE FROM audit_log WHERE seq = 6")
+    report = ledger.verify()
+    assert report.first_bad_seq == 6 and "entry 6 missing (deleted)" in report.problems[0]
+
+
+def test_swapped_entries_are_found(ledger):
+    rows = {e.seq: e for e in ledger.entries() if e.seq in (3, 7)}
+    for seq, other in ((3, rows[7]), (7, rows[3])):
+        sql(ledger, "UPDATE audit_log SET principal = :p, case_ref = :c, result = :r, "
+                    "time = :t, prev_hash = :ph, hash = :h WHERE seq = :seq",
+            p=other.principal, c=other.case_ref, r=json.dumps(other.result), t=other.time,
+            ph=other.prev_hash, h=other.hash, seq=seq)
+    report = ledger.verify()
+    assert report.first_bad_seq == 3 and "entry 3 was altered" in report.problems[0]
+
+
+def test_a_truncated_tail_is_found(ledger):
+    sql(ledger, "DELETE FROM audit_log WHERE seq >= 8")
+    report = ledger.verify()
+    assert report.first_bad_seq == 8
+    assert "ends at entry 7 but its signed head is at entry 10" in report.problems[-1]
+
+
+def test_a_forged_head_is_found_and_blocks_appends(ledger):
+    last = next(e for e in ledger.entries() if e.seq == 7)
+    sql(ledger, "DELETE FROM audit_log WHERE seq >= 8")
+    sql(ledger, "UPDATE audit_head SET seq = 7, hash = :h, signature = :sig",
+        h=last.hash, sig="0" * 64)
+    report = ledger.verify()
+    assert not report.ok and "signed head does not verify" in report.problems[-1]
+    with pytest.raises(LedgerIntegrityError):
+        ledger.append(principal="x", operation="SearchFaces")
+
+
+def test_entries_appended_outside_regard_are_found(ledger):
+    last = next(e for e in ledger.entries() if e.seq == 10)
+    extra = {**last.content(), "seq": 11, "prev_hash": last.hash, "principal": "intruder"}
+    extra["hash"] = chain_hash(last.hash, extra)
+    extra["result"] = json.dumps(extra["result"])
+    extra["image_sha256"] = json.dumps(extra["image_sha256"])
+    with ledger.catalog.engine.begin() as conn:
+        conn.execute(s.audit_log.insert().values(
+            **{**extra, "result": json.loads(extra["result"]),
+               "image_sha256": json.loads(extra["image_sha256"])}))
+    report = ledger.verify()
+    assert report.first_bad_seq == 11 and "follow the signed head" in report.problems[-1]
+
+
+def test_another_key_does_not_verify(ledger):
+    assert not Ledger(ledger.catalog, key=b"x" * 32).verify().ok
+
+
+# -- every operation is recorded ----------------------------------------------------------------
+def test_operations_are_recorded_with_who_why_and_what(svc, images):
+    alice = Caller(principal="RGKALICE", source="10.1.2.3", purpose="door access",
+                   case="T-7")
+    create(svc)
+    indexed = svc.call("IndexFaces", {"CollectionId": "c", "Image": {"Bytes": images["face"]},
+                                      "ExternalImageId": "eileen"}, alice)
+    found = svc.call("SearchFacesByImage",
+                     {"CollectionId": "c", "Image": {"Bytes": images["flipped"]}}, alice)
+    with pytest.raises(RegardError):
+        svc.call("DescribeCollection", {"CollectionId": "nope"}, alice)
+
+    ops = [e.operation for e in entries(svc)]
+    assert ops == ["CreateCollection", "IndexFaces", "SearchFacesByImage", "DescribeCollection"]
+    index, search, missing = entries(svc)[1:]
+    import hashlib
+
+    assert index.principal == "RGKALICE" and index.client == "10.1.2.3"
+    assert (index.purpose, index.case_ref) == ("door access", "T-7")
+    assert index.image_sha256 == [hashlib.sha256(images["face"]).hexdigest()]
+    assert index.result["FaceIds"] == face_ids(indexed)
+    assert search.result["FaceIds"] == face_ids(indexed)
+    assert search.result["TopSimilarity"] == found["FaceMatches"][0]["Similarity"]
+    assert search.result["Threshold"] == 80.0
+    assert search.image_sha256 == [hashlib.sha256(images["flipped"]).hexdigest()]
+    assert missing.result == {"Error": "ResourceNotFoundException"}
+    # identifiers and scores only: no image bytes, no embedding
+    dumped = json.dumps([e.to_dict() for e in entries(svc)])
+    assert len(dumped) < 6000 and "[0." not in dumped and "-0." not in dumped
+    assert svc.gate.ledger.verify().ok
+
+
+def test_concurrent_searches_are_each_recorded_once(svc, images):
+    create(svc)
+    svc.index_faces(CollectionId="c", Image={"Bytes": images["face"]})
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(5):
+                svc.call("SearchFacesByImage",
+                         {"CollectionId": "c", "Image": {"Bytes": images["flipped"]}},
+                         Caller(principal=f"worker-{n}", case=f"{n}-{i}"))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    searches = entries(svc, "SearchFacesByImage")
+    assert sorted(e.case_ref for e in searches) == sorted(f"{n}-{i}" for n in range(8)
+                                                          for i in range(5))
+    seqs = [e.seq for e in entries(svc)]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert svc.gate.ledger.verify().ok
+
+
+# -- policies -----------------------------------------------------------------------------------
+def test_a_collection_needs_a_purpose(svc, engine, tmp_path):
+    with pytest.raises(InvalidParameterError, match="purpose"):
+        svc.create_collection(CollectionId="c")
+    assert entries(svc)[-1].result["Error"] == "InvalidParameterException"
+    create(svc)
+    lenient = RegardService(engine, svc.store, default_purpose="archive search",
+                            gatekeeper=Gatekeeper(svc.gate.ledger, default_purpose="archive"))
+    lenient.create_collection(CollectionId="d")
+    tags = svc.list_tags_for_resource(ResourceArn=svc.collection_arn("d"))["Tags"]
+    assert tags["regard:purpose"] == "archive"
+
+
+def test_threshold_floor_and_match_cap(svc, images):
+    create(svc, **{"regard:threshold-floor": "90", "regard:max-matches": "1"})
+    for image in ("face", "astronaut"):
+        svc.index_faces(CollectionId="c", Image={"Bytes": images[image]})
+    with pytest.raises(InvalidParameterError, match="below the threshold floor 90"):
+        svc.search_faces_by_image(CollectionId="c", Image={"Bytes": images["flipped"]},
+                                  FaceMatchThreshold=80)
+    refused = entries(svc, "SearchFacesByImage")[-1]
+    assert refused.result["Error"] == "InvalidParameterException"
+    found = svc.search_faces_by_image(CollectionId="c", Image={"Bytes": images["flipped"]})
+    assert len(found["FaceMatches"]) == 1  # capped: both faces match
+    assert entries(svc, "SearchFacesByImage")[-1].result["Threshold"] == 90
+    assert svc.search_faces_by_image(CollectionId="c", Image={"Bytes": images["flipped"]},
+                                     FaceMatchThreshold=95, MaxFaces=10)["FaceMatches"]
+
+
+def test_consent_reference_required_and_stored(svc, images):
+    create(svc, **{"regard:consent-required": "true"})
+    with pytest.raises(InvalidParameterError, match="consent"):
+        svc.index_faces(CollectionId="c", Image={"Bytes": images["face"]})
+    body = svc.call("IndexFaces", {"CollectionId": "c", "Image": {"Bytes": images["face"]}},
+                    Caller(consent="form-2026-118"))
+    with svc.store.catalog.engine.connect() as conn:
+        stored = conn.execute(select(s.faces.c.consent_ref)).scalars().all()
+    assert stored == ["form-2026-118"] and len(face_ids(body)) == 1
+
+
+def test_policy_changes_go_through_tags_and_are_validated(svc):
+    create(svc)
+    arn = svc.collection_arn("c")
+    svc.tag_resource(ResourceArn=arn, Tags={"regard:threshold-floor": "95", "owner": "it"})
+    assert svc.policy("c").threshold_floor == 95
+    for bad in ({"regard:threshold-floor": "high"}, {"regard:retention-days": "0"},
+                {"regard:color": "blue"}, {"regard:human-review": "yes"}):
+        with pytest.raises(InvalidParameterError):
+            svc.tag_resource(ResourceArn=arn, Tags=bad)
+    with pytest.raises(InvalidParameterError, match="purpose"):
+        svc.untag_resource(ResourceArn=arn, TagKeys=["regard:purpose"])
+    svc.untag_resource(ResourceArn=arn, TagKeys=["owner"])
+    assert "owner" not in svc.list_tags_for_resource(ResourceArn=arn)["Tags"]
+    with pytest.raises(RegardError) as exc:
+        svc.list_tags_for_resource(ResourceArn=arn.replace("/c", "/nope"))
+    assert exc.value.code == "ResourceNotFoundException"
+    changes = entries(svc, "TagResource")
+    assert changes[0].result["Tags"] == {"regard:threshold-floor": "95", "owner": "it"}
+
+
+# -- scopes -------------------------------------------------------------------------------------
+def test_scopes_and_allow_lists(svc, images):
+    create(svc, "c")
+    create(svc, "d")
+    searcher = Caller(principal="RGKSEARCH", scopes=("search",), collections=("c",))
+    with pytest.raises(AccessDeniedError, match="faces:write"):
+        svc.call("IndexFaces", {"CollectionId": "c", "Image": {"Bytes": images["face"]}},
+                 searcher)
+    with pytest.raises(AccessDeniedError, match="may not use the collection 'd'"):
+        svc.call("SearchFacesByImage", {"CollectionId": "d",
+                                        "Image": {"Bytes": images["face"]}}, searcher)
+    reader = Caller(principal="RGKREAD", scopes=("collections:read",), collections=("d",))
+    assert svc.call("ListCollections", {}, reader)["CollectionIds"] == ["d"]
+    denied = [e for e in entries(svc) if e.result.get("Error") == "AccessDeniedException"]
+    assert [(e.principal, e.operation, e.result["Scope"]) for e in denied] == [
+        ("RGKSEARCH", "IndexFaces", "faces:write"), ("RGKSEARCH", "SearchFacesByImage", "search")]
+
+
+# -- retention ----------------------------------------------------------------------------------
+def test_retention_sweep_with_a_controlled_clock(svc, images, clock):
+    create(svc, "short", **{"regard:retention-days": "30"})
+    create(svc, "forever")
+    old = face_ids(svc.index_faces(CollectionId="short", Image={"Bytes": images["face"]}))
+    keep = face_ids(svc.index_faces(CollectionId="forever", Image={"Bytes": images["face"]}))
+    assert svc.sweep_retention() == {"Collections": []}
+    clock.now += timedelta(days=29)
+    assert svc.sweep_retention() == {"Collections": []}
+    clock.now += timedelta(days=2)
+    swept = svc.sweep_retention()
+    assert swept == {"Collections": [{"CollectionId": "short", "DeletedFaces": old}]}
+    assert svc.list_faces(CollectionId="short")["Faces"] == []
+    assert face_ids({"FaceRecords": [{"Face": f} for f in
+                                     svc.list_faces(CollectionId="forever")["Faces"]]}) == keep
+    assert svc.search_faces_by_image(CollectionId="short",
+                                     Image={"Bytes": images["face"]})["FaceMatches"] == []
+    (entry,) = entries(svc, "RetentionSweep")
+    assert entry.result["FaceIds"] == old and entry.result["RetentionDays"] == 30
+
+
+def test_shortening_retention_applies_to_faces_already_indexed(svc, images, clock):
+    create(svc)
+    svc.index_faces(CollectionId="c", Image={"Bytes": images["face"]})
+    clock.now += timedelta(days=10)
+    svc.tag_resource(ResourceArn=svc.collection_arn("c"), Tags={"regard:retention-days": "7"})
+    assert len(svc.sweep_retention()["Collections"][0]["DeletedFaces"]) == 1
+
+
+# -- erasure ------------------------------------------------------------------------------------
+def test_erasure_leaves_nothing_of_the_subject(svc, images, tmp_path):
+    create(svc)
+    alice = face_ids(svc.index_faces(CollectionId="c", Image={"Bytes": images["face"]},
+                                     ExternalImageId="alice"))
+    alice += face_ids(svc.index_faces(CollectionId="c", Image={"Bytes": images["flipped"]},
+                                      ExternalImageId="alice"))
+    bob = face_ids(svc.index_faces(CollectionId="c", Image={"Bytes": images["cameraman"]},
+                                   ExternalImageId="bob"))
+    svc.create_user(CollectionId="c", UserId="alice-user")
+    svc.associate_faces(CollectionId="c", UserId="alice-user", FaceIds=alice)
+    svc.call("SearchFacesByImage", {"CollectionId": "c", "Image": {"Bytes": images["face"]}},
+             Caller(principal="RGKPOLICE", purpose="investigation", case="C-1"))
+    with svc.store.catalog.engine.connect() as conn:
+        blobs = conn.execute(select(s.faces.c.embedding).where(
+            s.faces.c.face_id.in_(alice))).scalars().all()
+    assert len(blobs) == 2
+
+    body = svc.erase(external_image_id="alice",
+                     caller=Caller(principal="local:dpo", purpose="GDPR art. 17 request",
+                                   case="E-9"))
+    assert body["Collections"] == [{"CollectionId": "c", "DeletedFaces": sorted(alice),
+                                    "DeletedUsers": ["alice-user"]}]
+    # catalog rows
+    catalog = svc.store.catalog
+    coll = catalog.get_collection("c")
+    assert catalog.find_faces(coll.id, external_image_id="alice") == []
+    assert [f["FaceId"] for f in svc.list_faces(CollectionId="c")["Faces"]] == bob
+    assert svc.list_users(CollectionId="c")["Users"] == []
+    # search results and index entries
+    found = svc.search_faces_by_image(CollectionId="c", Image={"Bytes": images["face"]},
+                                      FaceMatchThreshold=0)
+    assert {m["Face"]["FaceId"] for m in found["FaceMatches"]} == set(bob)
+    index = svc.store.indexes.synced("c")
+    assert set(index.faces.face_ids()) == set(bob) and index.faces.dead == 0
+    assert index.users.face_ids() == []
+    # the bytes on disk (database and write-ahead log)
+    disk = b"".join(p.read_bytes() for p in tmp_path.glob("regard.db*"))
+    assert all(blob not in disk for blob in blobs)
+    # the erasure is recorded, by identifiers only, and who searched for alice stays answerable
+    erased = entries(svc, "Erase")[-1]
+    assert erased.result["FaceIds"] == sorted(alice)
+    assert erased.result["SubjectExternalImageId"] == "alice"
+    assert (erased.purpose, erased.case_ref) == ("GDPR art. 17 request", "E-9")
+    who = svc.who_searched(external_image_id="alice")["Entries"]
+    assert [(e["principal"], e["purpose"], e["case_ref"]) for e in who] == [
+        ("RGKPOLICE", "investigation", "C-1")]
+    assert svc.gate.ledger.verify().ok
+
+
+def test_erasure_by_user_and_its_errors(svc, images):
+    create(svc, "c")
+    create(svc, "d")
+    faces = face_ids(svc.index_faces(CollectionId="c", Image={"Bytes": images["face"]}))
+    svc.index_faces(CollectionId="d", Image={"Bytes": images["face"]}, ExternalImageId="x")
+    svc.create_user(CollectionId="c", UserId="u")
+    svc.associate_faces(CollectionId="c", UserId="u", FaceIds=faces)
+    body = svc.erase(user_id="u")
+    assert body["FaceIds"] == faces and body["UserIds"] == ["u"]
+    assert svc.describe_collection(CollectionId="d")["FaceCount"] == 1
+    with pytest.raises(InvalidParameterError):
+        svc.erase()
+    with pytest.raises(InvalidParameterError):
+        svc.erase(user_id="u", external_image_id="x")
+    limited = Caller(scopes=("faces:write",), collections=("c",))
+    assert svc.erase(external_image_id="x", caller=limited)["FaceIds"] == []  # d not allowed
+    with pytest.raises(AccessDeniedError):
+        svc.erase(external_image_id="x", collection="d", caller=limited)

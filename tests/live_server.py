@@ -28,10 +28,11 @@ class LiveServer:
     (keys, metrics, service)."""
 
     def __init__(self, home: Path, engine: Engine, settings: ServerSettings | None = None,
-                 object_store: ObjectStore | None = None) -> None:
+                 object_store: ObjectStore | None = None,
+                 default_purpose: str | None = "integration tests") -> None:
         store = Store(f"sqlite:///{home / 'catalog.db'}", checkpoint_dir=False)
         service = RegardService(engine, store, object_store=object_store,
-                                default_purpose="integration tests")
+                                default_purpose=default_purpose)
         self.server = Server(service, settings or ServerSettings())
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

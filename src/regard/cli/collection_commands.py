@@ -118,6 +118,10 @@ def _image_param(path: Path) -> dict[str, Any]:
         raise typer.Exit(code=1) from exc
 
 
+def _threshold_used(threshold: Optional[float]) -> str:
+    return f"{threshold:g}" if threshold is not None else "the default threshold"
+
+
 def _face_rows(faces: list[dict[str, Any]]) -> list[list[Any]]:
     return [[f["FaceId"], f.get("ExternalImageId"), f.get("UserId"), f"{f['Confidence']:.1f}"]
             for f in faces]
@@ -337,8 +341,10 @@ def search(
     image: Optional[Path] = typer.Argument(None, help="Search with the largest face of IMAGE"),
     face_id: Optional[str] = typer.Option(None, "--face-id",
                                           help="Search with an indexed face instead"),
-    threshold: float = typer.Option(DEFAULT_SIMILARITY_THRESHOLD, "--threshold",
-                                    help="FaceMatchThreshold, 0-100"),
+    threshold: Optional[float] = typer.Option(
+        None, "--threshold",
+        help=f"FaceMatchThreshold, 0-100 (default {DEFAULT_SIMILARITY_THRESHOLD:g}, or the "
+             "collection's threshold floor when that is higher)"),
     max_faces: int = typer.Option(100, "--max-faces", help="MaxFaces"),
     quality_filter: str = typer.Option("NONE", "--quality-filter",
                                        help="NONE | AUTO | LOW | MEDIUM | HIGH (image only)"),
@@ -354,8 +360,9 @@ def search(
     if (image is None) == (face_id is None):
         err.print("[red]give either IMAGE or --face-id[/red]")
         raise typer.Exit(code=2)
-    params: dict[str, Any] = {"CollectionId": collection, "FaceMatchThreshold": threshold,
-                              "MaxFaces": max_faces}
+    params: dict[str, Any] = {"CollectionId": collection, "MaxFaces": max_faces}
+    if threshold is not None:
+        params["FaceMatchThreshold"] = threshold
     if image is not None:
         params.update(Image=_image_param(image), QualityFilter=quality_filter)
         body = _call("SearchFacesByImage", params, _service(detector), purpose, case)
@@ -366,7 +373,7 @@ def search(
         return
     rows = [[f"{m['Similarity']:.2f}", *_face_rows([m["Face"]])[0][:3]]
             for m in body["FaceMatches"]]
-    _table(f"{collection}: {len(rows)} match(es) at >= {threshold:g}",
+    _table(f"{collection}: {len(rows)} match(es) at >= {_threshold_used(threshold)}",
            ["similarity", "FaceId", "ExternalImageId", "UserId"], rows)
 
 
@@ -500,7 +507,9 @@ def users_search(
     image: Optional[Path] = typer.Option(None, "--image", help="SearchUsersByImage"),
     face_id: Optional[str] = typer.Option(None, "--face-id", help="SearchUsers by FaceId"),
     user_id: Optional[str] = typer.Option(None, "--user-id", help="SearchUsers by UserId"),
-    threshold: float = typer.Option(80.0, "--threshold", help="UserMatchThreshold"),
+    threshold: Optional[float] = typer.Option(
+        None, "--threshold",
+        help="UserMatchThreshold (default 80, or the collection's threshold floor)"),
     max_users: int = typer.Option(100, "--max-users", help="MaxUsers"),
     purpose: Optional[str] = PurposeOpt,
     case: Optional[str] = CaseOpt,
@@ -510,8 +519,9 @@ def users_search(
     if sum(x is not None for x in (image, face_id, user_id)) != 1:
         err.print("[red]give exactly one of --image, --face-id, --user-id[/red]")
         raise typer.Exit(code=2)
-    params: dict[str, Any] = {"CollectionId": collection, "UserMatchThreshold": threshold,
-                              "MaxUsers": max_users}
+    params: dict[str, Any] = {"CollectionId": collection, "MaxUsers": max_users}
+    if threshold is not None:
+        params["UserMatchThreshold"] = threshold
     if image is not None:
         body = _call("SearchUsersByImage", {**params, "Image": _image_param(image)},
                      purpose=purpose, case=case)
@@ -522,7 +532,7 @@ def users_search(
     if as_json:
         _emit(body)
         return
-    _table(f"{collection}: {len(body['UserMatches'])} user(s) at >= {threshold:g}",
+    _table(f"{collection}: {len(body['UserMatches'])} user(s) at >= {_threshold_used(threshold)}",
            ["similarity", "UserId", "UserStatus"],
            [[f"{m['Similarity']:.2f}", m["User"]["UserId"], m["User"]["UserStatus"]]
             for m in body["UserMatches"]])

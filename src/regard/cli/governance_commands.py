@@ -43,19 +43,24 @@ def _when(text: Optional[str], option: str) -> Optional[datetime]:
 # -- audit ---------------------------------------------------------------------------------------
 @audit_app.command("verify")
 def audit_verify(as_json: bool = typer.Option(False, "--json")) -> None:
-    """Check the whole hash chain and its signed head; exit 1 and say where it breaks."""
-    report = _service().gate.ledger.verify()
+    """Check the whole hash chain and its signed head; exit 1 and say where it breaks.
+    (Reading the ledger is itself recorded, as every other audit read.)"""
+    try:
+        report = _service().audit_verify(local_caller())
+    except RegardError as exc:
+        _fail(exc)
+        return
     if as_json:
-        sys.stdout.write(json.dumps(report.to_dict()) + "\n")
-    elif report.ok:
-        out.print(f"[green]ledger intact[/green]: {report.entries} entries, signed head at "
-                  f"{report.head_seq}")
+        sys.stdout.write(json.dumps(report) + "\n")
+    elif report["ok"]:
+        out.print(f"[green]ledger intact[/green]: {report['entries']} entries, signed head at "
+                  f"{report['head_seq']}")
     else:
-        out.print(f"[red]ledger NOT intact[/red] ({report.entries} entries, first break at "
-                  f"entry {report.first_bad_seq}):")
-        for problem in report.problems:
+        out.print(f"[red]ledger NOT intact[/red] ({report['entries']} entries, first break at "
+                  f"entry {report['first_bad_seq']}):")
+        for problem in report["problems"]:
             out.print(f"  - {problem}")
-    if not report.ok:
+    if not report["ok"]:
         raise typer.Exit(code=1)
 
 
@@ -66,17 +71,27 @@ def audit_export(
     output: Optional[Path] = typer.Option(None, "--out", help="File (default: standard output)"),
 ) -> None:
     """Entries as JSON Lines, hashes included (anyone can re-check the chain from them)."""
-    ledger = _service().gate.ledger
-    entries = ledger.entries(_when(since, "--since"), _when(until, "--until"))
-    sink = output.open("w") if output else sys.stdout
-    n = 0
+    service = _service()
+    start, end = _when(since, "--since"), _when(until, "--until")
+
+    def write() -> dict[str, Any]:
+        sink = output.open("w") if output else sys.stdout
+        n = 0
+        try:
+            for entry in service.gate.ledger.entries(start, end):
+                sink.write(json.dumps(entry.to_dict(), sort_keys=True) + "\n")
+                n += 1
+        finally:
+            if output:
+                sink.close()
+        return {"Count": n}
+
+    params = {"Since": since, "Until": until}
     try:
-        for entry in entries:
-            sink.write(json.dumps(entry.to_dict(), sort_keys=True) + "\n")
-            n += 1
-    finally:
-        if output:
-            sink.close()
+        n = service.run_audited("AuditExport", params, write, local_caller())["Count"]
+    except RegardError as exc:
+        _fail(exc)
+        return
     err.print(f"{n} entries exported")
 
 
@@ -97,19 +112,21 @@ def audit_who_searched(
 
     A person is named by FaceIds, an ExternalImageId (its faces now in the catalog, and those
     an erasure recorded) or a UserId."""
-    service = _service()
-    faces = set(face_id or [])
-    if external_image_id:
-        faces |= service.face_ids_of(external_image_id)
-    users = {user_id} if user_id else set()
-    if not faces and not users:
-        err.print("[red]give --face-id, --external-image-id (with faces) or --user-id[/red]")
+    if not face_id and not external_image_id and not user_id:
+        err.print("[red]give --face-id, --external-image-id or --user-id[/red]")
         raise typer.Exit(code=2)
-    found = service.gate.ledger.who_searched(faces, users)
-    if as_json:
-        for entry in found:
-            sys.stdout.write(json.dumps(entry.to_dict(), sort_keys=True) + "\n")
+    try:
+        body = _service().who_searched(face_ids=face_id or [],
+                                       external_image_id=external_image_id, user_id=user_id,
+                                       caller=local_caller())
+    except RegardError as exc:
+        _fail(exc)
         return
+    if as_json:
+        for entry in body["Entries"]:
+            sys.stdout.write(json.dumps(entry, sort_keys=True) + "\n")
+        return
+    found = [_AsEntry(e) for e in body["Entries"]]
     table = Table(title=f"{len(found)} search(es) matched or probed with this person")
     for col in ("seq", "time (UTC)", "principal", "operation", "collection", "purpose", "case",
                 "threshold", "top similarity"):
@@ -119,6 +136,13 @@ def audit_who_searched(
                       e.purpose or "", e.case_ref or "", str(e.result.get("Threshold", "")),
                       str(e.result.get("TopSimilarity", "")))
     out.print(table)
+
+
+class _AsEntry:
+    """Attribute access to an entry dict (for the table)."""
+
+    def __init__(self, entry: dict[str, Any]) -> None:
+        self.__dict__.update(entry)
 
 
 # -- erasure and retention -----------------------------------------------------------------------

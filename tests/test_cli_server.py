@@ -57,6 +57,13 @@ def test_keys_create_list_revoke(home):
     bad_scope = runner.invoke(app, ["keys", "create", "--scope", "everything"])
     assert bad_scope.exit_code == 1 and "Unknown scope" in bad_scope.output
 
+    exported = runner.invoke(app, ["audit", "export"]).stdout
+    changes = [json.loads(line) for line in exported.splitlines() if line.startswith("{")]
+    assert [(e["operation"], e["result"].get("AccessKeyId")) for e in changes] == [
+        ("CreateAccessKey", pair["AccessKeyId"]), ("RevokeAccessKey", pair["AccessKeyId"])]
+    assert changes[0]["result"]["Scopes"] == ["detect", "search"]
+    assert pair["SecretAccessKey"] not in exported
+
 
 def test_insecure_mode_only_binds_loopback(home):
     refused = runner.invoke(app, ["serve", "--insecure-local", "--host", "0.0.0.0"])

@@ -12,8 +12,20 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from regard.cli.common import DetectorOpt, MinFaceOpt, _engine_kwargs, _fail, app, err, out
+from regard.cli.common import (
+    DetectorOpt,
+    MinFaceOpt,
+    _engine_kwargs,
+    _fail,
+    app,
+    err,
+    local_caller,
+    out,
+)
 from regard.errors import RegardError
+from regard.governance.gatekeeper import Caller
+from regard.governance.keys import AccessKey, KeyStore
+from regard.service import RegardService
 
 keys_app = typer.Typer(help="Access keys of the HTTP APIs (SigV4 for AWS SDKs; REST header).",
                        no_args_is_help=True)
@@ -74,7 +86,6 @@ def serve(
     from regard.api.app import create_app
     from regard.api.server import Server, ServerSettings
     from regard.governance.keys import CREDENTIALS_FILE
-    from regard.service import RegardService
 
     if insecure_local and not _is_loopback(host):
         err.print(f"[red]--insecure-local only binds a loopback address, not {host}[/red]")
@@ -87,6 +98,9 @@ def serve(
                                                 queue=queue, insecure_local=insecure_local,
                                                 retention_sweep_seconds=sweep_every))
         created = server.keys.ensure_admin_key(home_dir)
+        if created is not None:
+            _record_key_change(service, "CreateAccessKey", created[0],
+                               Caller(principal="regard:first-start", source="cli"))
     except RegardError as exc:
         _fail(exc)
         return
@@ -118,9 +132,11 @@ def keys_create(
     home: Optional[Path] = HomeOpt,
 ) -> None:
     """Issue an access key; its secret is printed once."""
-    keys = _keys(home)
+    service = _service(home)
+    keys = KeyStore(service.store.catalog)
     try:
         key, secret = keys.create(name, scopes, collections or None, purpose)
+        _record_key_change(service, "CreateAccessKey", key, local_caller())
     except RegardError as exc:
         _fail(exc)
         return
@@ -139,7 +155,7 @@ def keys_list(
     home: Optional[Path] = HomeOpt,
 ) -> None:
     """Access keys (never their secrets), revoked ones included."""
-    listed = _keys(home).list()
+    listed = KeyStore(_service(home).store.catalog).list()
     if as_json:
         sys.stdout.write(json.dumps({"AccessKeys": [k.to_dict() for k in listed]}) + "\n")
         return
@@ -155,17 +171,24 @@ def keys_list(
 @keys_app.command("revoke")
 def keys_revoke(access_key_id: str, home: Optional[Path] = HomeOpt) -> None:
     """Revoke a key: its next request is refused (UnrecognizedClientException)."""
+    service = _service(home)
     try:
-        key = _keys(home).revoke(access_key_id)
+        key = KeyStore(service.store.catalog).revoke(access_key_id)
+        _record_key_change(service, "RevokeAccessKey", key, local_caller())
     except RegardError as exc:
         _fail(exc)
         return
     out.print(f"Revoked {key.access_key_id}")
 
 
-def _keys(home: Optional[Path]):  # type: ignore[no-untyped-def]
-    from regard.governance.keys import KeyStore
-    from regard.store.catalog import Catalog
-
+def _service(home: Optional[Path]) -> RegardService:
     _use_home(home)
-    return KeyStore(Catalog())
+    return RegardService()
+
+
+def _record_key_change(service: RegardService, operation: str, key: AccessKey,
+                       caller: Caller) -> None:
+    """Key changes are rule changes: each is an audit entry (never with the secret)."""
+    body = {"AccessKeyId": key.access_key_id, "Name": key.name, "Scopes": list(key.scopes),
+            "Collections": list(key.collections) if key.collections is not None else None}
+    service.run_audited(operation, {}, lambda: body, caller)

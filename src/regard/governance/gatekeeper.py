@@ -178,6 +178,8 @@ def summarize(op: str, params: dict[str, Any], result: dict[str, Any]) -> dict[s
         out["Tags"] = dict(params.get("Tags") or {})
     elif op == "UntagResource":
         out["TagKeys"] = list(params.get("TagKeys") or [])
+    elif op in ("CreateAccessKey", "RevokeAccessKey"):
+        out.update({k: v for k, v in result.items() if k != "SecretAccessKey"})
     elif op in ("Erase", "RetentionSweep"):
         out.update(FaceIds=result.get("FaceIds", []), UserIds=result.get("UserIds", []))
         for member in ("ExternalImageId", "UserId", "RetentionDays"):

@@ -42,6 +42,8 @@ OPERATION_SCOPES: dict[str, str] = {
     "AuditVerify": "audit:read",
     "WhoSearched": "audit:read",
     "RetentionSweep": ADMIN,
+    "CreateAccessKey": ADMIN,
+    "RevokeAccessKey": ADMIN,
 }
 
 

@@ -363,7 +363,7 @@ class RegardService:
         if "CollectionId" in p:
             targets = [self._collection(p["CollectionId"])]
         else:
-            targets = [c for c in self._all_collections()
+            targets = [c for c in self.all_collections()
                        if record is None or self.gate.may_see(record.caller, c.name)]
         report, all_faces, all_users = [], [], []
         for coll in targets:
@@ -394,7 +394,7 @@ class RegardService:
         collection that lost faces. Run by the server periodically and by ``regard retention
         sweep``."""
         removed: list[Params] = []
-        for coll in self._all_collections():
+        for coll in self.all_collections():
             policy = CollectionPolicy.from_tags(coll.tags)
             now = self.gate.now()
             due = {f for f, _ in self.store.catalog.find_faces(coll.id, expires_before=now)}
@@ -463,7 +463,7 @@ class RegardService:
     def face_ids_of(self, external_image_id: str) -> set[str]:
         """FaceIds ever given to an ExternalImageId: those in the catalog now and those that
         erasures removed (their ledger entries keep the identifiers), for ``who-searched``."""
-        found = {f for coll in self._all_collections()
+        found = {f for coll in self.all_collections()
                  for f, _ in self.store.catalog.find_faces(coll.id,
                                                            external_image_id=external_image_id)}
         for entry in self.gate.ledger.entries(operations=["Erase"]):
@@ -471,7 +471,8 @@ class RegardService:
                 found.update(entry.result.get("FaceIds", []))
         return found
 
-    def _all_collections(self) -> list[CollectionInfo]:
+    def all_collections(self) -> list[CollectionInfo]:
+        """Every collection, in creation order (paged reads)."""
         out: list[CollectionInfo] = []
         while True:
             page = self.store.catalog.list_collections(out[-1].id if out else 0, 1000)

@@ -228,3 +228,34 @@ def collections_policy(
     for key, value in policy.items():
         table.add_row(key, "" if value is None else str(value))
     out.print(table)
+
+
+# -- the transparency report ---------------------------------------------------------------------
+@app.command("report")
+def report(
+    collection: Optional[str] = typer.Option(
+        None, "--collection", help="Only this collection (default: all, deleted ones included)"),
+    output: Path = typer.Option(Path("report.html"), "--out", help="Where to write the page"),
+) -> None:
+    """Write the transparency report: one self-contained HTML page for auditors, data-protection
+    officers and the public (policies, faces held, who searched how often and why, erasures,
+    and whether the ledger is intact). Exits 1 when the ledger is not intact (after writing)."""
+    from regard.governance.report import gather, render
+
+    try:
+        data = gather(_service(), collection)
+    except RegardError as exc:
+        _fail(exc)
+        return
+    try:
+        output.write_text(render(data), encoding="utf-8")
+    except OSError as exc:
+        err.print(f"cannot write {output}: {exc.strerror or exc}", markup=False,
+                  highlight=False)
+        raise typer.Exit(code=1) from exc
+    out.print(f"report written to {output}", markup=False, highlight=False)
+    if not data.chain.ok:
+        where = (f": first break at entry {data.chain.first_bad_seq}"
+                 if data.chain.first_bad_seq is not None else "")
+        err.print(f"[red]ledger NOT intact[/red]{where}; the report lists the problems")
+        raise typer.Exit(code=1)

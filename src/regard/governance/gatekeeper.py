@@ -127,6 +127,8 @@ class Gatekeeper:
                 "Error": error.code if isinstance(error, RegardError) else "InternalServerError"}
             if isinstance(error, RegardError) and error.code == "AccessDeniedException":
                 summary["Scope"] = scopes.required_scope(record.operation)
+            if record.operation in THRESHOLD_MEMBER:  # e.g. refused for being below the floor
+                summary["Threshold"] = params.get(THRESHOLD_MEMBER[record.operation])
         else:
             summary = summarize(record.operation, params, result or {})
         summary.update(record.extra)
@@ -182,6 +184,8 @@ def summarize(op: str, params: dict[str, Any], result: dict[str, Any]) -> dict[s
         out.update({k: v for k, v in result.items() if k != "SecretAccessKey"})
     elif op in ("Erase", "RetentionSweep"):
         out.update(FaceIds=result.get("FaceIds", []), UserIds=result.get("UserIds", []))
+        if op == "Erase":  # which collection each face and user was erased from
+            out["Collections"] = result.get("Collections", [])
         for member in ("ExternalImageId", "UserId", "RetentionDays"):
             if params.get(member) is not None:
                 out["Subject" + member if member != "RetentionDays" else member] = params[member]

@@ -7,7 +7,8 @@ change is an audited operation) and there is one source of truth:
 ==========================  ===================================================================
 ``regard:purpose``          why the collection exists (required at creation; a server default
                             may supply it for Rekognition clients that cannot tag)
-``regard:legal-basis``      e.g. "consent (GDPR art. 9(2)(a))"
+``regard:legal-basis``      e.g. "consent: GDPR art. 9.2.a" (tag values allow letters,
+                            digits, spaces and _.:/=+-@)
 ``regard:retention-days``   faces older than this are deleted by the retention sweeper
 ``regard:consent-required`` "true": IndexFaces needs a consent reference (X-Regard-Consent)
 ``regard:threshold-floor``  searches with a lower match threshold are refused; no threshold

@@ -649,8 +649,8 @@ def mount(app: FastAPI, server: Server) -> None:
         request: Request,
         since: Annotated[datetime | None, Query(description="ISO time, inclusive")] = None,
         until: Annotated[datetime | None, Query(description="ISO time, exclusive")] = None,
-        after: Annotated[int, Query(ge=0, description="Entries after this seq "
-                                                      "(NextAfter of the previous page)")] = 0,
+        after: Annotated[int, Query(ge=0, le=2**62, description="Entries after this seq "
+                                    "(NextAfter of the previous page)")] = 0,
         limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
     ) -> Response:
         return await governed(request, server.service.audit_entries, since=_aware(since),

@@ -481,6 +481,24 @@ def test_eval_end_to_end(eval_data: dict[str, Path], tmp_path: Path):
     assert report2["verification"]["thresholds"] == v["thresholds"]
     assert report2["detection"]["recall"] == d["recall"]
 
+    # the model card, from the saved report, with a remedies section
+    remedies = tmp_path / "remedies.json"
+    remedies.write_text(json.dumps({"summary": "tried <b>", "table": {
+        "headers": ["variant", "worst cell FMR"], "rows": [["baseline", "3/351"]]},
+        "conclusion": "none adopted"}))
+    card = tmp_path / "MODEL_CARD.md"
+    made = runner.invoke(app, ["model-card", str(out_dir / "report.json"), "--out", str(card),
+                               "--remedies", str(remedies)])
+    assert made.exit_code == 0, made.output
+    text = card.read_text()
+    for heading in ("## Models", "## Intended uses", "## Out of scope", "## Headline figures",
+                    "## Known weaknesses", "## Group disparities: remedies tried",
+                    "## Measurements", "## How to reproduce"):
+        assert heading in text
+    assert "CC0" in text and "| baseline | 3/351 |" in text and "<b>" not in text
+    assert "TAR 1.0000 (3 of 3" in text
+    assert runner.invoke(app, ["model-card", str(tmp_path / "nope.json")]).exit_code == 2
+
 
 def test_eval_without_data_fails_cleanly(tmp_path: Path):
     result = runner.invoke(app, ["eval", "--out", str(tmp_path / "r")])

@@ -40,6 +40,10 @@ def eval_command(
     limit: Optional[int] = typer.Option(
         None, "--limit", min=1, help="At most N images per part (quick runs)"),
     detector: Optional[str] = DetectorOpt,
+    card: Optional[Path] = typer.Option(
+        None, "--model-card", help="Also write the model card (MODEL_CARD.md) from this run"),
+    remedies: Optional[Path] = typer.Option(
+        None, "--remedies", help="bench/group_remedies.py's JSON, for the model card"),
 ) -> None:
     """Measure accuracy and per-group error rates; write report.json, report.md, report.html."""
     from regard.evaluation import EvalConfig, run, summary_lines, write_reports
@@ -86,3 +90,29 @@ def eval_command(
     out.print(f"wrote {paths['json']}, {paths['md']}, {paths['html']} "
               f"in {report['timing']['seconds_total']:.0f} s",
               markup=False, highlight=False, soft_wrap=True)
+    if card is not None:
+        from regard.evaluation.model_card import write_model_card
+
+        write_model_card(report, card, remedies)
+        out.print(f"wrote {card}", markup=False, highlight=False)
+
+
+@app.command("model-card")
+def model_card_command(
+    report_json: Path = typer.Argument(..., help="report.json of a `regard eval` run"),
+    output: Path = typer.Option(Path("MODEL_CARD.md"), "--out"),
+    remedies: Optional[Path] = typer.Option(
+        None, "--remedies", help="bench/group_remedies.py's JSON (the remedies section)"),
+) -> None:
+    """(Re)write the model card from a saved evaluation report, without re-measuring."""
+    import json
+
+    from regard.evaluation.model_card import write_model_card
+
+    try:
+        report = json.loads(report_json.read_text())
+    except (OSError, ValueError) as exc:
+        err.print(f"[red]cannot read {report_json}[/red]: {exc}")
+        raise typer.Exit(code=2) from exc
+    write_model_card(report, output, remedies)
+    out.print(f"wrote {output}", markup=False, highlight=False)

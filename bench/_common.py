@@ -11,6 +11,7 @@ import numpy as np
 from regard.analysis import Engine, Face
 from regard.batch import map_images
 from regard.datasets import data_root
+from regard.evaluation.embeddings import central_face
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -20,22 +21,6 @@ def require_data() -> Path:
     if root is None:
         sys.exit("No evaluation data: set REGARD_DATA to the dev data folder (see README)")
     return root
-
-
-def central_face(faces: list[Face], width: int, height: int) -> Face | None:
-    """The face an identity-labelled crop is about: nearest the image centre, ties to the larger.
-
-    LFW and UTKFace images are centred on their subject; other people may appear at the edges.
-    """
-    if not faces:
-        return None
-    cx, cy = width / 2, height / 2
-
-    def key(f: Face) -> tuple[float, float]:
-        fx, fy = (f.left + f.right) / 2, (f.top + f.bottom) / 2
-        return ((fx - cx) ** 2 + (fy - cy) ** 2) / max(f.size, 1) ** 2, -f.area
-
-    return min(faces, key=key)
 
 
 def central_embedding_task(engine: Engine, path: Path) -> np.ndarray | None:

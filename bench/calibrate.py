@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import embed_images, require_data  # noqa: E402
 
 from regard.datasets import lfw_genders, lfw_identity, lfw_images, utkface  # noqa: E402
+from regard.evaluation.groups import pairwise_distances as pair_distances  # noqa: E402
 from regard.vision.calibration import TABLE_PATH  # noqa: E402
 
 # similarity -> target worst-group FMR
@@ -40,17 +41,6 @@ ANCHORS = [(25.0, 1e-1), (50.0, 1e-2), (80.0, 1e-3), (90.0, 1e-4), (95.0, 3e-5),
 MIN_EXPECTED_FALSE_MATCHES = 10  # below this, the empirical quantile is too noisy on its own
 ZERO_SIMILARITY_DISTANCE = 1.5   # beyond any pair of dlib embeddings seen (they have norm ~1)
 ADULT_AGE = 18
-
-
-def pair_distances(emb: np.ndarray, labels: np.ndarray | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Upper-triangle pairwise distances, and whether each pair shares a label."""
-    sq = (emb ** 2).sum(1)
-    d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * emb @ emb.T, 0)
-    iu = np.triu_indices(len(emb), k=1)
-    dist = np.sqrt(d2[iu]).astype(np.float64)
-    same = np.zeros_like(dist, dtype=bool) if labels is None else labels[iu[0]] == labels[iu[1]]
-    return dist, same
 
 
 def empirical_threshold(impostor: np.ndarray, fmr: float) -> float:

@@ -45,6 +45,7 @@ from _common import (  # noqa: E402
 
 from regard.analysis import Engine  # noqa: E402
 from regard.datasets import GroundTruthFace, WiderImage, wider_images  # noqa: E402
+from regard.evaluation.detection import greedy_match, iou_matrix  # noqa: E402
 from regard.vision.detect import available_detectors  # noqa: E402
 
 IOU_MATCH = 0.5
@@ -65,31 +66,6 @@ class Run:
 
 
 # -- matching ------------------------------------------------------------------------------------
-def iou_matrix(dets: np.ndarray, gts: np.ndarray) -> np.ndarray:
-    """IoU of every detection (rows) with every ground-truth box (columns), both l, t, r, b."""
-    if len(dets) == 0 or len(gts) == 0:
-        return np.zeros((len(dets), len(gts)))
-    lt = np.maximum(dets[:, None, :2], gts[None, :, :2])
-    rb = np.minimum(dets[:, None, 2:], gts[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)
-    area_d = (dets[:, 2:] - dets[:, :2]).prod(axis=1)
-    area_g = (gts[:, 2:] - gts[:, :2]).prod(axis=1)
-    return inter / (area_d[:, None] + area_g[None, :] - inter)
-
-
-def greedy_match(dets: np.ndarray, gts: np.ndarray) -> np.ndarray:
-    """For each gt box, the index of its matched detection or -1 (IoU >= 0.5, best first)."""
-    iou = iou_matrix(dets, gts)
-    match = np.full(len(gts), -1)
-    used = np.zeros(len(dets), dtype=bool)
-    rows, cols = np.nonzero(iou >= IOU_MATCH)
-    for k in np.argsort(-iou[rows, cols], kind="stable"):
-        d, g = rows[k], cols[k]
-        if not used[d] and match[g] < 0:
-            used[d], match[g] = True, d
-    return match
-
-
 def gt_boxes(image: WiderImage) -> np.ndarray:
     return np.array([(f.x, f.y, f.x + f.w, f.y + f.h) for f in image.faces]).reshape(-1, 4)
 

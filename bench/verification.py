@@ -47,6 +47,7 @@ from _common import (  # noqa: E402
 )
 
 from regard.datasets import Pair, lfw_images, lfw_pairs  # noqa: E402
+from regard.evaluation.verification import accept_at, best_threshold  # noqa: E402
 from regard.vision import calibration  # noqa: E402
 
 TARGET_ACCURACY = 0.993
@@ -124,22 +125,6 @@ def operating_point(accept: np.ndarray, same: np.ndarray) -> OperatingPoint:
     ng, ni = int(same.sum()), int((~same).sum())
     acc = float((accept == same).mean())
     return OperatingPoint(acc, ga / max(ng, 1), ia / max(ni, 1), ga, ng, ia, ni)
-
-
-def accept_at(dist: np.ndarray, threshold: float) -> np.ndarray:
-    """Same identity when the distance is <= threshold; missing distances never match."""
-    return np.nan_to_num(dist, nan=np.inf) <= threshold
-
-
-def best_threshold(dist: np.ndarray, same: np.ndarray) -> float:
-    """Distance threshold maximizing accuracy (first of ties), among midpoints of the data."""
-    finite = np.unique(dist[~np.isnan(dist)])
-    if len(finite) == 0:
-        return 0.0
-    candidates = np.concatenate([[finite[0] - 1e-6], (finite[1:] + finite[:-1]) / 2,
-                                 [finite[-1] + 1e-6]])
-    accs = [float((accept_at(dist, t) == same).mean()) for t in candidates]
-    return float(candidates[int(np.argmax(accs))])
 
 
 def cross_validate(dist: np.ndarray, same: np.ndarray, folds: np.ndarray) -> dict:

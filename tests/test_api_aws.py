@@ -327,13 +327,19 @@ def test_aws_cli_detect_faces(live, admin, images, tmp_path):
     assert done.returncode != 0 and "ResourceNotFoundException" in done.stderr
 
 
-def test_50_concurrent_requests(rek, images):
+def test_50_concurrent_requests(live, rek, images):
+    ledger = live.server.service.gate.ledger
+    before = sum(1 for e in ledger.entries(operations=["DetectFaces"]))
+
     def detect(i: int) -> int:
         return len(rek.detect_faces(Image={"Bytes": images["group"]})["FaceDetails"])
 
     with ThreadPoolExecutor(50) as pool:
         counts = list(pool.map(detect, range(50)))
     assert counts == [2] * 50
+    # each request is in the audit ledger exactly once, and the chain holds
+    assert sum(1 for e in ledger.entries(operations=["DetectFaces"])) == before + 50
+    assert ledger.verify().ok
 
 
 def test_a_full_queue_throttles_instead_of_piling_up(tmp_path, engine, images):

@@ -105,10 +105,10 @@ def main() -> None:
         idx = [i for i, f in enumerate(utk) if f.group == cell and utk_found[i]
                and f.age >= ADULT_AGE]
         groups[f"UTKFace {cell}"] = pair_distances(utk_emb[idx])[0]
-    children = [i for i, f in enumerate(utk) if f.age < 13 and utk_found[i]]
+    children = [i for i, f in enumerate(utk) if f.age < ADULT_AGE and utk_found[i]]
     child_cells = [f.group for f in np.array(utk)[children]]
     child_dist, child_same_cell = pair_distances(utk_emb[children], np.array(child_cells))
-    reported_only = {"UTKFace children <13 (within cell)": child_dist[child_same_cell]}
+    reported_only = {f"UTKFace children <{ADULT_AGE} (within cell)": child_dist[child_same_cell]}
 
     print(f"LFW dev: {lfw_found.sum()}/{len(lfw_paths)} images with a face, "
           f"{len(groups['LFW all']):,} impostor and {len(genuine):,} genuine pairs")

@@ -502,3 +502,15 @@ def test_schemathesis(fuzz_schema, fuzz_auth, fuzz_known, images, operation_id):
         case.call_and_validate(headers=fuzz_auth, timeout=60, checks=CHECKS)
 
     check()
+
+
+def test_docs_work_offline(live):
+    """/docs and /redoc load their JavaScript and CSS from this server, never from a CDN."""
+    for page in ("/docs", "/redoc"):
+        html = httpx.get(f"{live.url}{page}").text
+        assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+        assert assets and all(a.startswith("/") for a in assets), assets
+        for asset in assets:
+            reply = httpx.get(f"{live.url}{asset}")
+            assert reply.status_code == 200 and len(reply.content) > 100, asset
+    assert "cdn." not in httpx.get(f"{live.url}/docs").text

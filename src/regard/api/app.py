@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import AsyncIterator
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import regard
@@ -46,10 +49,14 @@ def create_app(server: Server) -> FastAPI:
             "<AccessKeyId>:<SecretAccessKey>` (or the `X-Api-Key` header with the same value). "
             "AWS SDKs and the AWS CLI use the Rekognition protocol on `POST /` instead."),
         lifespan=lifespan,
+        docs_url=None,  # served below from local files: Regard runs offline, CDNs are not there
+        redoc_url=None,
     )
     app.state.server = server
     aws.mount(app, server)
     rest.mount(app, server)
+
+    _mount_docs(app)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness and readiness")
     def healthz() -> JSONResponse:
@@ -62,6 +69,35 @@ def create_app(server: Server) -> FastAPI:
                         media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+DOCS_STATIC = "/docs-static"
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` with their JavaScript and CSS served by Regard
+    itself, from the ``fastapi-offline`` wheel: FastAPI's defaults load them from a CDN, which an
+    offline installation cannot reach."""
+    import fastapi_offline
+
+    static = Path(fastapi_offline.__file__).parent / "static"
+    app.mount(DOCS_STATIC, StaticFiles(directory=static), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} API",
+            swagger_js_url=f"{DOCS_STATIC}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_STATIC}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_STATIC}/favicon.png")
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url=app.openapi_url or "/openapi.json",
+                              title=f"{app.title} API",
+                              redoc_js_url=f"{DOCS_STATIC}/redoc.standalone.js",
+                              redoc_favicon_url=f"{DOCS_STATIC}/favicon.png",
+                              with_google_fonts=False)
 
 
 async def _sweep_forever(server: Server) -> None:

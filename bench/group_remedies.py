@@ -85,7 +85,7 @@ from regard.datasets import (  # noqa: E402
 )
 from regard.vision.calibration import default_table  # noqa: E402
 from regard.vision.detect import DlibHogDetector  # noqa: E402
-from regard.vision.landmarks import CHIP_SIZE, Landmarks  # noqa: E402
+from regard.vision.landmarks import Landmarks  # noqa: E402
 from regard.vision.quality import QUALITY_LEVELS  # noqa: E402
 
 CACHE_VERSION = 1
@@ -123,19 +123,7 @@ class FaceContext:
         marks = marks or self.face.landmarks
         if padding is None:
             return self.engine.aligner.chip(self.rgb, marks)
-        return face_chip(self.rgb, marks, padding)
-
-
-def face_chip(rgb: np.ndarray, marks: Landmarks, padding: float) -> np.ndarray:
-    """``Aligner.chip`` at another padding (the Aligner has it as a module constant)."""
-    import dlib
-
-    parts = dlib.points()
-    for x, y in marks.dlib5:
-        parts.append(dlib.point(int(x), int(y)))
-    shape = dlib.full_object_detection(dlib.rectangle(*marks.rect), parts)
-    return np.asarray(dlib.get_face_chip(rgb, shape, size=CHIP_SIZE, padding=padding),
-                      dtype=np.uint8)
+        return self.engine.aligner.chip(self.rgb, marks, padding)
 
 
 def jitter_chip(chip: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -90,15 +90,17 @@ class Aligner:
         return Landmarks(points=_named_points(pts, det.keypoints), dlib5=pts,
                          rect=(rect.left(), rect.top(), rect.right(), rect.bottom()))
 
-    def chip(self, rgb: np.ndarray, marks: Landmarks) -> np.ndarray:
-        """The aligned (150, 150, 3) uint8 RGB chip, exactly as dlib's face recognition expects."""
+    def chip(self, rgb: np.ndarray, marks: Landmarks, padding: float = CHIP_PADDING
+             ) -> np.ndarray:
+        """The aligned (150, 150, 3) uint8 RGB chip, exactly as dlib's face recognition expects
+        (``padding``: dlib's margin around the face; the model was trained with the default)."""
         dlib = self._dlib
         parts = dlib.points()
         for x, y in marks.dlib5:
             parts.append(dlib.point(int(x), int(y)))
         shape = dlib.full_object_detection(dlib.rectangle(*marks.rect), parts)
         return np.asarray(
-            dlib.get_face_chip(rgb, shape, size=CHIP_SIZE, padding=CHIP_PADDING), dtype=np.uint8
+            dlib.get_face_chip(rgb, shape, size=CHIP_SIZE, padding=padding), dtype=np.uint8
         )
 
 

@@ -258,7 +258,8 @@ class RegardService:
             raise InvalidParameterError("index_detected_faces takes no Image")
         validate_request("IndexFaces", params, exempt=frozenset({"Image"}))
         return self._authorize_and_audit(
-            "IndexFaces", params, lambda: self._index(params, detected, image_sha256), caller)
+            "IndexFaces", params, lambda: self._index(params, detected, image_sha256), caller,
+            [image_sha256] if image_sha256 else [])
 
     # -- single images ---------------------------------------------------------------------------
     def _detect_faces(self, p: Params) -> Params:
@@ -493,8 +494,6 @@ class RegardService:
         embedded already (faces embedded by a worker process)."""
         coll = self._collection(p["CollectionId"])
         record = _current.get()
-        if image_sha256 is not None and record is not None and not record.image_sha256:
-            record.image_sha256.append(image_sha256)
         policy = CollectionPolicy.from_tags(coll.tags)
         consent = record.caller.consent if record is not None else None
         expires = (self.gate.now() + timedelta(days=policy.retention_days)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -89,16 +88,11 @@ def _call_all(operation: str, params: dict[str, Any], items: str,
     return merged
 
 
-def _json_default(value: Any) -> Any:
-    from datetime import datetime
-
-    if isinstance(value, datetime):
-        return value.timestamp()  # AWS JSON 1.1 timestamps: epoch seconds
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
-
-
 def _emit(body: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(body, default=_json_default) + "\n")
+    """A response body as the JSON 1.1 wire has it (timestamps as epoch seconds, blobs base64)."""
+    from regard.spec import to_wire
+
+    sys.stdout.write(to_wire(body).decode() + "\n")
 
 
 def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:

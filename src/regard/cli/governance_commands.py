@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from regard.cli.common import CaseOpt, PurposeOpt, _fail, app, err, local_caller, out
-from regard.cli.collection_commands import _call, _emit, collections_app
+from regard.cli.collection_commands import _call, _emit, _service, collections_app
 from regard.errors import RegardError
 
 audit_app = typer.Typer(help="The audit ledger: verify it, export it, ask who searched for whom.",
@@ -21,12 +21,6 @@ retention_app = typer.Typer(help="Retention: delete faces past their collection'
                             no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 app.add_typer(retention_app, name="retention")
-
-
-def _service() -> Any:
-    from regard.service import RegardService
-
-    return RegardService()
 
 
 def _when(text: Optional[str], option: str) -> Optional[datetime]:

@@ -390,3 +390,89 @@ def test_erasure_by_user_and_its_errors(svc, images):
     assert svc.erase(external_image_id="x", caller=limited)["FaceIds"] == []  # d not allowed
     with pytest.raises(AccessDeniedError):
         svc.erase(external_image_id="x", collection="d", caller=limited)
+
+
+# -- an operation's changes and its ledger entry commit together ----------------------------------
+def fail_appends(monkeypatch, operation: str) -> None:
+    """Make the ledger refuse the success entry of ``operation`` (a full disk, a lost database),
+    after the operation's own writes have run."""
+    original = Ledger.append
+
+    def append(self, **kw):
+        if kw["operation"] == operation and "Error" not in (kw.get("result") or {}):
+            raise OSError("disk full")
+        return original(self, **kw)
+
+    monkeypatch.setattr(Ledger, "append", append)
+
+
+def test_a_change_whose_entry_cannot_be_written_is_rolled_back(svc, images, monkeypatch):
+    create(svc)
+    kept = face_ids(svc.index_faces(CollectionId="c", Image={"Bytes": images["cameraman"]}))
+    seq = svc.store.catalog.state("c")[1]
+    fail_appends(monkeypatch, "IndexFaces")
+    with pytest.raises(OSError):
+        svc.index_faces(CollectionId="c", Image={"Bytes": images["face"]})
+    assert [f["FaceId"] for f in svc.list_faces(CollectionId="c")["Faces"]] == kept
+    assert svc.store.catalog.state("c")[1] == seq  # no change reached the change log either
+    found = svc.search_faces_by_image(CollectionId="c", Image={"Bytes": images["face"]},
+                                      FaceMatchThreshold=0)
+    assert {m["Face"]["FaceId"] for m in found["FaceMatches"]} <= set(kept)
+    failed = entries(svc, "IndexFaces")[-1]
+    assert failed.result["Error"] == "InternalServerError"  # the failure itself is recorded
+    monkeypatch.undo()
+    assert len(face_ids(svc.index_faces(CollectionId="c", Image={"Bytes": images["face"]}))) == 1
+    assert svc.gate.ledger.verify().ok
+
+
+def test_an_erasure_is_whole_or_not_at_all(svc, images, monkeypatch):
+    for name in ("c", "d"):
+        create(svc, name)
+        svc.index_faces(CollectionId=name, Image={"Bytes": images["face"]},
+                        ExternalImageId="alice")
+    fail_appends(monkeypatch, "Erase")
+    with pytest.raises(OSError):
+        svc.erase(external_image_id="alice")
+    for name in ("c", "d"):  # nothing was erased unrecorded: the request can simply be retried
+        assert svc.describe_collection(CollectionId=name)["FaceCount"] == 1
+    monkeypatch.undo()
+    assert len(svc.erase(external_image_id="alice")["FaceIds"]) == 2
+    assert [svc.describe_collection(CollectionId=n)["FaceCount"] for n in ("c", "d")] == [0, 0]
+    assert entries(svc, "Erase")[-1].result["Outcome"] == "OK"
+
+
+CRASH_BEFORE_ENTRY = """
+import os, sys
+from regard.governance.gatekeeper import Gatekeeper
+from regard.governance.ledger import Ledger
+from regard.service import RegardService
+from regard.store import Store
+
+def append(self, **kw):
+    if kw["operation"] == "IndexFaces":
+        os._exit(9)  # killed after the faces were written, before their entry
+    return original(self, **kw)
+
+original, Ledger.append = Ledger.append, append
+db, index, image = sys.argv[1:]
+store = Store(f"sqlite:///{db}", checkpoint_dir=index)
+service = RegardService(None, store, gatekeeper=Gatekeeper(Ledger(store.catalog, key=b"k" * 32)))
+service.index_faces(CollectionId="c", Image={"Bytes": open(image, "rb").read()})
+"""
+
+
+@pytest.mark.slow
+def test_a_crash_between_change_and_entry_leaves_neither(svc, images, tmp_path):
+    import subprocess
+    import sys
+
+    create(svc)
+    image = tmp_path / "face.jpg"
+    image.write_bytes(images["face"])
+    done = subprocess.run([sys.executable, "-c", CRASH_BEFORE_ENTRY, str(tmp_path / "regard.db"),
+                           str(tmp_path / "index"), str(image)], capture_output=True, timeout=120)
+    assert done.returncode == 9, done.stderr.decode()
+    assert svc.list_faces(CollectionId="c")["Faces"] == []
+    assert svc.store.catalog.state("c")[1:] == (0, 0)
+    assert entries(svc, "IndexFaces") == [] and svc.gate.ledger.verify().ok
+    assert len(face_ids(svc.index_faces(CollectionId="c", Image={"Bytes": images["face"]}))) == 1

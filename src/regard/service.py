@@ -149,8 +149,8 @@ class RegardService:
                              image_sha256: Sequence[str] = ()) -> Params:
         """Governance around ``run``: the caller's scopes and the collection's allow-list, then
         the collection's policy (which may adjust ``params`` in place or refuse), and after it,
-        success or failure alike, one audit-ledger entry. Every operation, from every door,
-        passes here."""
+        success or failure alike, one audit-ledger entry, committed with the operation's changes
+        (one unit of work). Every operation, from every door, passes here."""
         record = CallRecord(operation, caller, self._collection_named(operation, params),
                             image_sha256=list(image_sha256))
         token = _current.set(record)
@@ -159,13 +159,16 @@ class RegardService:
             if record.collection is not None and operation != "CreateCollection":
                 record.policy = self._policy_or_none(record.collection)
             self.gate.apply_policy(record, params)
-            result = run()
+            # The change and its ledger entry commit together: a crash or a failed append
+            # leaves neither. A failure is recorded after the rollback, in its own transaction.
+            with self.store.catalog.unit_of_work():
+                result = run()
+                self.gate.record(record, params, result)
         except Exception as exc:
             self.gate.record(record, params, error=exc)
             raise
         finally:
             _current.reset(token)
-        self.gate.record(record, params, result)
         return result
 
     def _collection_named(self, operation: str, params: Params) -> str | None:

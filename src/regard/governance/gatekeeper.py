@@ -4,7 +4,9 @@ every door): scopes and collection allow-lists, collection policy, and the audit
 Before: the caller's scopes (``scopes.check``), then the collection's policy adjusts or refuses
 the request (purpose required on creation, the threshold floor, the match cap, the consent
 reference). After, success or failure alike: one ledger entry with a result summary. Refusals are
-logged too; an operation whose entry cannot be written fails (no unrecorded identification).
+logged too; an operation whose entry cannot be written fails and its changes are rolled back (the
+service commits an operation's changes and its entry in one unit of work), so there is no
+unrecorded identification and no unrecorded change.
 """
 
 from __future__ import annotations

@@ -6,6 +6,13 @@ write lock; PostgreSQL: ``SELECT ... FOR UPDATE`` on the collection row), so con
 from many threads or processes serialize per collection, a writer never upgrades a read lock
 (the classic SQLite deadlock), and the change sequence is gap-free in commit order.
 
+A unit of work (``Catalog.unit_of_work``) joins every write made inside it, by the same thread or
+task, into one transaction, each write a savepoint within it: the service runs an operation and
+appends its audit entry in one unit, so a crash or a failed append never leaves a change without
+its entry (or an entry for a change that did not happen). The unit opens its transaction at the
+first write, so decoding and embedding an image does not hold the write lock. Locks are taken in
+one order, collections (in the order the operation visits them) before the ledger's head row.
+
 SQLite runs in WAL mode (readers never block the writer), with a busy timeout so that writers in
 other processes wait instead of failing, and ``synchronous=FULL`` by default so that an
 acknowledged write survives power loss, not just a killed process (``REGARD_SQLITE_SYNCHRONOUS``
@@ -18,9 +25,11 @@ engines or HTTP.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,6 +57,19 @@ MAX_FACES_PER_USER = 100  # Rekognition's limit
 DEFAULT_BUSY_TIMEOUT_MS = 60_000
 _WRITE = "regard_write"
 _SINGLE = "regard_single_statement"
+log = logging.getLogger("regard.store")
+
+
+@dataclass
+class _Unit:
+    """The open unit of work of one thread or task (see the module docstring)."""
+
+    catalog: "Catalog"
+    conn: Connection | None = None
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+
+_unit: ContextVar[_Unit | None] = ContextVar("regard_unit_of_work", default=None)
 
 
 def database_url() -> str:
@@ -234,8 +256,51 @@ class Catalog:
     # -- transactions --------------------------------------------------------------------------
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self._writer.begin() as conn:
-            yield conn
+        unit = self._open_unit()
+        if unit is None:
+            with self._writer.begin() as conn:
+                yield conn
+            return
+        if unit.conn is None:
+            unit.conn = self._writer.connect()
+            unit.conn.begin()
+        with unit.conn.begin_nested():  # this write alone is undone if it fails
+            yield unit.conn
+
+    def _open_unit(self) -> _Unit | None:
+        unit = _unit.get()
+        return unit if unit is not None and unit.catalog is self else None
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[None]:
+        """Commit every write made inside the block together, or none of them (a nested unit
+        joins the outer one). Work registered with ``after_commit`` runs once it is durable."""
+        if self._open_unit() is not None:
+            yield
+            return
+        unit = _Unit(self)
+        token = _unit.set(unit)
+        try:
+            yield
+            if unit.conn is not None:
+                unit.conn.commit()
+        finally:
+            _unit.reset(token)
+            if unit.conn is not None:
+                unit.conn.close()  # rolls back what was not committed
+        for work in unit.after_commit:
+            try:
+                work()
+            except Exception:  # the change is committed and audited; do not fail the caller
+                log.exception("work after a committed change failed")
+
+    def after_commit(self, work: Callable[[], None]) -> None:
+        """Run ``work`` when the open unit of work commits (now when there is none)."""
+        unit = self._open_unit()
+        if unit is None:
+            work()
+        else:
+            unit.after_commit.append(work)
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -447,9 +512,13 @@ class Catalog:
     def reclaim_space(self) -> None:
         """After an erasure: fold SQLite's write-ahead log into the database and truncate it, so
         deleted rows' old pages do not linger in the WAL (``secure_delete`` already overwrites
-        them in the main file). A no-op elsewhere."""
+        them in the main file). A no-op elsewhere. Inside a unit of work it waits for the commit
+        (a checkpoint cannot complete while a write transaction is open)."""
         if self.engine.dialect.name != "sqlite":
             return
+        self.after_commit(self._checkpoint_wal)
+
+    def _checkpoint_wal(self) -> None:
         with self._single.connect() as conn:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 

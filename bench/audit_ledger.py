@@ -1,5 +1,8 @@
 """What accountability costs: audit-ledger appends and verification, and a search through the
-gate (scopes, policy, ledger entry) against the same search without it, side by side in one run.
+gate (scopes, policy, ledger entry) against the same search without it, and a write (TagResource)
+through the gate, where the change and its entry commit in one transaction, against the write
+alone and against the write and its entry committed one after the other (how Regard did it before
+the unit of work), side by side in one run.
 
     .venv/bin/python bench/audit_ledger.py [--entries 20000] [--searches 300] [--json OUT]
 
@@ -77,6 +80,37 @@ def main() -> None:
                 fn()
                 samples.append((time.perf_counter() - t) * 1000)
             timings[name] = (float(np.percentile(samples, 50)), float(np.percentile(samples, 95)))
+
+        arn = service.describe_collection(CollectionId="c")["CollectionARN"]
+        counter = iter(range(10**9))
+
+        def tags() -> dict:
+            return {"ResourceArn": arn, "Tags": {"bench": str(next(counter))}}
+
+        def write_alone() -> object:
+            return service._tag_resource(tags())
+
+        def write_then_entry() -> object:
+            body = service._tag_resource(params := tags())
+            ledger.append(principal="RGKBENCH", operation="TagResource", collection="c",
+                          purpose="benchmark", result={"Outcome": "OK", "Tags": params["Tags"]})
+            return body
+
+        def write_gated() -> object:
+            return service.call("TagResource", tags(), caller)
+
+        writes = {}
+        for name, fn in (("write alone", write_alone),
+                         ("write, then its entry (2 transactions)", write_then_entry),
+                         ("through the gate (1 transaction)", write_gated)):
+            fn()
+            samples = []
+            for _ in range(args.searches):
+                t = time.perf_counter()
+                fn()
+                samples.append((time.perf_counter() - t) * 1000)
+            writes[name] = (float(np.percentile(samples, 50)), float(np.percentile(samples, 95)))
+        assert ledger.verify().ok
         store.close()
 
     print(f"ledger: {args.entries} appends in {append_s:.1f} s = "
@@ -88,8 +122,15 @@ def main() -> None:
     p50_gate, p50_raw = timings["through the gate"][0], timings["without the gate"][0]
     print(f"\ngate overhead at p50: {p50_gate - p50_raw:.2f} ms "
           f"({ratio(p50_gate, p50_raw):.2f}x)")
+    print()
+    print_table(["TagResource (a durable write)", "p50 ms", "p95 ms"],
+                [[name, p50, p95] for name, (p50, p95) in writes.items()], digits=2)
+    one, two = writes["through the gate (1 transaction)"][0], \
+        writes["write, then its entry (2 transactions)"][0]
+    print(f"\nchange + entry in one transaction vs two: {ratio(one, two):.2f}x the time")
     write_json(args.json, {"entries": args.entries, "append_per_s": args.entries / append_s,
-                           "verify_per_s": report.entries / verify_s, "search_ms": timings})
+                           "verify_per_s": report.entries / verify_s, "search_ms": timings,
+                           "write_ms": writes})
 
 
 if __name__ == "__main__":

@@ -65,3 +65,35 @@ def paste_faces(face: np.ndarray, sizes: list[int], canvas: tuple[int, int] = (9
         placed.append((x, y, h))
         x += w + 20
     return out, placed
+
+
+def fail_appends(monkeypatch: pytest.MonkeyPatch, operation: str) -> None:
+    """Make the audit ledger refuse the success entry of ``operation`` (a full disk, a lost
+    database), after the operation's own writes have run."""
+    from regard.governance.ledger import Ledger
+
+    original = Ledger.append
+
+    def append(self: Ledger, **kw: object) -> object:
+        if kw["operation"] == operation and "Error" not in (kw.get("result") or {}):
+            raise OSError("disk full")
+        return original(self, **kw)
+
+    monkeypatch.setattr(Ledger, "append", append)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server for the session (skips when PostgreSQL is not installed)."""
+    from postgres_server import serve, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    yield from serve()
+
+
+@pytest.fixture()
+def postgres_url(postgres) -> str:
+    """A fresh database on the session's PostgreSQL server."""
+    return postgres.new_database()

@@ -20,7 +20,7 @@ from regard.store import Store
 from regard.store import schema as s
 from regard.store.catalog import Catalog
 
-from conftest import encode, face_crop
+from conftest import encode, face_crop, fail_appends
 
 KEY = b"k" * 32
 
@@ -393,19 +393,6 @@ def test_erasure_by_user_and_its_errors(svc, images):
 
 
 # -- an operation's changes and its ledger entry commit together ----------------------------------
-def fail_appends(monkeypatch, operation: str) -> None:
-    """Make the ledger refuse the success entry of ``operation`` (a full disk, a lost database),
-    after the operation's own writes have run."""
-    original = Ledger.append
-
-    def append(self, **kw):
-        if kw["operation"] == operation and "Error" not in (kw.get("result") or {}):
-            raise OSError("disk full")
-        return original(self, **kw)
-
-    monkeypatch.setattr(Ledger, "append", append)
-
-
 def test_a_change_whose_entry_cannot_be_written_is_rolled_back(svc, images, monkeypatch):
     create(svc)
     kept = face_ids(svc.index_faces(CollectionId="c", Image={"Bytes": images["cameraman"]}))

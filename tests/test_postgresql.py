@@ -1,0 +1,155 @@
+"""The catalog, the collections and the audit ledger on a real PostgreSQL server (started by the
+test, see ``postgres_server.py``), including two replicas sharing one database: what
+``REGARD_DATABASE_URL=postgresql+psycopg://...`` promises."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from sqlalchemy import text
+
+from regard.errors import InvalidImageFormatError
+from regard.governance.gatekeeper import Caller, Gatekeeper
+from regard.governance.ledger import Ledger, LedgerIntegrityError
+from regard.service import RegardService, face_ids
+from regard.store import Store
+
+from conftest import encode, face_crop, fail_appends
+
+KEY = b"p" * 32
+PURPOSE = {"regard:purpose": "door access"}
+
+
+def replica(engine, url: str) -> RegardService:
+    """One Regard process's view of the shared database (its own pool, index and ledger)."""
+    store = Store(url, checkpoint_dir=False)
+    return RegardService(engine, store, gatekeeper=Gatekeeper(Ledger(store.catalog, key=KEY)))
+
+
+@pytest.fixture()
+def svc(engine, postgres_url):
+    service = replica(engine, postgres_url)
+    yield service
+    service.store.close()
+
+
+@pytest.fixture(scope="module")
+def images(astronaut, cameraman) -> dict[str, bytes]:
+    return {"face": encode(face_crop(astronaut)),
+            "flipped": encode(np.ascontiguousarray(face_crop(astronaut)[:, ::-1])),
+            "cameraman": encode(cameraman)}
+
+
+def test_collections_end_to_end(svc, images):
+    svc.create_collection(CollectionId="c", Tags=PURPOSE)
+    alice = face_ids(svc.index_faces(CollectionId="c", Image={"Bytes": images["face"]},
+                                     ExternalImageId="alice"))
+    alice += face_ids(svc.index_faces(CollectionId="c", Image={"Bytes": images["flipped"]},
+                                      ExternalImageId="alice"))
+    bob = face_ids(svc.index_faces(CollectionId="c", Image={"Bytes": images["cameraman"]},
+                                   ExternalImageId="bob"))
+    assert len(alice) == 2 and len(bob) == 1
+    found = svc.search_faces_by_image(CollectionId="c", Image={"Bytes": images["face"]})
+    assert {m["Face"]["FaceId"] for m in found["FaceMatches"]} == set(alice)
+    svc.create_user(CollectionId="c", UserId="alice")
+    svc.associate_faces(CollectionId="c", UserId="alice", FaceIds=alice)
+    users = svc.search_users_by_image(CollectionId="c", Image={"Bytes": images["flipped"]})
+    assert [m["User"]["UserId"] for m in users["UserMatches"]] == ["alice"]
+    page = svc.list_faces(CollectionId="c", MaxResults=2)
+    rest = svc.list_faces(CollectionId="c", NextToken=page["NextToken"])
+    assert {f["FaceId"] for f in page["Faces"] + rest["Faces"]} == set(alice + bob)
+    assert svc.delete_faces(CollectionId="c", FaceIds=bob)["DeletedFaces"] == bob
+    with pytest.raises(InvalidImageFormatError):
+        svc.index_faces(CollectionId="c", Image={"Bytes": b"not an image"})
+    erased = svc.erase(external_image_id="alice")
+    assert sorted(erased["FaceIds"]) == sorted(alice) and erased["UserIds"] == ["alice"]
+    assert svc.describe_collection(CollectionId="c")["FaceCount"] == 0
+    assert svc.store.catalog.consistency_problems("c") == []
+    report = svc.gate.ledger.verify()
+    assert report.ok and report.entries == len(list(svc.gate.ledger.entries()))
+
+
+def test_two_replicas_write_and_search_one_collection_concurrently(engine, postgres_url, images):
+    a, b = replica(engine, postgres_url), replica(engine, postgres_url)
+    try:
+        a.create_collection(CollectionId="c", Tags=PURPOSE)
+        errors: list[BaseException] = []
+        per_thread = 4
+
+        def worker(service: RegardService, n: int) -> None:
+            try:
+                for i in range(per_thread):
+                    who = Caller(principal=f"replica-{n}", case=f"{n}-{i}")
+                    image = images["cameraman" if i % 2 else "face"]
+                    service.call("IndexFaces", {"CollectionId": "c", "Image": {"Bytes": image},
+                                                "ExternalImageId": f"{n}-{i}"}, who)
+                    service.call("SearchFacesByImage",
+                                 {"CollectionId": "c", "Image": {"Bytes": images["flipped"]}},
+                                 who)
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(svc, n))
+                   for n, svc in enumerate([a, b, a, b, a, b])]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        n_index = len(threads) * per_thread
+        assert a.store.catalog.consistency_problems("c") == []
+        assert a.describe_collection(CollectionId="c")["FaceCount"] == n_index
+        # each replica's index caught up with the other's writes through the change log
+        for service in (a, b):
+            hits = service.search_faces_by_image(CollectionId="c", MaxFaces=100,
+                                                 Image={"Bytes": images["face"]})
+            assert len(hits["FaceMatches"]) == n_index // 2
+        # one gap-free chain, every operation recorded once, from both replicas
+        entries = list(a.gate.ledger.entries())
+        assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
+        cases = sorted(e.case_ref for e in entries if e.operation == "IndexFaces")
+        assert cases == sorted(f"{n}-{i}" for n in range(len(threads))
+                               for i in range(per_thread))
+        assert a.gate.ledger.verify().ok and b.gate.ledger.verify().ok
+    finally:
+        a.store.close()
+        b.store.close()
+
+
+def test_a_change_whose_entry_cannot_be_written_is_rolled_back(svc, images, monkeypatch):
+    for name in ("c", "d"):
+        svc.create_collection(CollectionId=name, Tags=PURPOSE)
+        svc.index_faces(CollectionId=name, Image={"Bytes": images["face"]},
+                        ExternalImageId="alice")
+    fail_appends(monkeypatch, "IndexFaces")
+    with pytest.raises(OSError):
+        svc.index_faces(CollectionId="c", Image={"Bytes": images["cameraman"]})
+    fail_appends(monkeypatch, "Erase")
+    with pytest.raises(OSError):
+        svc.erase(external_image_id="alice")
+    for name in ("c", "d"):
+        assert svc.describe_collection(CollectionId=name)["FaceCount"] == 1
+        assert svc.store.catalog.consistency_problems(name) == []
+    failed = [e for e in svc.gate.ledger.entries(operations=["IndexFaces", "Erase"])][-2:]
+    assert [(e.operation, e.result.get("Error")) for e in failed] == [
+        ("IndexFaces", "InternalServerError"), ("Erase", "InternalServerError")]
+    monkeypatch.undo()
+    assert len(svc.erase(external_image_id="alice")["FaceIds"]) == 2
+    assert svc.gate.ledger.verify().ok
+
+
+def test_tampering_is_found_and_blocks_appends(svc, images):
+    svc.create_collection(CollectionId="c", Tags=PURPOSE)
+    svc.index_faces(CollectionId="c", Image={"Bytes": images["face"]})
+    for _ in range(3):
+        svc.search_faces_by_image(CollectionId="c", Image={"Bytes": images["flipped"]})
+    with svc.store.catalog.engine.begin() as conn:
+        conn.execute(text("UPDATE audit_log SET principal = 'someone-else' WHERE seq = 3"))
+    report = svc.gate.ledger.verify()
+    assert not report.ok and report.first_bad_seq == 3
+    with svc.store.catalog.engine.begin() as conn:  # re-chain the tail without the key
+        conn.execute(text("UPDATE audit_head SET seq = seq - 1"))
+    with pytest.raises(LedgerIntegrityError):
+        svc.search_faces_by_image(CollectionId="c", Image={"Bytes": images["face"]})

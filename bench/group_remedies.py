@@ -354,6 +354,9 @@ def n_pairs(k: int) -> int:
 def disparity(cells: dict[str, dict], s: str) -> dict:
     """Worst / best cell at similarity ``s``: FMR ratio, Wilson upper-bound ratio, q01 ratio."""
     cells = {c: v for c, v in cells.items() if v["pairs"]}
+    if len(cells) < 2:
+        raise SystemExit("fewer than two UTKFace cells have impostor pairs: too few images "
+                         "(raise --limit)")
     at = {c: v["at"][s] for c, v in cells.items()}
     worst = max(at, key=lambda c: (at[c]["fmr"], at[c]["false_matches"]))
     best = min(at, key=lambda c: (at[c]["fmr"], -at[c]["pairs"]))
@@ -773,15 +776,34 @@ def sanity_checks(utk_m: Measured, lfw_m: Measured, results: dict) -> dict:
     return out
 
 
+def per_cell(faces: list[LabelledFace], limit: int | None) -> list[LabelledFace]:
+    """The first ceil(limit / cells) adults and as many children of each cell (all when no
+    limit): the disparity figures need pairs in at least two cells."""
+    if not limit:
+        return faces
+    cells = sorted({f.group for f in faces})
+    each = max(3, math.ceil(limit / len(cells) / 2))
+    taken: dict[tuple[str, bool], int] = {}
+    out = []
+    for f in faces:
+        key = (f.group, f.age >= ADULT_AGE)
+        if taken.get(key, 0) < each:
+            taken[key] = taken.get(key, 0) + 1
+            out.append(f)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--refresh", action="store_true", help="recompute the cached embeddings")
-    ap.add_argument("--limit", type=int, help="first N images of each dataset (a quick check)")
+    ap.add_argument("--limit", type=int,
+                    help="about N images of each dataset, UTKFace's spread over its gender x race "
+                         "cells (a quick check)")
     ap.add_argument("--json", metavar="OUT", default=str(OUT / "group_remedies.json"))
     args = ap.parse_args()
     root = require_data()
 
-    faces = utkface(root)[: args.limit]
+    faces = per_cell(utkface(root), args.limit)
     lfw = load_lfw(root, args.limit)
     suffix = f"_{args.limit}" if args.limit else ""
     print(f"UTKFace dev {len(faces)} images, LFW dev {len(lfw.paths)} images, "

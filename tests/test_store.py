@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy import create_engine, func, inspect, select, text
 
 from regard.errors import (
     ConflictError,
@@ -316,6 +316,30 @@ def test_a_gap_in_the_change_log_forces_a_reload(store):
     entry = store.indexes.synced("c")
     assert set(entry.faces.face_ids()) == {f.face_id for f in faces} and entry.seq == 4
     assert cid == entry.collection_id
+
+
+def test_the_change_log_is_pruned_and_an_index_behind_it_reloads(tmp_path, monkeypatch):
+    monkeypatch.setenv("REGARD_CHANGE_LOG_KEEP", "20")
+    st = Store(_url(tmp_path), checkpoint_dir=False)
+    st.catalog.create_collection("c", "arn:c", "1.0")
+    first = random_faces(5, seed=20)
+    st.add_faces("c", first)
+    assert st.search("c", first[0].embedding, 1)[0][0].face_id == first[0].face_id  # at seq 5
+    other = Store(_url(tmp_path), checkpoint_dir=False)  # another process writes 61 changes
+    later = [random_faces(3, seed=21 + i) for i in range(20)]
+    for batch in later:
+        other.add_faces("c", batch)
+    other.catalog.delete_faces("c", [first[1].face_id])
+    with st.catalog.engine.connect() as conn:
+        kept, oldest = conn.execute(select(func.count(), func.min(s.changes.c.seq))).one()
+    assert kept <= 22 and oldest > 5  # bounded, and pruned past what the first index holds
+    assert st.catalog.consistency_problems("c") == []
+    entry = st.indexes.synced("c")
+    assert entry.seq == 66 and len(entry.faces) == 64
+    assert first[1].face_id not in set(entry.faces.face_ids())
+    assert st.search("c", later[7][1].embedding, 1)[0][0].face_id == later[7][1].face_id
+    other.close()
+    st.close()
 
 
 def test_checkpoint_restores_and_catches_up(tmp_path):

@@ -55,6 +55,10 @@ from regard.vision.models import regard_home
 EMBEDDING_DIM = 128
 MAX_FACES_PER_USER = 100  # Rekognition's limit
 DEFAULT_BUSY_TIMEOUT_MS = 60_000
+# Changes kept per collection: enough for any index that is merely behind to catch up; one
+# further behind (a checkpoint from long ago, a replica restarted after a bulk load) reloads
+# from the catalog, which ``IndexRegistry`` does whenever the changes it gets are not contiguous.
+DEFAULT_CHANGE_LOG_KEEP = 100_000
 _WRITE = "regard_write"
 _SINGLE = "regard_single_statement"
 log = logging.getLogger("regard.store")
@@ -199,8 +203,13 @@ def _stack(blobs: Sequence[bytes]) -> np.ndarray:
 class Catalog:
     """Collections, faces and users in one SQL database (see the module docstring)."""
 
-    def __init__(self, url: str | None = None, *, busy_timeout_ms: int | None = None) -> None:
+    def __init__(self, url: str | None = None, *, busy_timeout_ms: int | None = None,
+                 change_log_keep: int | None = None) -> None:
         self.url = url or database_url()
+        self.change_log_keep = change_log_keep or int(
+            os.environ.get("REGARD_CHANGE_LOG_KEEP", DEFAULT_CHANGE_LOG_KEEP))
+        if self.change_log_keep < 1:
+            raise InvalidParameterError("REGARD_CHANGE_LOG_KEEP must be at least 1")
         self.engine = self._create_engine(self.url, busy_timeout_ms)
         self._writer = self.engine.execution_options(**{_WRITE: True})
         # One-statement reads need no BEGIN/ROLLBACK round trips: a lone SELECT is atomic.
@@ -326,18 +335,24 @@ class Catalog:
             raise ResourceNotFoundError(f"The collection id: {name} does not exist")
         return _collection(row)
 
-    @staticmethod
-    def _advance(conn: Connection, coll: CollectionInfo, ops: Sequence[tuple[str, str]],
+    def _advance(self, conn: Connection, coll: CollectionInfo, ops: Sequence[tuple[str, str]],
                  face_delta: int = 0) -> list[int]:
-        """Append ``(op, face_id)`` changes; return their sequence numbers."""
-        seqs = list(range(coll.seq + 1, coll.seq + 1 + len(ops)))
+        """Append ``(op, face_id)`` changes; return their sequence numbers. Every tenth of
+        ``change_log_keep`` changes, the changes older than the last ``change_log_keep`` go."""
+        head = coll.seq + len(ops)
+        seqs = list(range(coll.seq + 1, head + 1))
         if ops:
             conn.execute(insert(s.changes), [
                 {"collection_id": coll.id, "seq": q, "op": op, "face_id": fid}
                 for q, (op, fid) in zip(seqs, ops)
             ])
         conn.execute(update(s.collections).where(s.collections.c.id == coll.id).values(
-            seq=coll.seq + len(ops), face_count=s.collections.c.face_count + face_delta))
+            seq=head, face_count=s.collections.c.face_count + face_delta))
+        step = max(1, self.change_log_keep // 10)
+        if head > self.change_log_keep and head // step > coll.seq // step:
+            conn.execute(delete(s.changes).where(and_(
+                s.changes.c.collection_id == coll.id,
+                s.changes.c.seq <= head - self.change_log_keep)))
         return seqs
 
     # -- collections ---------------------------------------------------------------------------
@@ -741,11 +756,15 @@ class Catalog:
                 func.length(s.faces.c.embedding) != EMBEDDING_DIM * 4))).scalar_one()
             if bad:
                 problems.append(f"{bad} faces with a malformed embedding")
+            # Faces added before the oldest change kept lost their add change to pruning.
+            oldest = conn.execute(select(func.min(s.changes.c.seq))
+                                  .where(s.changes.c.collection_id == coll.id)).scalar()
             orphan = conn.execute(
                 select(func.count()).select_from(s.faces.outerjoin(s.changes, and_(
                     s.changes.c.collection_id == s.faces.c.collection_id,
                     s.changes.c.seq == s.faces.c.seq)))
-                .where(and_(s.faces.c.collection_id == coll.id, s.changes.c.seq.is_(None)))
+                .where(and_(s.faces.c.collection_id == coll.id, s.changes.c.seq.is_(None),
+                            s.faces.c.seq >= (oldest or 0)))
             ).scalar_one()
             if orphan:
                 problems.append(f"{orphan} faces without their add change")

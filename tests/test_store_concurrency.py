@@ -1,6 +1,7 @@
-"""Concurrency and durability of the store: writers in several threads and several processes
-while others search lose nothing; a batch indexer killed with SIGKILL leaves a catalog and an index
-that agree, with every acknowledged face present and no half-written batch."""
+"""Concurrency and durability of the store, on SQLite and on PostgreSQL: writers in several threads
+and several processes while others search lose nothing; a batch indexer killed with SIGKILL leaves
+a catalog and an index that agree, with every acknowledged face present and no half-written
+batch."""
 
 from __future__ import annotations
 
@@ -26,8 +27,12 @@ from store_workers import random_faces, writer
 HERE = Path(__file__).resolve().parent
 
 
-def _url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'regard.db'}"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test on SQLite and on a real PostgreSQL server (skipped where none is installed)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'regard.db'}"
+    return request.getfixturevalue("postgres_url")
 
 
 def _assert_all_present(store: Store, collection: str, face_ids: list[str]) -> None:
@@ -44,8 +49,8 @@ def _assert_all_present(store: Store, collection: str, face_ids: list[str]) -> N
         assert hits[0].face_id == fid and hits[0].distance < 1e-3
 
 
-def test_threads_write_and_search_concurrently(tmp_path):
-    store = Store(_url(tmp_path), checkpoint_dir=False)
+def test_threads_write_and_search_concurrently(url):
+    store = Store(url, checkpoint_dir=False)
     store.catalog.create_collection("c", "arn:c", "1.0")
     added: list[list[str]] = [[] for _ in range(4)]
     errors: list[BaseException] = []
@@ -83,11 +88,10 @@ def test_threads_write_and_search_concurrently(tmp_path):
     assert len(everything) == 200
     _assert_all_present(store, "c", everything)
     # A second Store (another process's view) rebuilt from the catalog agrees too.
-    _assert_all_present(Store(_url(tmp_path), checkpoint_dir=False), "c", everything)
+    _assert_all_present(Store(url, checkpoint_dir=False), "c", everything)
 
 
-def test_processes_write_while_this_one_searches(tmp_path):
-    url = _url(tmp_path)
+def test_processes_write_while_this_one_searches(url):
     store = Store(url, checkpoint_dir=False)
     store.catalog.create_collection("c", "arn:c", "1.0")
     ctx = multiprocessing.get_context("spawn")
@@ -103,8 +107,7 @@ def test_processes_write_while_this_one_searches(tmp_path):
 
 
 @pytest.mark.slow
-def test_kill_9_mid_batch_loses_no_acknowledged_face(tmp_path):
-    url = _url(tmp_path)
+def test_kill_9_mid_batch_loses_no_acknowledged_face(url):
     Store(url, checkpoint_dir=False).catalog.create_collection("c", "arn:c", "1.0")
     acknowledged: list[str] = []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path])}

@@ -29,8 +29,9 @@ class LiveServer:
 
     def __init__(self, home: Path, engine: Engine, settings: ServerSettings | None = None,
                  object_store: ObjectStore | None = None,
-                 default_purpose: str | None = "integration tests") -> None:
-        store = Store(f"sqlite:///{home / 'catalog.db'}", checkpoint_dir=False)
+                 default_purpose: str | None = "integration tests",
+                 database_url: str | None = None) -> None:
+        store = Store(database_url or f"sqlite:///{home / 'catalog.db'}", checkpoint_dir=False)
         service = RegardService(engine, store, object_store=object_store,
                                 default_purpose=default_purpose)
         self.server = Server(service, settings or ServerSettings())

@@ -153,3 +153,47 @@ def test_tampering_is_found_and_blocks_appends(svc, images):
         conn.execute(text("UPDATE audit_head SET seq = seq - 1"))
     with pytest.raises(LedgerIntegrityError):
         svc.search_faces_by_image(CollectionId="c", Image={"Bytes": images["face"]})
+
+
+def test_two_servers_on_one_database_are_one_service(engine, postgres_url, images, tmp_path):
+    """Replicas behind a load balancer: a key issued by one works on the other, a face indexed
+    through one is found through the other, and both write one audit chain."""
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+
+    from live_server import LiveServer
+
+    with LiveServer(tmp_path / "a", engine, database_url=postgres_url) as a, \
+            LiveServer(tmp_path / "b", engine, database_url=postgres_url) as b:
+        key, secret = a.server.keys.create("shared admin")
+
+        def client(url: str):
+            return boto3.client("rekognition", endpoint_url=url, region_name="us-east-1",
+                                aws_access_key_id=key.access_key_id,
+                                aws_secret_access_key=secret,
+                                config=Config(retries={"max_attempts": 1}))
+
+        rek_a, rek_b = client(a.url), client(b.url)
+        rek_a.create_collection(CollectionId="staff")
+        indexed = rek_a.index_faces(CollectionId="staff", Image={"Bytes": images["face"]},
+                                    ExternalImageId="eileen")
+        face_id = indexed["FaceRecords"][0]["Face"]["FaceId"]
+        found = rek_b.search_faces_by_image(CollectionId="staff",
+                                            Image={"Bytes": images["flipped"]})
+        assert [m["Face"]["FaceId"] for m in found["FaceMatches"]] == [face_id]
+        rek_b.delete_faces(CollectionId="staff", FaceIds=[face_id])
+        assert rek_a.search_faces_by_image(CollectionId="staff",
+                                           Image={"Bytes": images["face"]})["FaceMatches"] == []
+        ledger = a.server.service.gate.ledger
+        ops = [(e.operation, e.principal) for e in ledger.entries()
+               if e.operation in ("IndexFaces", "SearchFacesByImage", "DeleteFaces")]
+        assert ops == [("IndexFaces", key.access_key_id),
+                       ("SearchFacesByImage", key.access_key_id),
+                       ("DeleteFaces", key.access_key_id),
+                       ("SearchFacesByImage", key.access_key_id)]
+        assert ledger.verify().ok and b.server.service.gate.ledger.verify().ok
+        b.server.keys.revoke(key.access_key_id)  # revoked through one, refused by the other
+        with pytest.raises(ClientError) as refused:
+            rek_a.list_collections()
+        assert refused.value.response["Error"]["Code"] == "UnrecognizedClientException"

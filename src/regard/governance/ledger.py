@@ -39,6 +39,7 @@ from regard.store import schema as s
 from regard.store.catalog import Catalog
 
 GENESIS = "0" * 64
+_HEAD_FOR_UPDATE = select(s.audit_head).where(s.audit_head.c.id == 1).with_for_update()
 KEY_FILE = "ledger.key"
 PAGE = 2000
 
@@ -172,8 +173,7 @@ class Ledger:
                client: str | None = None) -> AuditEntry:
         hashes = list(image_sha256) if image_sha256 is not None else None
         with self.catalog.write_transaction() as conn:
-            head = conn.execute(select(s.audit_head).where(s.audit_head.c.id == 1)
-                                .with_for_update()).one()
+            head = conn.execute(_HEAD_FOR_UPDATE).one()
             if not self._head_ok(head.seq, head.hash, head.signature):
                 raise LedgerIntegrityError(
                     "The audit ledger's signed head does not verify; refusing to append "

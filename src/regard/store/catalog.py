@@ -214,9 +214,16 @@ class Catalog:
         self._writer = self.engine.execution_options(**{_WRITE: True})
         # One-statement reads need no BEGIN/ROLLBACK round trips: a lone SELECT is atomic.
         self._single = self.engine.execution_options(**{_SINGLE: True})
+        # Statements every operation runs, built once (building one costs more than running it).
         self._state_stmt = select(s.collections.c.id, s.collections.c.seq,
                                   s.collections.c.face_count).where(
             s.collections.c.name == bindparam("name"))
+        self._collection_stmt = select(s.collections).where(
+            s.collections.c.name == bindparam("name"))
+        self._faces_stmt = {with_embeddings: select(*_face_columns(with_embeddings)).where(and_(
+            s.faces.c.collection_id == bindparam("cid"),
+            s.faces.c.face_id.in_(bindparam("ids", expanding=True))))
+            for with_embeddings in (False, True)}
         with self._writer.begin() as conn:
             migrate(conn)
             self.instance_id: str = conn.execute(
@@ -373,7 +380,7 @@ class Catalog:
 
     def get_collection(self, name: str) -> CollectionInfo:
         with self._single.connect() as conn:
-            row = conn.execute(select(s.collections).where(s.collections.c.name == name)).first()
+            row = conn.execute(self._collection_stmt, {"name": name}).first()
         if row is None:
             raise ResourceNotFoundError(f"The collection id: {name} does not exist")
         return _collection(row)
@@ -428,8 +435,8 @@ class Catalog:
             return found
         with self.engine.connect() as conn:
             for chunk in _chunks(list(dict.fromkeys(face_ids)), 500):
-                rows = conn.execute(select(*_face_columns(embeddings)).where(and_(
-                    s.faces.c.collection_id == collection_id, s.faces.c.face_id.in_(chunk)))).all()
+                rows = conn.execute(self._faces_stmt[embeddings],
+                                    {"cid": collection_id, "ids": chunk}).all()
                 for r in rows:
                     found[r.face_id] = _face(r._mapping)
         return found

@@ -146,3 +146,23 @@ def test_external_image_id_from_file_names():
     assert external_image_id("a b/c.jpg") == "a_b_c.jpg"
     assert external_image_id("Zoë.png") == "Zo_.png"
     assert len(external_image_id("x" * 300)) == 255
+
+
+def test_collections_check_finds_a_broken_invariant(home, folder):
+    _json("collections", "create", "c", "--purpose", "testing")
+    _json("collections", "create", "d", "--purpose", "testing")
+    code, _ = _run("index", "c", str(folder / "astronaut.jpg"), str(folder / "cameraman.png"))
+    assert code == 0
+    report = _json("collections", "check")
+    assert report["Ok"] and [(c["CollectionId"], c["FaceCount"], c["Problems"])
+                             for c in report["Collections"]] == [("c", 2, []), ("d", 0, [])]
+    from sqlalchemy import create_engine, text
+
+    db = create_engine(f"sqlite:///{home / 'home' / 'regard.db'}")
+    with db.begin() as conn:  # a face row lost behind the catalog's back
+        conn.execute(text("DELETE FROM faces WHERE rowid = (SELECT MIN(rowid) FROM faces)"))
+    db.dispose()
+    code, stdout = _run("collections", "check", "c")
+    assert code == 1 and "face_count 2 != 1 face rows" in stdout
+    code, stdout = _run("collections", "check", "nope")
+    assert code == 1

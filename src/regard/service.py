@@ -475,6 +475,33 @@ class RegardService:
                 found.update(entry.result.get("FaceIds", []))
         return found
 
+    def check_collections(self, collection: str | None = None,
+                          caller: Caller = LOCAL_CALLER) -> Params:
+        """The store's invariants, per collection (all the caller may see when none is named):
+        face count = face rows, sequence = last change, every embedding whole, every face added
+        by a change still in the log, and the in-memory index caught up and of the same size.
+        For operators after a crash or a restore; reads counts, never faces."""
+        def run() -> Params:
+            record = _current.get()
+            if collection is not None:
+                names = [self._collection(collection).name]
+            else:
+                names = [c.name for c in self.all_collections()
+                         if record is None or self.gate.may_see(record.caller, c.name)]
+            report = []
+            for name in names:
+                problems = self.store.catalog.consistency_problems(name)
+                _, seq, count = self.store.catalog.state(name)
+                entry = self.store.indexes.synced(name)
+                if (entry.seq, len(entry.faces)) != (seq, count):
+                    problems.append(f"index at change {entry.seq} with {len(entry.faces)} faces, "
+                                    f"catalog at {seq} with {count}")
+                report.append({"CollectionId": name, "FaceCount": count, "Problems": problems})
+            return {"Collections": report, "Ok": all(not r["Problems"] for r in report)}
+
+        params = {"CollectionId": collection} if collection is not None else {}
+        return self._authorize_and_audit("CheckCollections", params, run, caller)
+
     def all_collections(self) -> list[CollectionInfo]:
         """Every collection, in creation order (paged reads)."""
         out: list[CollectionInfo] = []

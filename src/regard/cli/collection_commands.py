@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -180,6 +181,31 @@ def collections_describe(collection: str = typer.Argument(...), as_json: bool = 
         _emit(body)
         return
     _table(collection, ["field", "value"], [[k, v] for k, v in body.items()])
+
+
+@collections_app.command("check")
+def collections_check(collection: Optional[str] = typer.Argument(None, help="default: all"),
+                      as_json: bool = JsonOpt) -> None:
+    """Check the store's invariants (counts, change log, embeddings, index); exit 1 on a problem.
+    Run it after a crash, a restore or a manual repair."""
+    try:
+        report = _service().check_collections(collection, local_caller())
+    except RegardError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        sys.stdout.write(json.dumps(report) + "\n")
+    else:
+        for c in report["Collections"]:
+            if c["Problems"]:
+                out.print(f"[red]{c['CollectionId']}: {len(c['Problems'])} problem(s)[/red]")
+                for problem in c["Problems"]:
+                    out.print(f"  - {problem}")
+            else:
+                out.print(f"[green]{c['CollectionId']}: consistent[/green] "
+                          f"({c['FaceCount']} faces)")
+    if not report["Ok"]:
+        raise typer.Exit(code=1)
 
 
 @collections_app.command("delete")

@@ -165,6 +165,9 @@ def summarize(op: str, params: dict[str, Any], result: dict[str, Any]) -> dict[s
                    TopSimilarity=max((m["Similarity"] for m in matches), default=None))
     elif op == "DetectFaces":
         out["Faces"] = len(result.get("FaceDetails", []))
+    elif op == "CheckCollections":
+        out["Problems"] = {c["CollectionId"]: len(c["Problems"])
+                           for c in result.get("Collections", []) if c["Problems"]}
     elif op == "IndexFaces":
         out.update(FaceIds=[r["Face"]["FaceId"] for r in result.get("FaceRecords", [])],
                    Unindexed=len(result.get("UnindexedFaces", [])))

@@ -23,6 +23,7 @@ OPERATION_SCOPES: dict[str, str] = {
     "ListFaces": "collections:read",
     "ListUsers": "collections:read",
     "ListTagsForResource": "collections:read",
+    "CheckCollections": "collections:read",
     "CreateCollection": "collections:write",
     "DeleteCollection": "collections:write",
     "TagResource": "collections:write",

@@ -743,7 +743,7 @@ class Catalog:
         return head.seq, head.face_count, changes
 
     def consistency_problems(self, collection: str) -> list[str]:
-        """Invariants a crash must never break (used by tests and ``regard`` diagnostics)."""
+        """Invariants a crash must never break (tests; ``regard collections check``)."""
         problems = []
         with self._read() as conn:
             coll = conn.execute(select(s.collections).where(s.collections.c.name == collection)

@@ -335,16 +335,24 @@ def test_erasure_leaves_nothing_of_the_subject(svc, images, tmp_path):
     svc.associate_faces(CollectionId="c", UserId="alice-user", FaceIds=alice)
     svc.call("SearchFacesByImage", {"CollectionId": "c", "Image": {"Bytes": images["face"]}},
              Caller(principal="RGKPOLICE", purpose="investigation", case="C-1"))
+    checkpoint = svc.store.indexes.checkpoint("c")  # the index, loaded, also on disk
     with svc.store.catalog.engine.connect() as conn:
         blobs = conn.execute(select(s.faces.c.embedding).where(
             s.faces.c.face_id.in_(alice))).scalars().all()
     assert len(blobs) == 2
+    erased = [np.frombuffer(b, np.float32) for b in blobs]
+    loaded = svc.store.indexes.synced("c")
+    assert any(np.array_equal(row, e) for row in loaded.users.stored_vectors() for e in erased)
 
     body = svc.erase(external_image_id="alice",
                      caller=Caller(principal="local:dpo", purpose="GDPR art. 17 request",
                                    case="E-9"))
     assert body["Collections"] == [{"CollectionId": "c", "DeletedFaces": sorted(alice),
                                     "DeletedUsers": ["alice-user"]}]
+    # the loaded index, before any search: the vectors are overwritten, not merely hidden
+    for stored in (loaded.faces.stored_vectors(), loaded.users.stored_vectors()):
+        assert not any(np.allclose(row, e) for row in stored for e in erased)
+    assert checkpoint is not None and checkpoint.is_file()  # rewritten, not left stale
     # catalog rows
     catalog = svc.store.catalog
     coll = catalog.get_collection("c")
@@ -356,10 +364,11 @@ def test_erasure_leaves_nothing_of_the_subject(svc, images, tmp_path):
                                       FaceMatchThreshold=0)
     assert {m["Face"]["FaceId"] for m in found["FaceMatches"]} == set(bob)
     index = svc.store.indexes.synced("c")
-    assert set(index.faces.face_ids()) == set(bob) and index.faces.dead == 0
+    assert set(index.faces.face_ids()) == set(bob)
     assert index.users.face_ids() == []
-    # the bytes on disk (database and write-ahead log)
-    disk = b"".join(p.read_bytes() for p in tmp_path.glob("regard.db*"))
+    # the bytes on disk (database, write-ahead log, index checkpoint)
+    disk = b"".join(p.read_bytes() for p in [*tmp_path.glob("regard.db*"),
+                                             *(tmp_path / "index").glob("*")])
     assert all(blob not in disk for blob in blobs)
     # the erasure is recorded, by identifiers only, and who searched for alice stays answerable
     erased = entries(svc, "Erase")[-1]

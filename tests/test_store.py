@@ -19,6 +19,7 @@ from regard.errors import (
     ServiceQuotaExceededError,
 )
 from regard.store import IndexOptions, NewFace, Store, VectorIndex
+from regard.store.index import SCRUBBED
 from regard.store import schema as s
 from regard.store.catalog import Catalog
 from regard.store.migrations import migrate
@@ -258,6 +259,27 @@ def test_hnsw_with_tombstones_never_returns_deleted():
         assert len(hits) == 10 and not dead & {h.face_id for h in hits}
 
 
+def test_removed_vectors_are_overwritten_and_hnsw_still_finds_the_rest():
+    rng = np.random.default_rng(3)
+    n = 6000  # isotropic: the hard case for graph search
+    vecs = (rng.normal(size=(n, 128)) * 0.05 + 0.03).astype(np.float32)
+    ids = [str(uuid.uuid4()) for _ in vecs]
+    index = VectorIndex(options=IndexOptions(hnsw_threshold=1000))
+    index.add(ids, vecs)
+    dead = rng.choice(n, int(0.09 * n), replace=False)  # below compaction (10 %)
+    index.remove([ids[i] for i in dead])
+    assert index.kind == "hnsw" and index.dead == len(dead)
+    stored = index.stored_vectors()
+    assert (stored[np.sort(dead)] == SCRUBBED).all()  # positions kept, vectors gone
+    live = np.setdiff1d(np.arange(n), dead)
+    queries = vecs[rng.choice(live, 300, replace=False)] + rng.normal(
+        size=(300, 128)).astype(np.float32) * 0.01
+    exact = live[np.argmin(((queries[:, None] - vecs[live][None]) ** 2).sum(-1), axis=1)]
+    found = [hits[0].face_id for hits in index.search(queries, 1)]
+    recall = np.mean([f == ids[e] for f, e in zip(found, exact)])
+    assert recall >= 0.97, recall
+
+
 # -- index <-> catalog --------------------------------------------------------------------------
 def test_index_catches_up_with_writes_from_another_store(tmp_path, store):
     other = Store(_url(tmp_path), checkpoint_dir=False)  # as another process would
@@ -365,16 +387,27 @@ def test_checkpoint_restores_and_catches_up(tmp_path):
     assert faces[0].face_id not in set(entry.faces.face_ids())
 
 
-def test_deletions_erase_checkpoints(tmp_path):
+def test_deletions_scrub_memory_and_checkpoints(tmp_path):
     opts = IndexOptions(checkpoint_min=1)
     st = Store(_url(tmp_path), index_options=opts, checkpoint_dir=tmp_path / "index")
     st.catalog.create_collection("c", "arn:c", "1.0")
     faces = random_faces(3, seed=14)
     st.add_faces("c", faces)
     path = st.indexes.checkpoint("c")
+    assert faces[0].embedding.tobytes() in path.read_bytes()
     st.delete_faces("c", [faces[0].face_id])
-    assert not path.exists()  # it held the deleted face's embedding
-    assert st.indexes.checkpoint("c") == path and path.exists()
+    # rewritten without it (not removed: a large index would take minutes to rebuild) ...
+    assert path.exists() and faces[0].embedding.tobytes() not in path.read_bytes()
+    # ... and overwritten in memory, not merely hidden
+    stored = st.indexes._indexes["c"].faces.stored_vectors()
+    assert not any(np.allclose(r, faces[0].embedding) for r in stored)
+    # another process, which never loaded the index, cleans the checkpoint it finds
+    other = Store(_url(tmp_path), index_options=opts, checkpoint_dir=tmp_path / "index")
+    other.delete_faces("c", [faces[1].face_id])
+    assert faces[1].embedding.tobytes() not in path.read_bytes()
+    again = Store(_url(tmp_path), index_options=opts, checkpoint_dir=tmp_path / "index")
+    assert again.indexes.synced("c").faces.face_ids() == [faces[2].face_id]
+    assert st.search("c", faces[2].embedding, 3)[0][0].face_id == faces[2].face_id
     st.delete_collection("c")
     assert not path.exists()
     with st.catalog.engine.connect() as conn:

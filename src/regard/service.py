@@ -381,10 +381,8 @@ class RegardService:
                 users = {u for u in users
                          if {f for f, _ in self.store.catalog.find_faces(coll.id, user_id=u)}
                          <= set(faces)}
-            gone, users_gone = self.store.catalog.erase(coll.name, faces, sorted(users))
+            gone, users_gone = self.store.erase(coll.name, faces, sorted(users))
             if gone or users_gone:
-                self.store.indexes.forget(coll.name)  # drop the in-memory vectors now
-                self.store.indexes.discard_checkpoint(coll.id)
                 report.append({"CollectionId": coll.name, "DeletedFaces": gone,
                                "DeletedUsers": users_gone})
                 all_faces += gone
@@ -416,10 +414,8 @@ class RegardService:
         return {"Collections": removed}
 
     def _expire(self, coll: CollectionInfo, face_ids: list[str]) -> Params:
-        gone, _ = self.store.catalog.erase(coll.name, face_ids)
+        gone, _ = self.store.erase(coll.name, face_ids)
         if gone:
-            self.store.indexes.forget(coll.name)
-            self.store.indexes.discard_checkpoint(coll.id)
             self.store.catalog.reclaim_space()
         return {"FaceIds": gone, "UserIds": []}
 

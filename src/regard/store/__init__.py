@@ -8,6 +8,7 @@ search). Open one ``Store`` per process and share it between threads.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -55,12 +56,25 @@ class Store:
         return self.catalog.add_faces(collection, faces)
 
     def delete_faces(self, collection: str, face_ids: list[str]) -> tuple[list[str], list[Failure]]:
-        """Delete faces (refusing those associated with a user) and the index checkpoint that
-        still holds their embeddings."""
+        """Delete faces (refusing those associated with a user); once that commits, their
+        vectors are overwritten in the index and its checkpoint."""
         deleted, failures = self.catalog.delete_faces(collection, face_ids)
         if deleted:
-            self.indexes.discard_checkpoint(self.catalog.state(collection)[0])
+            self.cleanup_after_deletion(collection)
         return deleted, failures
+
+    def erase(self, collection: str, face_ids: Sequence[str], user_ids: Sequence[str] = ()
+              ) -> tuple[list[str], list[str]]:
+        """``Catalog.erase`` (faces whether or not associated, and users); once that commits,
+        their vectors are overwritten in the index and its checkpoint."""
+        gone, users_gone = self.catalog.erase(collection, face_ids, user_ids)
+        if gone or users_gone:
+            self.cleanup_after_deletion(collection)
+        return gone, users_gone
+
+    def cleanup_after_deletion(self, collection: str) -> None:
+        cid = self.catalog.state(collection)[0]
+        self.catalog.after_commit(lambda: self.indexes.after_deletion(collection, cid))
 
     def delete_collection(self, collection: str) -> CollectionInfo:
         info = self.catalog.delete_collection(collection)

@@ -57,7 +57,7 @@ class Store:
 
     def delete_faces(self, collection: str, face_ids: list[str]) -> tuple[list[str], list[Failure]]:
         """Delete faces (refusing those associated with a user); once that commits, their
-        vectors are overwritten in the index and its checkpoint."""
+        vectors are overwritten in the loaded index and its checkpoint is removed."""
         deleted, failures = self.catalog.delete_faces(collection, face_ids)
         if deleted:
             self.cleanup_after_deletion(collection)

@@ -29,9 +29,9 @@ can be checkpointed to ``$REGARD_HOME/index`` and restored at the next start, th
 the change sequence like any other; a checkpoint is keyed by the catalog's instance id and the
 collection id, and one that does not match, or does not agree with the catalog after catching up,
 is ignored. After faces are deleted (``IndexRegistry.after_deletion``, once the deletion commits),
-the collection's index is caught up at once, which overwrites the deleted vectors, and its
-checkpoint is rewritten from it, so deleted embeddings linger neither in memory nor on disk, and
-nobody waits minutes for a large index to be rebuilt from the catalog.
+the loaded index is caught up at once, which overwrites the deleted vectors, and the checkpoint
+that holds them is removed, so deleted embeddings linger neither in memory nor on disk, and no
+search waits minutes for a large index to be rebuilt from the catalog (a restart does, once).
 """
 
 from __future__ import annotations
@@ -370,24 +370,20 @@ class IndexRegistry:
             self._indexes.pop(collection, None)
 
     def after_deletion(self, collection: str, collection_id: int) -> None:
-        """Once a deletion has committed: catch the collection's index up now (overwriting the
-        deleted vectors) and rewrite its checkpoint from it. An index neither loaded nor
-        checkpointed holds nothing to clean."""
-        path = self._path(collection_id)
+        """Once a deletion has committed: catch the loaded index up now (overwriting the deleted
+        vectors) and remove the checkpoint that still holds them. (Rewriting it instead would
+        cost a write of the whole index, hundreds of MB at a million faces, per DeleteFaces; the
+        next full load writes a fresh one.)"""
+        self.discard_checkpoint(collection_id)
         with self._lock:
-            loaded = self._indexes.get(collection)
-        if loaded is None and (path is None or not path.is_file()):
+            entry = self._indexes.get(collection)
+        if entry is None:
             return
         try:
-            entry = self._entry(collection)  # the loaded index, or its checkpoint restored
             with entry.lock:
                 self._sync(collection, entry)
-                if path is not None and entry.collection_id == collection_id:
-                    self._save(entry)
         except Exception:
-            # Whatever failed, no stale copy may survive: drop both; the next search reloads.
-            self.forget(collection)
-            self.discard_checkpoint(collection_id)
+            self.forget(collection)  # no stale copy may survive; the next search reloads
             raise
 
     def discard_checkpoint(self, collection_id: int) -> None:

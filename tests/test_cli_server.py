@@ -119,3 +119,15 @@ def test_first_start_creates_an_admin_key_once(home, astronaut, monkeypatch):
     assert "shown once" not in second
     listed = json.loads(runner.invoke(app, ["keys", "list", "--json"]).stdout)["AccessKeys"]
     assert [k["AccessKeyId"] for k in listed] == [key_id]
+
+
+def test_a_replica_with_another_ledger_key_refuses_to_start(home, monkeypatch):
+    from regard.governance.ledger import Ledger
+    from regard.store.catalog import Catalog
+
+    catalog = Catalog()  # the shared database, written by a replica holding another key
+    Ledger(catalog, key=bytes(range(32))).append(principal="replica-a", operation="ListCollections")
+    catalog.close()
+    monkeypatch.setenv("REGARD_LEDGER_KEY", "ab" * 32)
+    refused = runner.invoke(app, ["serve", "--port", str(free_port())])
+    assert refused.exit_code == 1 and "REGARD_LEDGER_KEY" in refused.output

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 from rich.table import Table
@@ -32,6 +32,19 @@ keys_app = typer.Typer(help="Access keys of the HTTP APIs (SigV4 for AWS SDKs; R
 app.add_typer(keys_app, name="keys")
 
 HomeOpt = typer.Option(None, "--home", help="Data directory (default: $REGARD_HOME or ~/.regard)")
+
+
+def _check_ledger_key(service: Any) -> None:
+    """Refuse to start when the ledger's signed head does not verify with this server's key (a
+    replica started without the others' REGARD_LEDGER_KEY, or a tampered ledger): otherwise every
+    audited request would fail with a 500 after the server had seemingly started."""
+    from regard.governance.ledger import LedgerIntegrityError
+
+    if not service.gate.ledger.head()["signature_ok"]:
+        raise LedgerIntegrityError(
+            "The audit ledger's signed head does not verify with this server's ledger key. A "
+            "replica sharing a database needs the same REGARD_LEDGER_KEY as the others; "
+            "otherwise run `regard audit verify` to see whether the ledger was tampered with")
 
 
 def _use_home(home: Optional[Path]) -> Path:
@@ -97,6 +110,7 @@ def serve(
         server = Server(service, ServerSettings(workers=workers or (os.cpu_count() or 2),
                                                 queue=queue, insecure_local=insecure_local,
                                                 retention_sweep_seconds=sweep_every))
+        _check_ledger_key(service)
         created = server.keys.ensure_admin_key(home_dir)
         if created is not None:
             _record_key_change(service, "CreateAccessKey", created[0],

@@ -4,6 +4,7 @@ another process would write), and index checkpoints."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from pathlib import Path
 
@@ -278,6 +279,51 @@ def test_removed_vectors_are_overwritten_and_hnsw_still_finds_the_rest():
     found = [hits[0].face_id for hits in index.search(queries, 1)]
     recall = np.mean([f == ids[e] for f, e in zip(found, exact)])
     assert recall >= 0.97, recall
+
+
+def test_large_rebuilds_run_in_the_background_and_lose_nothing(tmp_path, monkeypatch):
+    opts = IndexOptions(hnsw_threshold=300, background_from=100)
+    st = Store(_url(tmp_path), index_options=opts, checkpoint_dir=False)
+    st.catalog.create_collection("c", "arn:c", "1.0")
+    first = random_faces(250, seed=30)
+    st.add_faces("c", first)
+    entry = st.indexes.synced("c")
+    assert entry.faces.kind == "flat"
+    release = threading.Event()
+    build = VectorIndex.rebuilt
+
+    def held(self, ids, vectors):  # the builder waits between its copy and its swap
+        assert release.wait(30)
+        return build(self, ids, vectors)
+
+    monkeypatch.setattr(VectorIndex, "rebuilt", held)
+    more = random_faces(100, seed=31)
+    st.add_faces("c", more)  # past the HNSW threshold: deferred to the background
+    assert st.search("c", more[5].embedding, 1)[0][0].face_id == more[5].face_id
+    assert entry.rebuilding and entry.faces.kind == "flat"  # answered by the current index
+    later = random_faces(20, seed=32)  # changes while it builds
+    st.add_faces("c", later)
+    st.delete_faces("c", [first[0].face_id, more[0].face_id])
+    assert st.search("c", later[3].embedding, 1)[0][0].face_id == later[3].face_id
+    release.set()
+    st.indexes.wait_for_rebuilds(60)
+    entry = st.indexes.synced("c")
+    assert entry.faces.kind == "hnsw" and not entry.rebuilding
+    expected = {f.face_id for f in first[1:] + more[1:] + later}
+    assert set(entry.faces.face_ids()) == expected and entry.faces.dead == 2
+    assert not any(np.allclose(r, first[0].embedding) for r in entry.faces.stored_vectors())
+    for face in (first[3], more[7], later[4]):
+        assert st.search("c", face.embedding, 1)[0][0].face_id == face.face_id
+    # compaction past 10 % dead, in the background too
+    monkeypatch.undo()
+    st.delete_faces("c", [f.face_id for f in first[1:60]])
+    assert entry.faces.rebuild_due
+    st.search("c", later[0].embedding, 1)
+    st.indexes.wait_for_rebuilds(60)
+    entry = st.indexes.synced("c")
+    assert entry.faces.dead == 0 and len(entry.faces) == len(expected) - 59
+    assert st.catalog.consistency_problems("c") == []
+    st.close()
 
 
 # -- index <-> catalog --------------------------------------------------------------------------

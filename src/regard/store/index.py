@@ -412,7 +412,9 @@ class IndexRegistry:
 
     def wait_for_rebuilds(self, timeout: float | None = None) -> None:
         """Join the background rebuilds in flight (tests, benchmarks, shutdown)."""
-        for thread in list(self._builders):
+        with self._lock:
+            builders = list(self._builders)
+        for thread in builders:
             thread.join(timeout)
 
     def _start_rebuild(self, collection: str, entry: CollectionIndex) -> None:
@@ -445,7 +447,8 @@ class IndexRegistry:
 
         thread = threading.Thread(target=build, name=f"regard-rebuild-{collection}",
                                   daemon=True)
-        self._builders = [t for t in self._builders if t.is_alive()] + [thread]
+        with self._lock:
+            self._builders = [t for t in self._builders if t.is_alive()] + [thread]
         thread.start()
 
     def forget(self, collection: str) -> None:

@@ -9,6 +9,8 @@ import re
 import os
 import subprocess
 import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -354,10 +356,19 @@ def test_a_full_queue_throttles_instead_of_piling_up(tmp_path, engine, images):
             except ClientError as exc:
                 return str(exc.response["Error"]["Code"])
 
+        # Hold the one worker so that the pool's capacity (1 running + 2 waiting) is reached
+        # whatever the timing of the 20 clients; release it once the refusals are back.
+        release = threading.Event()
+        srv.server.image_pool._executor.submit(release.wait, 60)
         with ThreadPoolExecutor(20) as pool:
-            outcomes = list(pool.map(detect, range(20)))
-        assert set(outcomes) == {"OK", "ThrottlingException"}, outcomes
-        assert outcomes.count("OK") >= 3
+            futures = [pool.submit(detect, i) for i in range(20)]
+            deadline = time.monotonic() + 60
+            while sum(f.done() for f in futures) < 17 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            release.set()
+            outcomes = [f.result() for f in futures]
+        assert outcomes.count("ThrottlingException") == 17, outcomes
+        assert outcomes.count("OK") == 3
         assert srv.server.image_pool.admitted == 0
         # standard retries (backoff) get every request through eventually
         patient = rekognition(srv.url, key.access_key_id, secret,

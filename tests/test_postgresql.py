@@ -60,7 +60,10 @@ def test_collections_end_to_end(svc, images):
     page = svc.list_faces(CollectionId="c", MaxResults=2)
     rest = svc.list_faces(CollectionId="c", NextToken=page["NextToken"])
     assert {f["FaceId"] for f in page["Faces"] + rest["Faces"]} == set(alice + bob)
+    cid, seq, _ = svc.store.catalog.state("c")
+    assert not svc.store.catalog.deleted_since(cid, seq)  # what keeps an index checkpoint
     assert svc.delete_faces(CollectionId="c", FaceIds=bob)["DeletedFaces"] == bob
+    assert svc.store.catalog.deleted_since(cid, seq)
     with pytest.raises(InvalidImageFormatError):
         svc.index_faces(CollectionId="c", Image={"Bytes": b"not an image"})
     erased = svc.erase(external_image_id="alice")

@@ -461,6 +461,78 @@ def test_deletions_scrub_memory_and_checkpoints(tmp_path):
         assert conn.exec_driver_sql("PRAGMA secure_delete").scalar() == 1
 
 
+def test_deleted_since_knows_when_a_checkpoint_may_hold_deleted_vectors(tmp_path, monkeypatch):
+    monkeypatch.setenv("REGARD_CHANGE_LOG_KEEP", "20")
+    cat = Catalog(_url(tmp_path))
+    cid = cat.create_collection("c", "arn:c", "1.0").id
+    faces = random_faces(10, seed=50)
+    cat.add_faces("c", faces)
+    assert not cat.deleted_since(cid, 0) and not cat.deleted_since(cid, 10)
+    cat.delete_faces("c", [faces[3].face_id])  # change 11
+    assert cat.deleted_since(cid, 0) and cat.deleted_since(cid, 10)
+    assert not cat.deleted_since(cid, 11)
+    cat.add_faces("c", random_faces(30, seed=51))  # changes 12-41; the log keeps the last 20
+    assert not cat.deleted_since(cid, 30)
+    assert cat.deleted_since(cid, 11)  # the log no longer reaches back: cannot tell, so yes
+    assert cat.deleted_since(cid + 1, 0)  # no such collection (deleted): nothing may stay
+    cat.close()
+
+
+def test_a_background_rebuild_leaves_a_checkpoint(tmp_path):
+    opts = IndexOptions(hnsw_threshold=1000, background_from=100, checkpoint_min=100)
+    st = Store(_url(tmp_path), index_options=opts, checkpoint_dir=tmp_path / "index")
+    st.catalog.create_collection("c", "arn:c", "1.0")
+    faces = random_faces(250, seed=41)
+    st.add_faces("c", faces)
+    entry = st.indexes.synced("c")  # a full load of >= checkpoint_min faces is checkpointed
+    path = st.indexes._path(entry.collection_id)
+    assert path.is_file()
+    gone = faces[:30]
+    st.delete_faces("c", [f.face_id for f in gone])
+    assert not path.exists() and entry.faces.rebuild_due  # 12 % dead: compaction is due
+    st.search("c", faces[40].embedding, 1)  # starts it in the background
+    st.indexes.wait_for_rebuilds(60)
+    assert entry.faces.dead == 0 and path.is_file()
+    held, seq = path.read_bytes(), entry.seq
+    assert not any(f.embedding.tobytes() in held for f in gone)
+    st.close()
+
+    again = Store(_url(tmp_path), index_options=opts, checkpoint_dir=tmp_path / "index")
+    restored = again.indexes._entry("c")
+    assert restored.seq == seq and len(restored.faces) == 220  # from the checkpoint
+    assert again.search("c", faces[99].embedding, 1)[0][0].face_id == faces[99].face_id
+    again.close()
+
+
+def test_a_checkpoint_that_raced_a_deletion_is_not_left_on_disk(tmp_path, monkeypatch):
+    opts = IndexOptions(checkpoint_min=1)
+    st = Store(_url(tmp_path), index_options=opts, checkpoint_dir=tmp_path / "index")
+    cid = st.catalog.create_collection("c", "arn:c", "1.0").id
+    faces = random_faces(40, seed=42)
+    st.add_faces("c", faces)
+    other = Store(_url(tmp_path), index_options=opts, checkpoint_dir=tmp_path / "index")
+    snapshot = st.catalog.snapshot
+
+    def deleted_meanwhile(collection_id: int):
+        """Another process erases a face after this full load read the catalog and before it
+        writes its checkpoint (there is none yet for the other process to remove)."""
+        snap = snapshot(collection_id)
+        other.delete_faces("c", [faces[0].face_id])
+        return snap
+
+    monkeypatch.setattr(st.catalog, "snapshot", deleted_meanwhile)
+    st.search("c", faces[1].embedding, 1)  # full load from the snapshot: it holds faces[0]
+    path = st.indexes._path(cid)
+    assert not path.exists()
+    monkeypatch.undo()
+    hits = st.search("c", faces[0].embedding, 40)[0]  # caught up: overwritten in memory
+    assert faces[0].face_id not in {h.face_id for h in hits} and len(hits) == 39
+    assert st.indexes.checkpoint("c") == path  # now at a seq after the deletion: kept
+    assert faces[0].embedding.tobytes() not in path.read_bytes()
+    other.close()
+    st.close()
+
+
 def test_foreign_or_corrupt_checkpoints_are_ignored(tmp_path):
     opts = IndexOptions(checkpoint_min=1)
     st = Store(_url(tmp_path), index_options=opts, checkpoint_dir=tmp_path / "index")

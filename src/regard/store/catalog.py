@@ -742,6 +742,28 @@ class Catalog:
                           None if r.embedding is None else from_blob(r.embedding)) for r in rows]
         return head.seq, head.face_count, changes
 
+    def deleted_since(self, collection_id: int, seq: int) -> bool:
+        """Whether a face of the collection may have been deleted after ``seq``: also True when
+        the collection is gone or the change log no longer reaches back to ``seq``. An index
+        checkpoint written at ``seq`` must not stay on disk then (it may hold the vectors)."""
+        with self._read() as conn:
+            head = conn.execute(select(s.collections.c.seq)
+                                .where(s.collections.c.id == collection_id)).first()
+            if head is None:
+                return True
+            if head.seq <= seq:
+                return False
+            oldest = conn.execute(select(func.min(s.changes.c.seq))
+                                  .where(s.changes.c.collection_id == collection_id)).scalar()
+            if oldest is None or oldest > seq + 1:
+                return True
+            deletion = conn.execute(
+                select(s.changes.c.seq)
+                .where(and_(s.changes.c.collection_id == collection_id, s.changes.c.seq > seq,
+                            s.changes.c.op == s.OP_DELETE))
+                .limit(1)).first()
+        return deletion is not None
+
     def consistency_problems(self, collection: str) -> list[str]:
         """Invariants a crash must never break (tests; ``regard collections check``)."""
         problems = []

@@ -292,7 +292,10 @@ def test_large_rebuilds_run_in_the_background_and_lose_nothing(tmp_path, monkeyp
     release = threading.Event()
     build = VectorIndex.rebuilt
 
+    copies = []
+
     def held(self, ids, vectors):  # the builder waits between its copy and its swap
+        copies.append(vectors)
         assert release.wait(30)
         return build(self, ids, vectors)
 
@@ -312,6 +315,7 @@ def test_large_rebuilds_run_in_the_background_and_lose_nothing(tmp_path, monkeyp
     expected = {f.face_id for f in first[1:] + more[1:] + later}
     assert set(entry.faces.face_ids()) == expected and entry.faces.dead == 2
     assert not any(np.allclose(r, first[0].embedding) for r in entry.faces.stored_vectors())
+    assert len(copies) == 1 and not copies[0].any()  # the builder's copy is zeroed, not freed
     for face in (first[3], more[7], later[4]):
         assert st.search("c", face.embedding, 1)[0][0].face_id == face.face_id
     # compaction past 10 % dead, in the background too

@@ -11,9 +11,12 @@ rebuilt without the dead positions once they exceed ``compact_fraction`` (from
 ``background_from`` vectors on, that rebuild and the flat -> HNSW switch run in a background
 thread while searches go on against the current index, which is then swapped for the new one
 after the changes made meanwhile are applied to it). A deleted face's vector
-is overwritten with zeros in FAISS's own storage at once: deleted (erased) biometric data does not
-wait in memory for the compaction. In HNSW the node stays in the graph with that zero vector, far
-from every real embedding, so searches route around it (recall measured in the tests).
+is overwritten with ``SCRUBBED`` in FAISS's own storage at once: deleted (erased) biometric data
+does not wait in memory for the compaction. In HNSW the node stays in the graph with that vector,
+far from every real embedding, so searches route around it (recall measured in the tests). A
+background rebuild works from a private copy of the live vectors; a face deleted while it builds
+stays in that copy until the swap (seconds at 100,000 faces, minutes at a million), when it is
+overwritten in the new index and the copy is zeroed.
 
 A ``CollectionIndex`` keeps two such indexes for a collection (all faces; faces associated with a
 user, for SearchUsers) and the change sequence number they are current at. Before every search it
@@ -460,6 +463,9 @@ class IndexRegistry:
                 log.exception("background rebuild of the %s index of %s failed", which,
                               collection)
             finally:
+                # The copy may hold vectors of faces deleted while it built (they were overwritten
+                # in ``fresh`` by ``reconcile``): zero it rather than leave it to the allocator.
+                vectors.fill(0.0)
                 with entry.lock:
                     entry.rebuilding = False
             if saved is not None:  # a restart then restores the rebuilt index, not the old one

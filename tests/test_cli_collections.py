@@ -142,6 +142,30 @@ def test_index_ids_from_csv(home, folder):
     assert code == 1
 
 
+def test_a_resumed_index_skips_images_stored_without_faces(home, folder):
+    _run("collections", "create", "c", "--purpose", "testing")
+    ramp = np.tile(np.linspace(0, 255, 240, dtype=np.uint8), (180, 1))
+    (folder / "no face.png").write_bytes(encode(np.dstack([ramp] * 3), "PNG"))
+    picks = [str(folder / "astronaut.jpg"), str(folder / "no face.png")]
+
+    def processed(*extra: str) -> list[str]:
+        result = runner.invoke(app, ["index", "c", *picks, "--json", "--workers", "1", *extra])
+        assert result.exit_code == 0, result.output
+        return sorted(Path(json.loads(x)["Image"]).name for x in result.stdout.splitlines())
+
+    assert processed() == ["astronaut.jpg", "no face.png"]
+    result = runner.invoke(app, ["index", "c", *picks, "--workers", "1"])
+    summary = " ".join(result.output.split())
+    assert result.exit_code == 0 and "1 already indexed; 1 without faces" in summary
+    assert processed() == []  # neither is detected again
+    assert processed("--rescan") == ["no face.png"]  # e.g. after changing --quality-filter
+    assert _json("collections", "describe", "c")["FaceCount"] == 1
+    # the memory goes with the collection
+    _json("collections", "delete", "c")
+    _run("collections", "create", "c", "--purpose", "testing")
+    assert processed() == ["astronaut.jpg", "no face.png"]
+
+
 def test_external_image_id_from_file_names():
     assert external_image_id("a b/c.jpg") == "a_b_c.jpg"
     assert external_image_id("Zoë.png") == "Zo_.png"

@@ -176,13 +176,15 @@ def test_migration_steps_run_in_order_once(tmp_path):
 
 
 def test_version_1_catalog_upgrades_to_the_fresh_schema(tmp_path):
-    """A catalog written before access keys existed gets them, and ends up like a fresh one."""
+    """A catalog written before access keys (and the ledger, and the images stored without
+    faces) existed gets them, and ends up like a fresh one."""
     old = tmp_path / "old.db"
     engine = create_engine(f"sqlite:///{old}")
     with engine.begin() as conn:
         s.metadata.create_all(conn, tables=[
             t for t in s.metadata.sorted_tables
-            if t.name not in ("access_keys", "audit_log", "audit_head")])
+            if t.name not in ("access_keys", "audit_log", "audit_head",
+                              "images_without_faces")])
         conn.execute(s.schema_version.insert().values(version=1, instance_id="x"))
     engine.dispose()
     Catalog(f"sqlite:///{old}").close()

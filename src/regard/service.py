@@ -549,6 +549,8 @@ class RegardService:
                                                 box["Height"]), float(face.confidence), image_id,
                                external, image_sha256, expires=expires, consent_ref=consent))
         rows = self.store.add_faces(coll.name, new) if new else []
+        if not rows and image_sha256:
+            self.store.catalog.note_image_without_faces(coll.name, image_sha256)
         return {
             "FaceRecords": [{"Face": _face_body(row, index_version=False),
                              "FaceDetail": face.face_detail()}

@@ -290,31 +290,40 @@ def index_images(
     detector: Optional[str] = DetectorOpt,
     min_face_size: int = MinFaceOpt,
     workers: int = typer.Option(0, "--workers", help="Processes (default: all cores)"),
+    rescan: bool = typer.Option(False, "--rescan",
+                                help="Process again the images earlier runs stored no face from "
+                                     "(e.g. with another --quality-filter or --detector)"),
     purpose: Optional[str] = PurposeOpt,
     case: Optional[str] = CaseOpt,
     consent: Optional[str] = ConsentOpt,
 ) -> None:
     """Index the faces of images and folders into a collection (IndexFaces per image).
 
-    Resumable: images whose SHA-256 is already indexed in the collection are skipped, so
-    re-running after an interruption does only the rest. Faces are detected and embedded in
-    worker processes; this process writes, one transaction per image."""
+    Resumable: images already indexed into the collection (by SHA-256: those with faces there,
+    and those an earlier run stored no face from, unless --rescan) are skipped, so re-running
+    after an interruption does only the rest. Faces are detected and embedded in worker
+    processes; this process writes, one transaction per image."""
     service = _service(detector, min_face_size)
+    catalog = service.store.catalog
     try:
-        known = service.store.catalog.image_hashes(collection)
+        with_faces = catalog.image_hashes(collection, without_faces=False)
+        empty = set() if rescan else catalog.image_hashes(collection) - with_faces
     except RegardError as exc:
         _fail(exc)
         return
     names = read_id_csv(id_csv) if id_csv else {}
     todo: list[tuple[Path, str]] = []
-    skipped = 0
+    queued: set[str] = set()
+    skipped = skipped_empty = 0
     for path in find_images(paths):
         digest = _sha256(path)
-        if digest in known:
+        if digest in with_faces or digest in queued:  # (a copy of an image queued already)
             skipped += 1
-            continue
-        known.add(digest)
-        todo.append((path, digest))
+        elif digest in empty:
+            skipped_empty += 1
+        else:
+            queued.add(digest)
+            todo.append((path, digest))
     n_workers = workers or min(default_workers(), max(1, len(todo)))
     results = map_images(_index_task, [str(p) for p, _ in todo], workers=n_workers,
                          engine_kwargs=_engine_kwargs(detector, min_face_size))
@@ -346,7 +355,8 @@ def index_images(
             if as_json:
                 _emit({"Image": str(path), **body})
     err.print(f"{len(todo) - failed} image(s) indexed: {indexed} face(s) added, {unindexed} not "
-              f"indexed; {skipped} already indexed; {failed} failed")
+              f"indexed; {skipped} already indexed; {skipped_empty} without faces in an "
+              f"earlier run (--rescan to process them again); {failed} failed")
     if indexed and service.store.catalog.get_collection(collection).face_count >= \
             service.store.indexes.options.checkpoint_min:
         service.store.indexes.checkpoint(collection)  # the next search starts warm

@@ -395,7 +395,7 @@ class Catalog:
     def delete_collection(self, name: str) -> CollectionInfo:
         with self._write() as conn:
             coll = self._lock(conn, name)
-            for table in (s.changes, s.faces, s.users):
+            for table in (s.changes, s.faces, s.users, s.images_without_faces):
                 conn.execute(delete(table).where(table.c.collection_id == coll.id))
             conn.execute(delete(s.collections).where(s.collections.c.id == coll.id))
             return coll
@@ -544,13 +544,30 @@ class Catalog:
         with self._single.connect() as conn:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    def image_hashes(self, collection: str) -> set[str]:
-        """SHA-256 of every image that has at least one face in the collection."""
+    def image_hashes(self, collection: str, *, without_faces: bool = True) -> set[str]:
+        """SHA-256 of every image indexed into the collection: those with at least one face
+        there and (``without_faces``) those an IndexFaces stored no face from."""
         coll = self.get_collection(collection)
         with self.engine.connect() as conn:
             rows = conn.execute(select(s.faces.c.image_sha256).distinct().where(and_(
                 s.faces.c.collection_id == coll.id, s.faces.c.image_sha256.is_not(None))))
-            return {r[0] for r in rows}
+            hashes = {r[0] for r in rows}
+            if without_faces:
+                hashes.update(r[0] for r in conn.execute(
+                    select(s.images_without_faces.c.image_sha256)
+                    .where(s.images_without_faces.c.collection_id == coll.id)))
+        return hashes
+
+    def note_image_without_faces(self, collection: str, image_sha256: str) -> None:
+        """Remember that an IndexFaces stored no face from this image (idempotent)."""
+        with self._write() as conn:
+            coll = self._lock(conn, collection)  # serializes the check and the insert
+            t = s.images_without_faces
+            known = conn.execute(select(t.c.image_sha256).where(and_(
+                t.c.collection_id == coll.id, t.c.image_sha256 == image_sha256))).first()
+            if known is None:
+                conn.execute(insert(t).values(collection_id=coll.id, image_sha256=image_sha256,
+                                              seen=utcnow()))
 
     # -- users ---------------------------------------------------------------------------------
     def create_user(self, collection: str, user_id: str, token: str | None = None) -> None:

@@ -47,8 +47,16 @@ def _seed(conn: Connection) -> None:
     conn.execute(audit_head.insert().values(id=1, seq=0, hash="0" * 64, signature=""))
 
 
+def _add_images_without_faces(conn: Connection) -> None:
+    """Version 4: images indexed without a stored face (what a resumed batch skips)."""
+    from regard.store.schema import images_without_faces
+
+    images_without_faces.create(conn)
+
+
 # version -> step that upgrades a catalog from version-1 to version.
-MIGRATIONS: dict[int, Migration] = {2: _add_access_keys, 3: _add_audit_ledger}
+MIGRATIONS: dict[int, Migration] = {2: _add_access_keys, 3: _add_audit_ledger,
+                                    4: _add_images_without_faces}
 
 _PG_LOCK_KEY = 0x5245_4741  # "REGA": serializes concurrent first starts on PostgreSQL
 

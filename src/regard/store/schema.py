@@ -31,7 +31,7 @@ from sqlalchemy import (
     Table,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 metadata = MetaData()
 
@@ -154,6 +154,19 @@ audit_head = Table(
     Column("seq", BigInteger, nullable=False),
     Column("hash", String(64), nullable=False),
     Column("signature", String(64), nullable=False),
+)
+
+# Images an IndexFaces call stored no face from (none found, or none passed the quality filter or
+# MaxFaces), by content hash (schema version 4): a resumed ``regard index`` skips them as it skips
+# images that have faces in the collection, instead of detecting on them again. A hash of a
+# photo, no biometric data; it goes with the collection.
+images_without_faces = Table(
+    "images_without_faces",
+    metadata,
+    Column("collection_id", Integer, ForeignKey("collections.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("image_sha256", String(64), primary_key=True),
+    Column("seen", DateTime(timezone=True), nullable=False),
 )
 
 OP_ADD = "add"

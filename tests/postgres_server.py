@@ -58,19 +58,31 @@ class PostgresServer:
             raise RuntimeError(f"{args[0]} failed: {done.stdout}{done.stderr}")
 
     def start(self) -> None:
-        data = str(self.root / "data")
-        self._run(find_program("initdb") or "initdb", "-D", data, "-U", "regard",
-                  "--auth=trust", "-E", "UTF8", "--no-sync")
-        # fsync off: durability is tested on SQLite; here the locking and transactions matter.
+        self._run(find_program("initdb") or "initdb", "-D", str(self.root / "data"), "-U",
+                  "regard", "--auth=trust", "-E", "UTF8", "--no-sync")
+        self.restart()
+
+    def restart(self) -> None:
+        """Start the server on its existing data (after ``crash``: with crash recovery)."""
+        # fsync off: an OS crash could lose commits, a server crash (``crash``) cannot; the
+        # durability against power loss is tested on SQLite.
         options = (f"-p {self.port} -h 127.0.0.1 -k {self.root} -c fsync=off "
                    "-c max_connections=200")
-        self._run(find_program("pg_ctl") or "pg_ctl", "-D", data, "-l",
+        self._run(find_program("pg_ctl") or "pg_ctl", "-D", str(self.root / "data"), "-l",
                   str(self.root / "server.log"), "-w", "-t", "60", "-o", options, "start")
+
+    def crash(self) -> None:
+        """Stop the server at once, as a crash would (``immediate``: no shutdown checkpoint;
+        the next start recovers from the write-ahead log)."""
+        self._run(find_program("pg_ctl") or "pg_ctl", "-D", str(self.root / "data"), "-m",
+                  "immediate", "-w", "stop")
 
     def stop(self) -> None:
         try:
-            self._run(find_program("pg_ctl") or "pg_ctl", "-D", str(self.root / "data"), "-m",
-                      "immediate", "-w", "stop")
+            self.crash()
+        except RuntimeError as exc:  # already down (a test crashed it)
+            if "does not exist" not in str(exc) and "not running" not in str(exc):
+                raise
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 

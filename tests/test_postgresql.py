@@ -200,3 +200,49 @@ def test_two_servers_on_one_database_are_one_service(engine, postgres_url, image
         with pytest.raises(ClientError) as refused:
             rek_a.list_collections()
         assert refused.value.response["Error"]["Code"] == "UnrecognizedClientException"
+
+
+def test_a_database_outage_is_a_retryable_error_and_the_server_recovers(engine, images,
+                                                                        tmp_path):
+    """The database crashes under a live server: requests fail with a 500 that boto3 retries
+    (not a hang, not a dropped connection), and once it is back the same server serves again,
+    with every acknowledged face and an intact ledger."""
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+
+    from live_server import LiveServer
+    from postgres_server import PostgresServer, unavailable_reason
+
+    if unavailable_reason():
+        pytest.skip(unavailable_reason())
+    database = PostgresServer()  # its own server: this test crashes it
+    database.start()
+    try:
+        with LiveServer(tmp_path, engine, database_url=database.new_database()) as live:
+            key, secret = live.server.keys.create("admin")
+            rek = boto3.client("rekognition", endpoint_url=live.url, region_name="us-east-1",
+                               aws_access_key_id=key.access_key_id,
+                               aws_secret_access_key=secret,
+                               config=Config(retries={"max_attempts": 1}, read_timeout=30))
+            rek.create_collection(CollectionId="staff", Tags=PURPOSE)
+            face_id = rek.index_faces(CollectionId="staff", Image={"Bytes": images["face"]},
+                                      ExternalImageId="eileen")["FaceRecords"][0]["Face"]["FaceId"]
+            database.crash()
+            for call in (lambda: rek.search_faces_by_image(CollectionId="staff",
+                                                          Image={"Bytes": images["flipped"]}),
+                         lambda: rek.list_collections()):
+                with pytest.raises(ClientError) as down:
+                    call()
+                error = down.value.response
+                assert error["ResponseMetadata"]["HTTPStatusCode"] == 500
+                assert error["Error"]["Code"] == "InternalServerError"
+                assert "database" in error["Error"]["Message"].lower()
+            database.restart()
+            found = rek.search_faces_by_image(CollectionId="staff",
+                                              Image={"Bytes": images["flipped"]})
+            assert [m["Face"]["FaceId"] for m in found["FaceMatches"]] == [face_id]
+            assert live.server.service.gate.ledger.verify().ok
+            assert live.server.service.store.catalog.consistency_problems("staff") == []
+    finally:
+        database.stop()

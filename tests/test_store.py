@@ -192,6 +192,24 @@ def test_version_1_catalog_upgrades_to_the_fresh_schema(tmp_path):
     assert _columns(f"sqlite:///{old}") == _columns(_url(tmp_path))
 
 
+def test_a_database_locked_past_the_busy_timeout_is_a_typed_retryable_error(tmp_path):
+    from regard.errors import DatabaseUnavailableError
+
+    cat = Catalog(_url(tmp_path), busy_timeout_ms=200)
+    cat.create_collection("c", "arn:c", "1.0")
+    blocker = create_engine(_url(tmp_path))
+    with blocker.connect() as conn:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")  # another process holds the write lock
+        with pytest.raises(DatabaseUnavailableError) as busy:
+            cat.add_faces("c", random_faces(1, seed=60))
+        assert busy.value.code == "InternalServerError" and busy.value.http_status == 500
+        assert "retry" in str(busy.value) and str(tmp_path) not in str(busy.value)
+        conn.exec_driver_sql("ROLLBACK")
+    blocker.dispose()
+    assert len(cat.add_faces("c", random_faces(1, seed=60))) == 1  # and then it works
+    cat.close()
+
+
 def test_fresh_schema_has_every_table(tmp_path):
     Catalog(_url(tmp_path)).close()
     cols = _columns(_url(tmp_path))

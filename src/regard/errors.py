@@ -66,6 +66,15 @@ class ThrottlingError(RegardError):
     http_status = 500
 
 
+class DatabaseUnavailableError(RegardError):
+    """The catalog database could not serve the request: its server is down or restarting, out
+    of connections, or (SQLite) locked past the busy timeout. Transient: a 500, which boto3 and
+    the AWS CLI retry with backoff; the details stay in the server's log."""
+
+    code = "InternalServerError"
+    http_status = 500
+
+
 class ModelError(RegardError):
     """A bundled model file is missing or unreadable: an installation problem, not a user error."""
 

@@ -29,6 +29,7 @@ import contextvars
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import uuid
 from datetime import datetime, timedelta
@@ -57,6 +58,7 @@ from regard.vision import calibration
 
 # Face model version of dlib's ResNet v1 embeddings + the shipped calibration (pattern [0-9.]+).
 FACE_MODEL_VERSION = "1.0"
+log = logging.getLogger("regard.service")
 
 DEFAULT_FACE_MATCH_THRESHOLD = 80.0  # Rekognition's default
 DEFAULT_USER_MATCH_THRESHOLD = 80.0  # SearchUsers / SearchUsersByImage
@@ -165,7 +167,10 @@ class RegardService:
                 result = run()
                 self.gate.record(record, params, result)
         except Exception as exc:
-            self.gate.record(record, params, error=exc)
+            try:
+                self.gate.record(record, params, error=exc)
+            except Exception:  # e.g. the database is down: the caller gets the original error
+                log.exception("could not record the failed %s in the audit ledger", operation)
             raise
         finally:
             _current.reset(token)

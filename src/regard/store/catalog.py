@@ -39,10 +39,12 @@ import numpy as np
 from sqlalchemy import Connection, Engine, and_, bindparam, create_engine, delete, event, func
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from regard.errors import (
     ConflictError,
+    DatabaseUnavailableError,
     InvalidParameterError,
     ResourceAlreadyExistsError,
     ResourceNotFoundError,
@@ -200,6 +202,18 @@ def _stack(blobs: Sequence[bytes]) -> np.ndarray:
     return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1).astype(np.float32)
 
 
+def _database_unavailable(context: ExceptionContext) -> None:
+    """Turn operational database failures (the server down or restarting, connections refused
+    or exhausted, SQLite locked past its busy timeout, a full disk) into a typed, retryable
+    error: the HTTP doors answer it with a 500 that clients retry, and the Python API can catch
+    it. The driver's message (hosts, ports, paths) goes to the log, not to the caller."""
+    if isinstance(context.sqlalchemy_exception, OperationalError):
+        log.warning("catalog database unavailable: %s", context.original_exception)
+        raise DatabaseUnavailableError(
+            "The catalog database is unavailable or busy; retry with backoff"
+        ) from context.sqlalchemy_exception
+
+
 class Catalog:
     """Collections, faces and users in one SQL database (see the module docstring)."""
 
@@ -233,10 +247,13 @@ class Catalog:
     def _create_engine(url: str, busy_timeout_ms: int | None) -> Engine:
         parsed = make_url(url)
         if parsed.get_backend_name() != "sqlite":
-            return create_engine(url, pool_pre_ping=True)
+            engine = create_engine(url, pool_pre_ping=True)
+            event.listen(engine, "handle_error", _database_unavailable)
+            return engine
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url)
+        event.listen(engine, "handle_error", _database_unavailable)
         timeout = busy_timeout_ms or int(os.environ.get("REGARD_DB_BUSY_TIMEOUT_MS",
                                                         DEFAULT_BUSY_TIMEOUT_MS))
         synchronous = os.environ.get("REGARD_SQLITE_SYNCHRONOUS", "FULL").upper()

@@ -210,6 +210,36 @@ def test_a_database_locked_past_the_busy_timeout_is_a_typed_retryable_error(tmp_
     cat.close()
 
 
+def test_version_3_catalog_upgrades_to_the_fresh_schema(tmp_path):
+    """A catalog from before the images stored without faces and the keys' rates (version 3),
+    with a key in it, ends up like a fresh one and keeps its key."""
+    old = tmp_path / "old.db"
+    engine = create_engine(f"sqlite:///{old}")
+    with engine.begin() as conn:
+        s.metadata.create_all(conn, tables=[
+            t for t in s.metadata.sorted_tables
+            if t.name not in ("access_keys", "images_without_faces")])
+        conn.exec_driver_sql(
+            "CREATE TABLE access_keys (access_key_id VARCHAR(32) PRIMARY KEY, "
+            "secret VARCHAR(128) NOT NULL, name VARCHAR(128), created DATETIME NOT NULL, "
+            "revoked DATETIME, scopes JSON NOT NULL, collections JSON, "
+            "default_purpose VARCHAR(512))")
+        conn.exec_driver_sql(
+            "INSERT INTO access_keys VALUES ('RGKOLD', 's', 'old', '2026-01-01 00:00:00', NULL, "
+            "'[\"search\"]', NULL, NULL)")
+        conn.execute(s.schema_version.insert().values(version=3, instance_id="x"))
+        conn.execute(s.audit_head.insert().values(id=1, seq=0, hash="0" * 64, signature=""))
+    engine.dispose()
+    from regard.governance.keys import KeyStore
+
+    upgraded = Catalog(f"sqlite:///{old}")
+    [key] = KeyStore(upgraded).list()
+    assert key.access_key_id == "RGKOLD" and key.scopes == ("search",) and key.max_tps is None
+    upgraded.close()
+    Catalog(_url(tmp_path)).close()
+    assert _columns(f"sqlite:///{old}") == _columns(_url(tmp_path))
+
+
 def test_fresh_schema_has_every_table(tmp_path):
     Catalog(_url(tmp_path)).close()
     cols = _columns(_url(tmp_path))

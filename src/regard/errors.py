@@ -134,7 +134,7 @@ class InvalidS3ObjectError(RegardError):
 
 
 class ProvisionedThroughputExceededError(RegardError):
-    """More requests are waiting than the server's queue admits (retry with backoff)."""
+    """The access key has used up its request rate (``max_tps``; retry with backoff)."""
 
     code = "ProvisionedThroughputExceededException"
     http_status = 400

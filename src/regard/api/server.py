@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping, TypeVar
 from regard.api.metrics import Metrics
 from regard.errors import RegardError, ThrottlingError
 from regard.governance.keys import AccessKey, KeyStore
+from regard.governance.ratelimit import RateLimiter
 from regard.imaging import ImageLimits
 from regard.service import Caller, RegardService
 
@@ -88,6 +89,7 @@ class Server:
                                      self.metrics)
         self.light_pool = WorkerPool("regard-light", self.settings.light_workers,
                                      self.settings.light_queue, self.metrics)
+        self.rates = RateLimiter()
         self.limits = service.engine.limits or ImageLimits.from_env()
         self.max_body_bytes = self.settings.max_body_bytes(self.limits)
 
@@ -108,7 +110,10 @@ class Server:
         """The governance caller of a request: the verified key's id, scopes and collection
         allow-list (``key`` None: ``--insecure-local``, unrestricted) and the audit headers
         ``X-Regard-Purpose`` (default: the key's default purpose), ``X-Regard-Case`` and
-        ``X-Regard-Consent``."""
+        ``X-Regard-Consent``. Both doors call it once per request, after authentication, so it
+        also takes the request from the key's rate (``ProvisionedThroughputExceededError``)."""
+        if key is not None:
+            self.rates.admit(key.access_key_id, key.max_tps)
         purpose = headers.get("x-regard-purpose") or (key.default_purpose if key else None)
         return Caller(principal=key.access_key_id if key else "anonymous", source=source,
                       purpose=purpose, case=headers.get("x-regard-case"),

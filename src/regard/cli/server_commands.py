@@ -141,6 +141,9 @@ def keys_create(
         None, "--collection", help="Restrict the key to these collections (repeat)"),
     purpose: Optional[str] = typer.Option(None, "--purpose",
                                           help="Default purpose recorded with its requests"),
+    max_tps: Optional[float] = typer.Option(
+        None, "--max-tps", help="Requests per second the key may make (bursts of as many); "
+                                "beyond: ProvisionedThroughputExceededException"),
     as_json: bool = typer.Option(False, "--json",
                                  help='Print {"AccessKeyId": ..., "SecretAccessKey": ...}'),
     home: Optional[Path] = HomeOpt,
@@ -149,7 +152,7 @@ def keys_create(
     service = _service(home)
     keys = KeyStore(service.store.catalog)
     try:
-        key, secret = keys.create(name, scopes, collections or None, purpose)
+        key, secret = keys.create(name, scopes, collections or None, purpose, max_tps)
         _record_key_change(service, "CreateAccessKey", key, local_caller())
     except RegardError as exc:
         _fail(exc)
@@ -173,10 +176,12 @@ def keys_list(
     if as_json:
         sys.stdout.write(json.dumps({"AccessKeys": [k.to_dict() for k in listed]}) + "\n")
         return
-    table = Table("AccessKeyId", "Name", "Scopes", "Collections", "Created", "Status")
+    table = Table("AccessKeyId", "Name", "Scopes", "Collections", "Max TPS", "Created",
+                  "Status")
     for k in listed:
         table.add_row(k.access_key_id, k.name or "", ",".join(k.scopes),
                       ",".join(k.collections) if k.collections is not None else "(all)",
+                      f"{k.max_tps:g}" if k.max_tps is not None else "",
                       k.created.strftime("%Y-%m-%d %H:%M"),
                       "active" if k.active else f"revoked {k.revoked:%Y-%m-%d %H:%M}")
     out.print(table)
@@ -204,5 +209,6 @@ def _record_key_change(service: RegardService, operation: str, key: AccessKey,
                        caller: Caller) -> None:
     """Key changes are rule changes: each is an audit entry (never with the secret)."""
     body = {"AccessKeyId": key.access_key_id, "Name": key.name, "Scopes": list(key.scopes),
-            "Collections": list(key.collections) if key.collections is not None else None}
+            "Collections": list(key.collections) if key.collections is not None else None,
+            "MaxTps": key.max_tps}
     service.run_audited(operation, {}, lambda: body, caller)

@@ -42,6 +42,7 @@ class AccessKey:
     scopes: tuple[str, ...]
     collections: tuple[str, ...] | None
     default_purpose: str | None
+    max_tps: float | None = None  # requests per second; None: no limit
 
     @property
     def active(self) -> bool:
@@ -54,7 +55,7 @@ class AccessKey:
                 "Revoked": self.revoked.isoformat() if self.revoked else None,
                 "Scopes": list(self.scopes),
                 "Collections": list(self.collections) if self.collections is not None else None,
-                "DefaultPurpose": self.default_purpose}
+                "DefaultPurpose": self.default_purpose, "MaxTps": self.max_tps}
 
 
 class KeyStore:
@@ -65,9 +66,13 @@ class KeyStore:
 
     def create(self, name: str | None = None, scopes: Sequence[str] = (ADMIN_SCOPE,),
                collections: Sequence[str] | None = None,
-               default_purpose: str | None = None) -> tuple[AccessKey, str]:
-        """Issue a key; returns it with its secret (shown once, never listed again)."""
+               default_purpose: str | None = None,
+               max_tps: float | None = None) -> tuple[AccessKey, str]:
+        """Issue a key; returns it with its secret (shown once, never listed again).
+        ``max_tps``: the requests per second it may make (bursts of up to that many)."""
         scopes = tuple(dict.fromkeys(scopes))
+        if max_tps is not None and not (0 < max_tps <= 1e6):
+            raise InvalidParameterError("max_tps must be a number of requests per second > 0")
         unknown = sorted(set(scopes) - set(SCOPES))
         if unknown or not scopes:
             raise InvalidParameterError(
@@ -78,7 +83,7 @@ class KeyStore:
         row = {"access_key_id": key_id, "secret": secret, "name": name, "created": utcnow(),
                "revoked": None, "scopes": list(scopes),
                "collections": list(collections) if collections is not None else None,
-               "default_purpose": default_purpose}
+               "default_purpose": default_purpose, "max_tps": max_tps}
         with self.catalog.write_transaction() as conn:
             conn.execute(s.access_keys.insert().values(**row))
         return _key(row), secret
@@ -151,4 +156,4 @@ def _key(m: object) -> AccessKey:
     collections = g("collections")
     return AccessKey(g("access_key_id"), g("name"), _utc(g("created")), _utc(g("revoked")),
                      tuple(g("scopes")), tuple(collections) if collections is not None else None,
-                     g("default_purpose"))
+                     g("default_purpose"), g("max_tps"))

@@ -47,16 +47,20 @@ def _seed(conn: Connection) -> None:
     conn.execute(audit_head.insert().values(id=1, seq=0, hash="0" * 64, signature=""))
 
 
-def _add_images_without_faces(conn: Connection) -> None:
-    """Version 4: images indexed without a stored face (what a resumed batch skips)."""
+def _add_images_without_faces_and_key_rates(conn: Connection) -> None:
+    """Version 4: images indexed without a stored face (what a resumed batch skips), and the
+    access keys' request-rate limits."""
     from regard.store.schema import images_without_faces
 
     images_without_faces.create(conn)
+    # (step 2 creates access_keys from today's metadata: the column may be there already)
+    if "max_tps" not in {c["name"] for c in inspect(conn).get_columns("access_keys")}:
+        conn.execute(text("ALTER TABLE access_keys ADD COLUMN max_tps FLOAT"))
 
 
 # version -> step that upgrades a catalog from version-1 to version.
 MIGRATIONS: dict[int, Migration] = {2: _add_access_keys, 3: _add_audit_ledger,
-                                    4: _add_images_without_faces}
+                                    4: _add_images_without_faces_and_key_rates}
 
 _PG_LOCK_KEY = 0x5245_4741  # "REGA": serializes concurrent first starts on PostgreSQL
 

@@ -122,6 +122,8 @@ access_keys = Table(
     Column("scopes", JSON, nullable=False),
     Column("collections", JSON, nullable=True),  # allow-list; NULL: every collection
     Column("default_purpose", String(512), nullable=True),
+    # Requests per second the key may make (schema version 4); NULL: no limit.
+    Column("max_tps", Float, nullable=True),
 )
 
 # The audit ledger (schema version 3): append-only, hash-chained (see regard.governance.ledger).

@@ -114,8 +114,10 @@ _ERROR_DESCRIPTIONS = {
     404: "`ResourceNotFoundException` (collection, user or face), or no such route",
     409: "`ResourceAlreadyExistsException`, `ConflictException`",
     413: "`ImageTooLargeException`: the image or the request body exceeds the limit",
-    429: "`ThrottlingException`: the server is busy; retry with backoff",
-    500: "`InternalServerError`",
+    429: "`ThrottlingException` (the server is busy) or `ProvisionedThroughputExceededException` "
+         "(the key's request rate is used up); retry with backoff",
+    500: "`InternalServerError` (also while the catalog database is unavailable; retry with "
+         "backoff)",
 }
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from regard.analysis import Engine, Face
+from regard.analysis import Engine
 from regard.batch import map_images
 from regard.datasets import data_root
 from regard.evaluation.embeddings import central_face

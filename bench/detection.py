@@ -45,7 +45,7 @@ from _common import (  # noqa: E402
 
 from regard.analysis import Engine  # noqa: E402
 from regard.datasets import GroundTruthFace, WiderImage, wider_images  # noqa: E402
-from regard.evaluation.detection import greedy_match, iou_matrix  # noqa: E402
+from regard.evaluation.detection import greedy_match  # noqa: E402
 from regard.vision.detect import available_detectors  # noqa: E402
 
 IOU_MATCH = 0.5

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from regard import Engine
 from regard.datasets import lfw_pairs, wider_images
 from regard.vision import calibration
 

@@ -39,7 +39,9 @@ def svc(engine, postgres_url):
 def images(astronaut, cameraman) -> dict[str, bytes]:
     return {"face": encode(face_crop(astronaut)),
             "flipped": encode(np.ascontiguousarray(face_crop(astronaut)[:, ::-1])),
-            "cameraman": encode(cameraman)}
+            "cameraman": encode(cameraman),
+            "no face": encode(np.dstack([np.tile(np.linspace(0, 255, 240, dtype=np.uint8),
+                                                 (180, 1))] * 3), "PNG")}
 
 
 def test_collections_end_to_end(svc, images):
@@ -51,6 +53,9 @@ def test_collections_end_to_end(svc, images):
     bob = face_ids(svc.index_faces(CollectionId="c", Image={"Bytes": images["cameraman"]},
                                    ExternalImageId="bob"))
     assert len(alice) == 2 and len(bob) == 1
+    empty = svc.index_faces(CollectionId="c", Image={"Bytes": images["no face"]})
+    assert empty["FaceRecords"] == [] and len(svc.store.catalog.image_hashes("c")) == 4
+    assert len(svc.store.catalog.image_hashes("c", without_faces=False)) == 3
     found = svc.search_faces_by_image(CollectionId="c", Image={"Bytes": images["face"]})
     assert {m["Face"]["FaceId"] for m in found["FaceMatches"]} == set(alice)
     svc.create_user(CollectionId="c", UserId="alice")

@@ -4,6 +4,7 @@ another process would write), and index checkpoints."""
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from pathlib import Path
@@ -583,6 +584,32 @@ def test_a_checkpoint_that_raced_a_deletion_is_not_left_on_disk(tmp_path, monkey
     assert faces[0].face_id not in {h.face_id for h in hits} and len(hits) == 39
     assert st.indexes.checkpoint("c") == path  # now at a seq after the deletion: kept
     assert faces[0].embedding.tobytes() not in path.read_bytes()
+    other.close()
+    st.close()
+
+
+def test_partial_checkpoints_do_not_outlive_their_writer_or_a_deletion(tmp_path):
+    import subprocess
+    import sys
+
+    opts = IndexOptions(checkpoint_min=1)
+    index_dir = tmp_path / "index"
+    st = Store(_url(tmp_path), index_options=opts, checkpoint_dir=index_dir)
+    st.catalog.create_collection("c", "arn:c", "1.0")
+    faces = random_faces(10, seed=70)
+    st.add_faces("c", faces)
+    path = st.indexes.checkpoint("c")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    abandoned = index_dir / f".{path.name}.{dead}.1.tmp"  # a writer killed mid-write
+    abandoned.write_bytes(path.read_bytes())
+    running = index_dir / f".{path.name}.{os.getpid()}.2.tmp"  # one being written now
+    running.write_bytes(path.read_bytes())
+    other = Store(_url(tmp_path), index_options=opts, checkpoint_dir=index_dir)  # a start
+    assert not abandoned.exists() and running.exists()
+    other.delete_faces("c", [faces[0].face_id])  # and a deletion removes even that one
+    assert not running.exists() and not path.exists()
+    assert list(index_dir.iterdir()) == []
     other.close()
     st.close()
 

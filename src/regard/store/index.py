@@ -408,6 +408,7 @@ class IndexRegistry:
         self._indexes: dict[str, CollectionIndex] = {}
         self._lock = threading.Lock()
         self._builders: list[threading.Thread] = []
+        self._remove_abandoned_writes()
 
     def search(self, collection: str, queries: np.ndarray, k: int, *, users: bool = False,
                max_distance: float | None = None) -> list[list[Hit]]:
@@ -507,6 +508,23 @@ class IndexRegistry:
         path = self._path(collection_id)
         if path is not None:
             path.unlink(missing_ok=True)
+            # and one being written: its writer finds it gone and keeps nothing
+            for partial in path.parent.glob(f".{path.name}.*.tmp"):
+                partial.unlink(missing_ok=True)
+
+    def _remove_abandoned_writes(self) -> None:
+        """Delete partial checkpoints that a process died writing (``.NAME.PID.TID.tmp`` of a
+        process that no longer runs): they hold vectors that later deletions never reach."""
+        if self.checkpoint_dir is None or not self.checkpoint_dir.is_dir():
+            return
+        for partial in self.checkpoint_dir.glob(".*.npz.*.tmp"):
+            try:
+                pid = int(partial.name.split(".npz.", 1)[1].split(".")[0])
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                partial.unlink(missing_ok=True)
+            except (ValueError, IndexError, PermissionError, OSError):
+                continue  # not ours to judge, or the process still runs
 
     def checkpoint(self, collection: str) -> Path | None:
         """Write the collection's caught-up index to the checkpoint directory."""
@@ -591,6 +609,8 @@ class IndexRegistry:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
+        except FileNotFoundError:
+            return None  # a deletion removed it while it was written (``discard_checkpoint``)
         finally:
             tmp.unlink(missing_ok=True)
         if self.catalog.deleted_since(collection_id, seq):

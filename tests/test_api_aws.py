@@ -380,6 +380,28 @@ def test_a_full_queue_throttles_instead_of_piling_up(tmp_path, engine, images):
         assert "regard_requests_throttled_total" in metrics
 
 
+def test_a_server_overwrites_faces_deleted_by_another_replica_unsearched(tmp_path, engine):
+    from regard.store import Store
+    from store_workers import random_faces
+
+    settings = ServerSettings(index_refresh_seconds=0.1)
+    with LiveServer(tmp_path, engine, settings) as srv:
+        store = srv.server.service.store
+        store.catalog.create_collection("c", "arn:c", "1.0")
+        faces = random_faces(10, seed=90)
+        store.add_faces("c", faces)
+        store.search("c", faces[0].embedding, 1)  # loaded in the server's memory
+        replica = Store(store.catalog.url, checkpoint_dir=False)
+        replica.delete_faces("c", [faces[0].face_id])  # through another process
+        replica.close()
+        entry = store.indexes._indexes["c"]
+        deadline = time.monotonic() + 10
+        while any(np.allclose(r, faces[0].embedding) for r in entry.faces.stored_vectors()):
+            assert time.monotonic() < deadline, "the server kept the deleted vector"
+            time.sleep(0.05)
+        assert len(entry.faces) == 9
+
+
 def test_insecure_local_needs_no_signature(tmp_path, engine):
     with LiveServer(tmp_path, engine, ServerSettings(insecure_local=True)) as srv:
         client = rekognition(srv.url, None, None, signature_version=UNSIGNED)

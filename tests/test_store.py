@@ -614,6 +614,48 @@ def test_partial_checkpoints_do_not_outlive_their_writer_or_a_deletion(tmp_path)
     st.close()
 
 
+def test_deletions_made_by_another_replica_leave_no_copy_here(tmp_path):
+    """Replicas on different hosts (their own checkpoint folders) share one catalog: a face
+    deleted through one is overwritten in the other's memory and its checkpoint goes, at the
+    other's next search or its periodic refresh, whichever comes first."""
+    opts = IndexOptions(checkpoint_min=1)
+    a = Store(_url(tmp_path), index_options=opts, checkpoint_dir=tmp_path / "a")
+    b = Store(_url(tmp_path), index_options=opts, checkpoint_dir=tmp_path / "b")
+    a.catalog.create_collection("c", "arn:c", "1.0")
+    a.catalog.create_collection("d", "arn:d", "1.0")
+    faces, others = random_faces(20, seed=80), random_faces(5, seed=81)
+    a.add_faces("c", faces)
+    a.add_faces("d", others)
+    held_c, held_d = b.indexes.checkpoint("c"), b.indexes.checkpoint("d")  # b: loaded, on disk
+    a.add_faces("c", random_faces(3, seed=82))
+    b.indexes.refresh()  # additions only: b's checkpoints stay
+    assert held_c.exists() and held_d.exists()
+
+    a.delete_faces("c", [faces[0].face_id])
+    b.indexes.refresh()  # no search on b
+    stored = b.indexes._indexes["c"].faces.stored_vectors()
+    assert not any(np.allclose(r, faces[0].embedding) for r in stored)
+    assert not held_c.exists() and held_d.exists()
+
+    b.indexes.checkpoint("c")
+    a.delete_faces("c", [faces[1].face_id])
+    assert b.search("c", faces[2].embedding, 1)[0][0].face_id == faces[2].face_id
+    assert not held_c.exists()  # a search that catches up removes it too
+
+    a.delete_collection("d")
+    b.indexes.refresh()
+    assert not held_d.exists() and "d" not in b.indexes._indexes
+    # a checkpoint this replica never loaded (written before a restart) goes as well
+    b.indexes.checkpoint("c")
+    b.close()
+    a.delete_faces("c", [faces[3].face_id])
+    restarted = Store(_url(tmp_path), index_options=opts, checkpoint_dir=tmp_path / "b")
+    restarted.indexes.refresh()
+    assert list((tmp_path / "b").iterdir()) == []
+    restarted.close()
+    a.close()
+
+
 def test_foreign_or_corrupt_checkpoints_are_ignored(tmp_path):
     opts = IndexOptions(checkpoint_min=1)
     st = Store(_url(tmp_path), index_options=opts, checkpoint_dir=tmp_path / "index")

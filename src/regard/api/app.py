@@ -31,12 +31,14 @@ SWEEPER = Caller(principal="regard:retention-sweeper", purpose="retention")
 def create_app(server: Server) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        sweeper = None
+        tasks = []
         if server.settings.retention_sweep_seconds > 0:
-            sweeper = asyncio.create_task(_sweep_forever(server))
+            tasks.append(asyncio.create_task(_sweep_forever(server)))
+        if server.settings.index_refresh_seconds > 0:
+            tasks.append(asyncio.create_task(_refresh_indexes_forever(server)))
         yield
-        if sweeper is not None:
-            sweeper.cancel()
+        for task in tasks:
+            task.cancel()
         server.shutdown()
 
     app = FastAPI(
@@ -98,6 +100,20 @@ def _mount_docs(app: FastAPI) -> None:
                               redoc_js_url=f"{DOCS_STATIC}/redoc.standalone.js",
                               redoc_favicon_url=f"{DOCS_STATIC}/favicon.png",
                               with_google_fonts=False)
+
+
+async def _refresh_indexes_forever(server: Server) -> None:
+    """Every ``index_refresh_seconds``: catch the loaded indexes up (a face deleted through
+    another replica is overwritten in this one's memory) and remove checkpoints that hold deleted
+    vectors (``IndexRegistry.refresh``)."""
+    while True:
+        await asyncio.sleep(server.settings.index_refresh_seconds)
+        try:
+            await server.light_pool.run(server.service.store.indexes.refresh)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # keep going; the failure is in the log
+            log.exception("index refresh failed")
 
 
 async def _sweep_forever(server: Server) -> None:

@@ -42,6 +42,9 @@ class ServerSettings:
     light_queue: int = 64
     insecure_local: bool = False  # no authentication (loopback only; see ``regard serve``)
     retention_sweep_seconds: float = 3600.0  # 0: no background sweeper
+    # How often loaded indexes catch up with deletions made elsewhere (other processes or
+    # replicas) and stale checkpoints go, searched or not; 0: only when searched.
+    index_refresh_seconds: float = 60.0
 
     def max_body_bytes(self, limits: ImageLimits) -> int:
         """Largest request body read: two inline images (CompareFaces) in base64, plus JSON."""

@@ -85,6 +85,10 @@ def serve(
              "regard:purpose tag (default: such requests are refused)"),
     sweep_every: float = typer.Option(3600, "--retention-sweep-seconds",
                                       help="How often expired faces are deleted (0: never)"),
+    refresh_every: float = typer.Option(
+        60, "--index-refresh-seconds",
+        help="How often loaded indexes catch up with deletions made by other processes or "
+             "replicas, searched or not (0: only when searched)"),
     detector: Optional[str] = DetectorOpt,
     min_face_size: int = MinFaceOpt,
     log_level: str = typer.Option("info", "--log-level"),
@@ -109,7 +113,8 @@ def serve(
                                 default_purpose=default_purpose)
         server = Server(service, ServerSettings(workers=workers or (os.cpu_count() or 2),
                                                 queue=queue, insecure_local=insecure_local,
-                                                retention_sweep_seconds=sweep_every))
+                                                retention_sweep_seconds=sweep_every,
+                                                index_refresh_seconds=refresh_every))
         _check_ledger_key(service)
         created = server.keys.ensure_admin_key(home_dir)
         if created is not None:

@@ -40,7 +40,9 @@ that holds them is removed, so deleted embeddings linger neither in memory nor o
 search waits minutes for a large index to be rebuilt from the catalog (a restart does, once,
 unless a background rebuild has checkpointed the index since). A checkpoint is written at a known
 change seq and removed again if a deletion committed after that seq (``_write_checkpoint``): a
-full load or rebuild that raced a deletion never leaves the deleted vectors on disk.
+full load or rebuild that raced a deletion never leaves the deleted vectors on disk. Deletions
+made by other processes or replicas reach this one when it catches up (its next search, or
+``refresh``, which servers run every minute), and then remove its checkpoint as well.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from typing import Any, Iterator, Sequence
 import faiss
 import numpy as np
 
+from regard.errors import ResourceNotFoundError
 from regard.store import schema as s
 from regard.store.catalog import EMBEDDING_DIM, Catalog, Change, Snapshot
 
@@ -404,7 +407,7 @@ class IndexRegistry:
                  checkpoint_dir: Path | None = None) -> None:
         self.catalog = catalog
         self.options = options or IndexOptions.from_env()
-        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self._indexes: dict[str, CollectionIndex] = {}
         self._lock = threading.Lock()
         self._builders: list[threading.Thread] = []
@@ -502,6 +505,39 @@ class IndexRegistry:
             self.forget(collection)  # no stale copy may survive; the next search reloads
             raise
 
+    def refresh(self) -> None:
+        """Catch every loaded index up with the catalog and remove the checkpoints that hold
+        vectors deleted since they were written. Servers run it periodically, so a face deleted
+        through another process or replica is overwritten in this one's memory and gone from its
+        disk within that period even when no search here touches the collection."""
+        with self._lock:
+            loaded = list(self._indexes.items())
+        for name, entry in loaded:
+            try:
+                with entry.lock:
+                    self._sync(name, entry)
+            except ResourceNotFoundError:  # the collection was deleted
+                self.forget(name)
+                self.discard_checkpoint(entry.collection_id)
+        if self.checkpoint_dir is None or not self.checkpoint_dir.is_dir():
+            return
+        for path in self.checkpoint_dir.glob(f"{self.catalog.instance_id}-*.npz"):
+            try:
+                collection_id = int(path.stem.rsplit("-", 1)[1])
+            except ValueError:
+                continue  # not a name this registry writes
+            try:
+                with np.load(path, allow_pickle=False) as arrays:
+                    meta = json.loads(bytes(arrays["meta"]).decode())
+                stale = self.catalog.deleted_since(int(meta["collection_id"]), int(meta["seq"]))
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("removing unreadable index checkpoint %s: %s", path, exc)
+                stale = True
+            if stale:
+                self.discard_checkpoint(collection_id)
+
     def discard_checkpoint(self, collection_id: int) -> None:
         """Remove a collection's checkpoint: after a deletion it holds vectors that must go
         (it is rewritten at the next full load, background rebuild or explicit checkpoint)."""
@@ -555,6 +591,9 @@ class IndexRegistry:
             contiguous = all(ch.seq == entry.seq + 1 + i for i, ch in enumerate(changes))
             if contiguous:
                 entry.apply(changes)
+                if any(ch.op == s.OP_DELETE for ch in changes):
+                    # deleted elsewhere (another process or replica): our checkpoint holds them
+                    self.discard_checkpoint(cid)
                 if entry.seq == head and len(entry.faces) == count:
                     return
             log.warning("index of %s disagrees with the catalog after catching up; reloading",

@@ -54,8 +54,8 @@ def test_collections_end_to_end(svc, images):
                                    ExternalImageId="bob"))
     assert len(alice) == 2 and len(bob) == 1
     empty = svc.index_faces(CollectionId="c", Image={"Bytes": images["no face"]})
-    assert empty["FaceRecords"] == [] and len(svc.store.catalog.image_hashes("c")) == 4
-    assert len(svc.store.catalog.image_hashes("c", without_faces=False)) == 3
+    assert empty["FaceRecords"] == [] and len(svc.store.catalog.image_hashes("c")) == 3
+    assert len(svc.store.catalog.images_without_faces("c")) == 1
     found = svc.search_faces_by_image(CollectionId="c", Image={"Bytes": images["face"]})
     assert {m["Face"]["FaceId"] for m in found["FaceMatches"]} == set(alice)
     svc.create_user(CollectionId="c", UserId="alice")

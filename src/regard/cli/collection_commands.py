@@ -306,8 +306,8 @@ def index_images(
     service = _service(detector, min_face_size)
     catalog = service.store.catalog
     try:
-        with_faces = catalog.image_hashes(collection, without_faces=False)
-        empty = set() if rescan else catalog.image_hashes(collection) - with_faces
+        with_faces = catalog.image_hashes(collection)
+        empty = set() if rescan else catalog.images_without_faces(collection)
     except RegardError as exc:
         _fail(exc)
         return

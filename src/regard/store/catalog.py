@@ -561,19 +561,21 @@ class Catalog:
         with self._single.connect() as conn:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    def image_hashes(self, collection: str, *, without_faces: bool = True) -> set[str]:
-        """SHA-256 of every image indexed into the collection: those with at least one face
-        there and (``without_faces``) those an IndexFaces stored no face from."""
+    def image_hashes(self, collection: str) -> set[str]:
+        """SHA-256 of every image that has at least one face in the collection."""
         coll = self.get_collection(collection)
         with self.engine.connect() as conn:
             rows = conn.execute(select(s.faces.c.image_sha256).distinct().where(and_(
                 s.faces.c.collection_id == coll.id, s.faces.c.image_sha256.is_not(None))))
-            hashes = {r[0] for r in rows}
-            if without_faces:
-                hashes.update(r[0] for r in conn.execute(
-                    select(s.images_without_faces.c.image_sha256)
-                    .where(s.images_without_faces.c.collection_id == coll.id)))
-        return hashes
+            return {r[0] for r in rows}
+
+    def images_without_faces(self, collection: str) -> set[str]:
+        """SHA-256 of the images an IndexFaces into the collection stored no face from."""
+        coll = self.get_collection(collection)
+        t = s.images_without_faces
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.c.image_sha256).where(t.c.collection_id == coll.id))
+            return {r[0] for r in rows}
 
     def note_image_without_faces(self, collection: str, image_sha256: str) -> None:
         """Remember that an IndexFaces stored no face from this image (idempotent)."""

@@ -1,6 +1,6 @@
 """Measure the distance -> similarity table on real pairs and write vision/calibration.json.
 
-    python bench/calibrate.py [--refresh] [--dry-run]
+    python bench/calibrate.py [--refresh] [--dry-run] [--bootstrap N]
 
 Impostor pairs: every cross-identity pair among the LFW dev images (about 2.7 million), split by
 gender (female-female, male-male, mixed), plus every within-cell pair of each gender x race cell of
@@ -16,6 +16,11 @@ smallest, over all groups, of
     its impostor distances, extrapolated to t,
 so every group meets the target where it can be measured, and the worst-off group sets one mapping
 for everyone (never per-group thresholds at run time).
+
+``--bootstrap N`` also prints how uncertain the anchors are: N resamples (with replacement) of the
+images of each UTKFace cell, the anchors recomputed each time (the LFW groups, millions of pairs,
+are held fixed), and the 2.5 / 50 / 97.5 percentiles of each anchor's distance and of the TAR on
+LFW genuine pairs there. Printed only; the table is the point estimate.
 """
 
 from __future__ import annotations
@@ -74,10 +79,39 @@ def group_threshold(impostor: np.ndarray, fmr: float) -> tuple[float, str]:
     return (fit, "tail fit") if fit < emp else (emp, "empirical")
 
 
+def print_bootstrap(groups: dict[str, np.ndarray], cell_embeddings: dict[str, np.ndarray],
+                    genuine: np.ndarray, n: int, seed: int = 0) -> None:
+    """Percentiles of each anchor's distance and TAR over ``n`` image resamples of the UTKFace
+    cells (pairs of an image with its own copy are left out)."""
+    rng = np.random.default_rng(seed)
+    fixed = {sim: min(group_threshold(d, fmr)[0] for g, d in groups.items()
+                      if g not in cell_embeddings) for sim, fmr in ANCHORS}
+    thresholds = {sim: [] for sim, _ in ANCHORS}
+    for _ in range(n):
+        resampled = {}
+        for cell, emb in cell_embeddings.items():
+            pick = rng.integers(0, len(emb), len(emb))
+            dist, same_image = pair_distances(emb[pick], pick)
+            resampled[cell] = dist[~same_image]
+        for sim, fmr in ANCHORS:
+            thresholds[sim].append(min([fixed[sim]] + [group_threshold(d, fmr)[0]
+                                                        for d in resampled.values()]))
+    print(f"\nbootstrap over {n} resamples of the UTKFace cells' images (LFW groups fixed): "
+          f"2.5 / 50 / 97.5 percentiles")
+    print(f"{'similarity':>10}  {'distance':>26}  {'TAR (LFW genuine)':>26}")
+    for sim, _ in sorted(ANCHORS, reverse=True):
+        d = np.percentile(thresholds[sim], [2.5, 50, 97.5])
+        tar = [float((genuine <= x).mean()) for x in d]
+        print(f"{sim:>10.0f}  {d[0]:8.4f} {d[1]:8.4f} {d[2]:8.4f}  "
+              f"{tar[0]:8.4f} {tar[1]:8.4f} {tar[2]:8.4f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--refresh", action="store_true", help="recompute cached embeddings")
     ap.add_argument("--dry-run", action="store_true", help="print, do not write the table")
+    ap.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                    help="also print the anchors' 95 %% intervals over N resamples of UTKFace")
     args = ap.parse_args()
     root = require_data()
 
@@ -101,9 +135,11 @@ def main() -> None:
     utk_emb, utk_found = embed_images([f.image for f in utk], "utkface_dev_embeddings",
                                       refresh=args.refresh)
     cells = sorted({f.group for f in utk})
+    cell_embeddings: dict[str, np.ndarray] = {}
     for cell in cells:
         idx = [i for i, f in enumerate(utk) if f.group == cell and utk_found[i]
                and f.age >= ADULT_AGE]
+        cell_embeddings[f"UTKFace {cell}"] = utk_emb[idx]
         groups[f"UTKFace {cell}"] = pair_distances(utk_emb[idx])[0]
     children = [i for i, f in enumerate(utk) if f.age < ADULT_AGE and utk_found[i]]
     child_cells = [f.group for f in np.array(utk)[children]]
@@ -153,6 +189,9 @@ def main() -> None:
         tar_txt.append(f"{k / len(genuine):.4f} ({k}/{len(genuine)})")
         table["tar"][str(int(sim))] = {"accepted": k, "pairs": len(genuine)}
     print(f"{'TAR (LFW genuine)':<28}" + "".join(f"{c:>22}" for c in tar_txt))
+
+    if args.bootstrap:
+        print_bootstrap(groups, cell_embeddings, genuine, args.bootstrap)
 
     if not args.dry_run:
         TABLE_PATH.write_text(json.dumps({

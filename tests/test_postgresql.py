@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 
+import httpx
 import numpy as np
 import pytest
 from sqlalchemy import text
@@ -243,7 +244,10 @@ def test_a_database_outage_is_a_retryable_error_and_the_server_recovers(engine, 
                 assert error["ResponseMetadata"]["HTTPStatusCode"] == 500
                 assert error["Error"]["Code"] == "InternalServerError"
                 assert "database" in error["Error"]["Message"].lower()
+            health = httpx.get(live.url + "/healthz")
+            assert health.status_code == 503 and health.json()["database"] == "unreachable"
             database.restart()
+            assert httpx.get(live.url + "/healthz").json()["database"] == "ok"
             found = rek.search_faces_by_image(CollectionId="staff",
                                               Image={"Bytes": images["flipped"]})
             assert [m["Face"]["FaceId"] for m in found["FaceMatches"]] == [face_id]

@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 import regard
 from regard.api import aws, rest
 from regard.api.server import Server
+from regard.errors import DatabaseUnavailableError, ThrottlingError
 from regard.service import Caller
 
 log = logging.getLogger("regard.api")
@@ -60,9 +61,19 @@ def create_app(server: Server) -> FastAPI:
 
     _mount_docs(app)
 
-    @app.get("/healthz", tags=["operations"], summary="Liveness and readiness")
-    def healthz() -> JSONResponse:
-        return JSONResponse({"status": "ok", "version": regard.__version__})
+    @app.get("/healthz", tags=["operations"], summary="Liveness and readiness",
+             description="200 when the server runs and reaches its catalog database; 503 when "
+                         "the database cannot be reached (a load balancer should hold traffic).")
+    async def healthz() -> JSONResponse:
+        try:
+            await server.blocking(server.service.store.catalog.ping)
+        except DatabaseUnavailableError:
+            return JSONResponse({"status": "unavailable", "version": regard.__version__,
+                                 "database": "unreachable"}, status_code=503)
+        except ThrottlingError:
+            return JSONResponse({"status": "busy", "version": regard.__version__},
+                                status_code=503)
+        return JSONResponse({"status": "ok", "version": regard.__version__, "database": "ok"})
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
              response_class=Response)

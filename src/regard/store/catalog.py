@@ -57,6 +57,7 @@ from regard.vision.models import regard_home
 EMBEDDING_DIM = 128
 MAX_FACES_PER_USER = 100  # Rekognition's limit
 DEFAULT_BUSY_TIMEOUT_MS = 60_000
+DB_CONNECT_TIMEOUT_S = 10
 # Changes kept per collection: enough for any index that is merely behind to catch up; one
 # further behind (a checkpoint from long ago, a replica restarted after a bulk load) reloads
 # from the catalog, which ``IndexRegistry`` does whenever the changes it gets are not contiguous.
@@ -247,7 +248,10 @@ class Catalog:
     def _create_engine(url: str, busy_timeout_ms: int | None) -> Engine:
         parsed = make_url(url)
         if parsed.get_backend_name() != "sqlite":
-            engine = create_engine(url, pool_pre_ping=True)
+            # A server that does not answer (a partition, not a refusal) must not hang requests.
+            connect_args = ({"connect_timeout": DB_CONNECT_TIMEOUT_S}
+                            if parsed.get_backend_name() == "postgresql" else {})
+            engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
             event.listen(engine, "handle_error", _database_unavailable)
             return engine
         if parsed.database and parsed.database != ":memory:":
@@ -285,6 +289,12 @@ class Catalog:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def ping(self) -> None:
+        """One round trip to the database (readiness checks); raises
+        ``DatabaseUnavailableError`` when it cannot be reached."""
+        with self._single.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
 
     # -- transactions --------------------------------------------------------------------------
     @contextmanager

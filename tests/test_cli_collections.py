@@ -4,6 +4,7 @@ batch indexing walks folders, takes ExternalImageIds from a CSV and resumes with
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -190,3 +191,22 @@ def test_collections_check_finds_a_broken_invariant(home, folder):
     assert code == 1 and "face_count 2 != 1 face rows" in stdout
     code, stdout = _run("collections", "check", "nope")
     assert code == 1
+
+
+def test_an_unreachable_database_is_one_line_not_a_traceback(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    pytest.importorskip("psycopg")
+    from live_server import free_port
+
+    regard = shutil.which("regard", path=str(Path(sys.executable).parent))
+    assert regard, "the regard script is installed beside the interpreter"
+    env = {**os.environ, "REGARD_HOME": str(tmp_path),
+           "REGARD_DATABASE_URL": f"postgresql+psycopg://regard@127.0.0.1:{free_port()}/x"}
+    done = subprocess.run([regard, "collections", "list"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1
+    assert "InternalServerError" in done.stderr and "retry" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -1,3 +1,4 @@
-from regard.cli import app
+from regard.cli import app  # noqa: F401  (registers the commands)
+from regard.cli.common import main
 
-app()
+main()

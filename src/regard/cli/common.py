@@ -40,6 +40,17 @@ def _fail(exc: RegardError) -> None:
     raise typer.Exit(code=1)
 
 
+def main() -> None:
+    """The ``regard`` script: the Typer app, with a Regard error that escapes a command (the
+    database unreachable when the service starts, say) printed as one line, exit status 1,
+    instead of a traceback."""
+    try:
+        app()
+    except RegardError as exc:
+        err.print(f"[red]{exc.code}[/red]: {exc.message}")
+        sys.exit(1)
+
+
 def _progress(total: int) -> Progress:
     return Progress(
         TextColumn("[progress.description]{task.description}"),

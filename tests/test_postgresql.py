@@ -75,6 +75,9 @@ def test_collections_end_to_end(svc, images):
     erased = svc.erase(external_image_id="alice")
     assert sorted(erased["FaceIds"]) == sorted(alice) and erased["UserIds"] == ["alice"]
     assert svc.describe_collection(CollectionId="c")["FaceCount"] == 0
+    with svc.store.catalog.engine.connect() as conn:  # the erasure vacuumed the faces table
+        assert conn.execute(text("SELECT vacuum_count FROM pg_stat_user_tables "
+                                 "WHERE relname = 'faces'")).scalar() >= 1
     assert svc.store.catalog.consistency_problems("c") == []
     report = svc.gate.ledger.verify()
     assert report.ok and report.entries == len(list(svc.gate.ledger.entries()))

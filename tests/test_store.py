@@ -676,6 +676,28 @@ def test_foreign_or_corrupt_checkpoints_are_ignored(tmp_path):
     assert fresh.search("c", faces[1].embedding, 1) == [[]]
 
 
+def test_what_regard_keeps_on_disk_is_readable_by_its_owner_only(tmp_path, monkeypatch):
+    import stat
+
+    def mode(p: Path) -> int:
+        return stat.S_IMODE(p.stat().st_mode)
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("REGARD_HOME", str(home))
+    monkeypatch.delenv("REGARD_DATABASE_URL", raising=False)
+    st = Store(index_options=IndexOptions(checkpoint_min=1))  # the default places
+    st.catalog.create_collection("c", "arn:c", "1.0")
+    st.add_faces("c", random_faces(5, seed=95))
+    checkpoint = st.indexes.checkpoint("c")
+    files = [home / "regard.db", checkpoint] + [p for p in home.glob("regard.db-*")]
+    assert mode(home) == 0o700 and mode(checkpoint.parent) == 0o700
+    assert all(mode(f) & 0o077 == 0 for f in files), {str(f): oct(mode(f)) for f in files}
+    st.close()
+    os.chmod(home / "regard.db", 0o644)  # a catalog written before, readable by every user
+    Store(checkpoint_dir=False).close()
+    assert mode(home / "regard.db") == 0o600
+
+
 def test_new_face_rejects_malformed_embeddings(store):
     bad = NewFace(np.zeros(64, np.float32), (0, 0, 1, 1), 90.0, str(uuid.uuid4()))
     with pytest.raises(Exception) as err:

@@ -53,9 +53,9 @@ def _use_home(home: Optional[Path]) -> Path:
 
     if home is not None:
         os.environ["REGARD_HOME"] = str(home.expanduser().resolve())
-    path = regard_home()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    from regard.private_files import private_dir
+
+    return private_dir(regard_home())
 
 
 def _is_loopback(host: str) -> bool:

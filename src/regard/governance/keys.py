@@ -24,6 +24,7 @@ from typing import Sequence
 from sqlalchemy import select
 
 from regard.errors import InvalidParameterError, ResourceNotFoundError, UnrecognizedClientError
+from regard.private_files import open_private
 from regard.store import schema as s
 from regard.store.catalog import Catalog, _utc, utcnow
 
@@ -140,12 +141,10 @@ class KeyStore:
 
 def write_credentials_file(path: Path, access_key_id: str, secret: str) -> None:
     """An AWS shared-credentials file (profile ``regard``), created with mode 0600."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = (f"[regard]\naws_access_key_id = {access_key_id}\n"
             f"aws_secret_access_key = {secret}\n")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = open_private(path)
     try:
-        os.fchmod(fd, 0o600)
         os.write(fd, text.encode())
     finally:
         os.close(fd)

@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterable, Iterator
 from sqlalchemy import insert, select, update
 
 from regard.errors import RegardError
+from regard.private_files import private_dir
 from regard.store import schema as s
 from regard.store.catalog import Catalog
 
@@ -130,7 +131,7 @@ def ledger_key(home: Path | None = None) -> bytes:
 
         home = regard_home()
     path = home / KEY_FILE
-    home.mkdir(parents=True, exist_ok=True)
+    private_dir(home)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

@@ -50,6 +50,7 @@ from regard.errors import (
     ResourceNotFoundError,
     ServiceQuotaExceededError,
 )
+from regard.private_files import private_dir, private_file, tighten
 from regard.store import schema as s
 from regard.store.migrations import migrate
 from regard.vision.models import regard_home
@@ -84,8 +85,7 @@ def database_url() -> str:
     url = os.environ.get("REGARD_DATABASE_URL")
     if url:
         return url
-    home = regard_home()
-    home.mkdir(parents=True, exist_ok=True)
+    home = private_dir(regard_home())
     return f"sqlite:///{home / 'regard.db'}"
 
 
@@ -255,7 +255,10 @@ class Catalog:
             event.listen(engine, "handle_error", _database_unavailable)
             return engine
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            database = Path(parsed.database)
+            private_file(database)  # embeddings and key secrets: owner-only
+            for companion in ("-wal", "-shm"):  # SQLite creates them with the file's mode
+                tighten(database.with_name(database.name + companion))
         engine = create_engine(url)
         event.listen(engine, "handle_error", _database_unavailable)
         timeout = busy_timeout_ms or int(os.environ.get("REGARD_DB_BUSY_TIMEOUT_MS",

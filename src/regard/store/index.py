@@ -60,6 +60,7 @@ import faiss
 import numpy as np
 
 from regard.errors import ResourceNotFoundError
+from regard.private_files import open_private
 from regard.store import schema as s
 from regard.store.catalog import EMBEDDING_DIM, Catalog, Change, Snapshot
 
@@ -640,10 +641,9 @@ class IndexRegistry:
         path = self._path(collection_id)
         if path is None:
             return None
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            with open(tmp, "wb") as fh:
+            with os.fdopen(open_private(tmp), "wb") as fh:  # embeddings: owner-only
                 np.savez(fh, **arrays)
                 fh.flush()
                 os.fsync(fh.fileno())

@@ -314,6 +314,28 @@ def test_retention_sweep_with_a_controlled_clock(svc, images, clock):
     assert entry.result["FaceIds"] == old and entry.result["RetentionDays"] == 30
 
 
+def test_deleted_faces_and_collections_leave_no_bytes_on_disk(svc, images, tmp_path):
+    """DeleteFaces and DeleteCollection, not only erasure: the deleted embeddings are in
+    neither the database file, its write-ahead log nor an index checkpoint."""
+    create(svc)
+    face = face_ids(svc.index_faces(CollectionId="c", Image={"Bytes": images["face"]}))
+    other = face_ids(svc.index_faces(CollectionId="c", Image={"Bytes": images["cameraman"]}))
+    svc.store.indexes.checkpoint("c")
+    with svc.store.catalog.engine.connect() as conn:
+        blobs = dict(conn.execute(select(s.faces.c.face_id, s.faces.c.embedding)).all())
+
+    def on_disk() -> bytes:
+        return b"".join(p.read_bytes() for p in [*tmp_path.glob("regard.db*"),
+                                                 *(tmp_path / "index").glob("*")])
+
+    assert blobs[face[0]] in on_disk()
+    svc.delete_faces(CollectionId="c", FaceIds=face)
+    disk = on_disk()
+    assert blobs[face[0]] not in disk and blobs[other[0]] in disk
+    svc.delete_collection(CollectionId="c")
+    assert blobs[other[0]] not in on_disk()
+
+
 def test_shortening_retention_applies_to_faces_already_indexed(svc, images, clock):
     create(svc)
     svc.index_faces(CollectionId="c", Image={"Bytes": images["face"]})

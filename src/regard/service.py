@@ -318,6 +318,7 @@ class RegardService:
 
     def _delete_collection(self, p: Params) -> Params:
         self.store.delete_collection(p["CollectionId"])
+        self.store.catalog.reclaim_space()  # its embeddings leave no bytes on disk either
         return {"StatusCode": 200}
 
     # -- tags (and with them the collection's policy) -------------------------------------------
@@ -580,6 +581,8 @@ class RegardService:
 
     def _delete_faces(self, p: Params) -> Params:
         deleted, failures = self.store.delete_faces(p["CollectionId"], p["FaceIds"])
+        if deleted:
+            self.store.catalog.reclaim_space()  # as erasure: no bytes left in the WAL
         return {"DeletedFaces": deleted,
                 "UnsuccessfulFaceDeletions": [_failure(f) for f in failures]}
 

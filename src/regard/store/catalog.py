@@ -562,7 +562,8 @@ class Catalog:
             return self._lock(conn, collection)
 
     def reclaim_space(self) -> None:
-        """After an erasure, once it commits (inside a unit of work it waits for the commit).
+        """After deleting faces (erasure, retention, DeleteFaces, DeleteCollection), once that
+        commits (inside a unit of work it waits for the commit).
 
         SQLite: fold the write-ahead log into the database and truncate it, so deleted rows' old
         pages do not linger in the WAL (``secure_delete`` already overwrites them in the main

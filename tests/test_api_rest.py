@@ -96,6 +96,27 @@ def index(client: httpx.Client, collection: str, image: bytes, **form: Any) -> l
 
 
 # -- happy paths --------------------------------------------------------------------------------
+def test_uploaded_images_are_never_written_to_disk(client, monkeypatch):
+    """Starlette spools upload parts above 1 MiB to a temporary file; Regard keeps them in
+    memory (a face photo on disk leaves its bytes behind even once deleted)."""
+    import io
+    import tempfile
+
+    from PIL import Image
+
+    def to_disk(self):  # what spooling to a temporary file would call
+        raise AssertionError("an uploaded image was spooled to disk")
+
+    monkeypatch.setattr(tempfile.SpooledTemporaryFile, "rollover", to_disk)
+    noise = np.random.default_rng(0).integers(0, 256, (700, 900, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, format="PNG")
+    assert 1 << 20 < len(buf.getvalue()) < 5 << 20
+    body = ok(client.post("/v1/detect", files={"image": ("noise.png", buf.getvalue(),
+                                                         "image/png")}), "DetectFaces")
+    assert body["FaceDetails"] == []
+
+
 def test_detect_faces(client, images):
     body = ok(client.post("/v1/detect", files={"image": upload(images["astronaut"])}),
               "DetectFaces")

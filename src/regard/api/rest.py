@@ -52,6 +52,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartParser
 
 from regard.api.aws import read_body
 from regard.api.server import Server, outcome, timer
@@ -420,6 +421,10 @@ _THRESHOLD = "Smallest similarity, 0-100 (default 80)"
 
 def mount(app: FastAPI, server: Server) -> None:
     """Register the ``/v1`` routes and the ``/v1`` error body for unknown paths and methods."""
+    # Starlette spools an uploaded part larger than 1 MiB to a temporary file: a face photo
+    # would then be written to disk, where deleting it leaves its bytes in free blocks. Keep
+    # every part Regard accepts in memory (the request body is capped at ``max_body_bytes``).
+    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, server.max_body_bytes)
     dependencies = [Depends(_documented_headers)]
     if not server.settings.insecure_local:
         dependencies += [Security(_BEARER), Security(_API_KEY)]

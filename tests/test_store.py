@@ -698,6 +698,17 @@ def test_what_regard_keeps_on_disk_is_readable_by_its_owner_only(tmp_path, monke
     assert mode(home / "regard.db") == 0o600
 
 
+def test_a_failed_statement_does_not_carry_embeddings_into_messages_or_logs(store):
+    from sqlalchemy.exc import IntegrityError
+
+    face = random_faces(1, seed=96)[0]
+    store.add_faces("c", [face])
+    with pytest.raises(IntegrityError) as dup:  # the same FaceId again
+        store.catalog.add_faces("c", [face])
+    assert "parameters hidden" in str(dup.value)
+    assert repr(face.embedding.tobytes()[:8])[2:-1] not in str(dup.value)
+
+
 def test_new_face_rejects_malformed_embeddings(store):
     bad = NewFace(np.zeros(64, np.float32), (0, 0, 1, 1), 90.0, str(uuid.uuid4()))
     with pytest.raises(Exception) as err:

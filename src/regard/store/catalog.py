@@ -251,7 +251,8 @@ class Catalog:
             # A server that does not answer (a partition, not a refusal) must not hang requests.
             connect_args = ({"connect_timeout": DB_CONNECT_TIMEOUT_S}
                             if parsed.get_backend_name() == "postgresql" else {})
-            engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+            engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args,
+                                   hide_parameters=True)
             event.listen(engine, "handle_error", _database_unavailable)
             return engine
         if parsed.database and parsed.database != ":memory:":
@@ -259,7 +260,9 @@ class Catalog:
             private_file(database)  # embeddings and key secrets: owner-only
             for companion in ("-wal", "-shm"):  # SQLite creates them with the file's mode
                 tighten(database.with_name(database.name + companion))
-        engine = create_engine(url)
+        # hide_parameters: a failed statement's message (and so a logged traceback) would
+        # otherwise carry its parameters, embeddings and key secrets among them.
+        engine = create_engine(url, hide_parameters=True)
         event.listen(engine, "handle_error", _database_unavailable)
         timeout = busy_timeout_ms or int(os.environ.get("REGARD_DB_BUSY_TIMEOUT_MS",
                                                         DEFAULT_BUSY_TIMEOUT_MS))

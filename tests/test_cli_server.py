@@ -112,11 +112,14 @@ def test_first_start_creates_an_admin_key_once(home, astronaut, monkeypatch):
     finally:
         first = _stop(proc)
     key_id = creds.read_text().split("aws_access_key_id = ")[1].split()[0]
-    assert key_id in first and "shown once" in first
+    secret = creds.read_text().split("aws_secret_access_key = ")[1].split()[0]
+    flat = " ".join(first.split())
+    assert f"Created the admin access key {key_id}" in flat and str(creds) in flat.replace(" ", "")
+    assert secret not in first  # server output ends up in logs
 
     proc = _start(home, port)
     second = _stop(proc)
-    assert "shown once" not in second
+    assert "Created the admin access key" not in second
     listed = json.loads(runner.invoke(app, ["keys", "list", "--json"]).stdout)["AccessKeys"]
     assert [k["AccessKeyId"] for k in listed] == [key_id]
 

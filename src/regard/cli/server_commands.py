@@ -95,8 +95,8 @@ def serve(
 ) -> None:
     """Serve the Rekognition API (POST /, SigV4) and the native REST API (/v1, /docs).
 
-    On the first start an admin access key is created, printed once and written to
-    HOME/admin-credentials (mode 0600, AWS credentials-file format, profile "regard")."""
+    On the first start an admin access key is created and written to HOME/admin-credentials
+    (mode 0600, AWS credentials-file format, profile "regard"); only its id is printed."""
     import uvicorn
 
     from regard.analysis import Engine
@@ -124,12 +124,10 @@ def serve(
         _fail(exc)
         return
     if created is not None:
-        key, secret = created
-        err.print("[bold]Created the admin access key (shown once):[/bold]")
-        err.print(f"  AccessKeyId:     {key.access_key_id}")
-        err.print(f"  SecretAccessKey: {secret}")
-        err.print(f"  also written to {home_dir / CREDENTIALS_FILE} (readable by you only); use "
-                  f"it with AWS_SHARED_CREDENTIALS_FILE={home_dir / CREDENTIALS_FILE} "
+        # The secret is not printed: a server's output ends up in logs (journald, docker).
+        err.print(f"[bold]Created the admin access key {created[0].access_key_id}[/bold]; its "
+                  f"secret is in {home_dir / CREDENTIALS_FILE} (readable by you only). Use it "
+                  f"with AWS_SHARED_CREDENTIALS_FILE={home_dir / CREDENTIALS_FILE} "
                   "AWS_PROFILE=regard")
     if insecure_local:
         err.print("[yellow]--insecure-local: requests are NOT authenticated[/yellow]")

@@ -406,6 +406,18 @@ def test_insecure_local_needs_no_signature(tmp_path, engine):
     with LiveServer(tmp_path, engine, ServerSettings(insecure_local=True)) as srv:
         client = rekognition(srv.url, None, None, signature_version=UNSIGNED)
         assert client.list_collections()["CollectionIds"] == []
+        # but a web page in this machine's browser cannot use it: neither a cross-origin
+        # "simple" POST nor a page whose name was rebound to 127.0.0.1
+        page = {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}
+        refused = httpx.post(srv.url + "/v1/collections", json={"CollectionId": "x",
+                                                                "Purpose": "p"}, headers=page)
+        assert refused.status_code == 403
+        assert refused.json()["__type"] == "AccessDeniedException"
+        rebound = httpx.get(srv.url + "/v1/collections", headers={"Host": "evil.example:80"})
+        assert rebound.status_code == 403
+        same_origin = httpx.get(srv.url + "/v1/collections", headers={"Origin": srv.url})
+        assert same_origin.status_code == 200
+        assert client.list_collections()["CollectionIds"] == []  # nothing was created
 
 
 def test_metrics_and_health(live, rek, images):

@@ -11,9 +11,10 @@ import asyncio
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
+from urllib.parse import urlsplit
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -21,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import regard
 from regard.api import aws, rest
-from regard.api.server import Server
+from regard.api.server import Server, is_loopback
 from regard.errors import DatabaseUnavailableError, ThrottlingError
 from regard.service import Caller
 
@@ -56,6 +57,8 @@ def create_app(server: Server) -> FastAPI:
         redoc_url=None,
     )
     app.state.server = server
+    if server.settings.insecure_local:
+        _refuse_browsers_from_elsewhere(app)
     aws.mount(app, server)
     rest.mount(app, server)
 
@@ -82,6 +85,28 @@ def create_app(server: Server) -> FastAPI:
                         media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _refuse_browsers_from_elsewhere(app: FastAPI) -> None:
+    """With ``--insecure-local`` nothing is authenticated, and binding loopback keeps other
+    machines out but not a web page open in this machine's browser: a multipart POST is a
+    "simple" cross-origin request (sent without a preflight), and DNS rebinding can make a page's
+    own origin resolve to 127.0.0.1. So requests must name a loopback host, and a browser's
+    request must come from a loopback origin; anything else is refused (403)."""
+
+    @app.middleware("http")
+    async def loopback_origins_only(request: Request, call_next: Any) -> Response:
+        host = urlsplit("//" + request.headers.get("host", "")).hostname or ""
+        origin = request.headers.get("origin")
+        origin_host = (urlsplit(origin).hostname or "") if origin else None
+        if (not is_loopback(host) or (origin_host is not None and not is_loopback(origin_host))
+                or request.headers.get("sec-fetch-site") == "cross-site"):
+            return JSONResponse(
+                {"__type": "AccessDeniedException",
+                 "message": "This server runs with --insecure-local: it answers only requests "
+                            "addressed to a loopback host from a loopback origin"},
+                status_code=403)
+        return await call_next(request)
 
 
 DOCS_STATIC = "/docs-static"

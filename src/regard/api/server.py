@@ -11,6 +11,7 @@ stall a ``ListCollections``.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import functools
 import logging
 import os
@@ -49,6 +50,16 @@ class ServerSettings:
     def max_body_bytes(self, limits: ImageLimits) -> int:
         """Largest request body read: two inline images (CompareFaces) in base64, plus JSON."""
         return 2 * (limits.max_bytes * 4 // 3 + 4) + 64 * 1024
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or address, no port) is this machine's loopback."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class WorkerPool:

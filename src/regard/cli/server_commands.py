@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import sys
@@ -58,15 +57,6 @@ def _use_home(home: Optional[Path]) -> Path:
     return private_dir(regard_home())
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0: all)"),
@@ -101,10 +91,10 @@ def serve(
 
     from regard.analysis import Engine
     from regard.api.app import create_app
-    from regard.api.server import Server, ServerSettings
+    from regard.api.server import Server, ServerSettings, is_loopback
     from regard.governance.keys import CREDENTIALS_FILE
 
-    if insecure_local and not _is_loopback(host):
+    if insecure_local and not is_loopback(host):
         err.print(f"[red]--insecure-local only binds a loopback address, not {host}[/red]")
         raise typer.Exit(code=2)
     home_dir = _use_home(home)

@@ -148,6 +148,8 @@ async def _refresh_indexes_forever(server: Server) -> None:
             await server.light_pool.run(server.service.store.indexes.refresh)
         except asyncio.CancelledError:
             raise
+        except (DatabaseUnavailableError, ThrottlingError) as exc:  # transient: try again later
+            log.warning("index refresh skipped: %s", exc)
         except Exception:  # keep going; the failure is in the log
             log.exception("index refresh failed")
 

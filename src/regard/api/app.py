@@ -162,6 +162,8 @@ async def _sweep_forever(server: Server) -> None:
             await server.light_pool.run(server.service.sweep_retention, SWEEPER)
         except asyncio.CancelledError:
             raise
+        except (DatabaseUnavailableError, ThrottlingError) as exc:  # transient: next round
+            log.warning("retention sweep skipped: %s", exc)
         except Exception:  # keep sweeping; the failure is in the log
             log.exception("retention sweep failed")
         await asyncio.sleep(server.settings.retention_sweep_seconds)

@@ -156,14 +156,18 @@ async def _refresh_indexes_forever(server: Server) -> None:
 
 async def _sweep_forever(server: Server) -> None:
     """Delete faces past their collection's retention now and then every
-    ``retention_sweep_seconds`` (each deletion is an audited RetentionSweep entry)."""
+    ``retention_sweep_seconds`` (each deletion is an audited RetentionSweep entry); after a
+    transient failure (the database down, the pool full), again within a minute, so expired
+    faces do not wait a whole period more."""
     while True:
+        wait = server.settings.retention_sweep_seconds
         try:
             await server.light_pool.run(server.service.sweep_retention, SWEEPER)
         except asyncio.CancelledError:
             raise
-        except (DatabaseUnavailableError, ThrottlingError) as exc:  # transient: next round
-            log.warning("retention sweep skipped: %s", exc)
+        except (DatabaseUnavailableError, ThrottlingError) as exc:
+            log.warning("retention sweep skipped, retrying within a minute: %s", exc)
+            wait = min(wait, 60.0)
         except Exception:  # keep sweeping; the failure is in the log
             log.exception("retention sweep failed")
-        await asyncio.sleep(server.settings.retention_sweep_seconds)
+        await asyncio.sleep(wait)

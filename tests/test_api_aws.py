@@ -402,6 +402,33 @@ def test_a_server_overwrites_faces_deleted_by_another_replica_unsearched(tmp_pat
         assert len(entry.faces) == 9
 
 
+def test_a_stalled_body_times_out_on_both_doors(tmp_path, engine):
+    """A client that stops sending its body (or sends it byte by byte) gets a 408
+    RequestTimeoutException after ``body_read_seconds`` instead of holding its connection."""
+    import socket
+
+    with LiveServer(tmp_path, engine, ServerSettings(body_read_seconds=0.5)) as srv:
+        key, secret = srv.server.keys.create("slow client")
+        for path, extra in (("/", "X-Amz-Target: RekognitionService.DetectFaces\r\n"
+                                  "Content-Type: application/x-amz-json-1.1\r\n"),
+                            ("/v1/detect", "Content-Type: multipart/form-data; boundary=x\r\n"
+                                           f"Authorization: Bearer {key.access_key_id}:{secret}"
+                                           "\r\n")):
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+                sock.sendall((f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}"
+                              "Content-Length: 100000\r\n\r\n{").encode())
+                started = time.monotonic()
+                reply = ""
+                while "RequestTimeoutException" not in reply and time.monotonic() - started < 5:
+                    chunk = sock.recv(65536).decode("latin-1")
+                    if not chunk:
+                        break
+                    reply += chunk
+                waited = time.monotonic() - started
+            assert reply.startswith("HTTP/1.1 408"), reply[:200]
+            assert "RequestTimeoutException" in reply and waited < 5, (path, waited)
+
+
 def test_insecure_local_needs_no_signature(tmp_path, engine):
     with LiveServer(tmp_path, engine, ServerSettings(insecure_local=True)) as srv:
         client = rekognition(srv.url, None, None, signature_version=UNSIGNED)

@@ -66,6 +66,14 @@ class ThrottlingError(RegardError):
     http_status = 500
 
 
+class RequestTimeoutError(RegardError):
+    """The request body did not arrive in time (a stalled or deliberately slow client). AWS's
+    name for it, which the SDKs treat as transient and retry."""
+
+    code = "RequestTimeoutException"
+    http_status = 408
+
+
 class DatabaseUnavailableError(RegardError):
     """The catalog database could not serve the request: its server is down or restarting, out
     of connections, or (SQLite) locked past the busy timeout. Transient: a 500, which boto3 and

@@ -10,18 +10,21 @@ per-operation knowledge lives in the service model, as in botocore itself.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from starlette.requests import ClientDisconnect
 
 from regard.api.server import Server, outcome, timer
 from regard.api.sigv4 import SignedRequest, verify
 from regard.errors import (
     ImageTooLargeError,
     RegardError,
+    RequestTimeoutError,
     SerializationError,
     UnknownOperationError,
 )
@@ -45,7 +48,8 @@ def mount(app: FastAPI, server: Server) -> None:
         operation = label if label in server.service.operations else "Unknown"  # metrics only
         error: BaseException | None = None
         try:
-            body = await read_body(request, server.max_body_bytes)
+            body = await read_body(request, server.max_body_bytes,
+                                   server.settings.body_read_seconds)
             key = None
             if not server.settings.insecure_local:
                 signed = SignedRequest(request.method, request.scope.get("raw_path", b"/")
@@ -91,8 +95,20 @@ def _operation(target: str, server: Server) -> str:
     return name
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing (without reading it all) anything larger than ``limit``."""
+async def read_body(request: Request, limit: int, seconds: float) -> bytes:
+    """The body, refusing (without reading it all) anything larger than ``limit`` and a body
+    that has not fully arrived after ``seconds``."""
+    try:
+        return await asyncio.wait_for(_read_body(request, limit), seconds)
+    except asyncio.TimeoutError:
+        raise RequestTimeoutError(
+            f"The request body did not arrive within {seconds:g} seconds") from None
+    except ClientDisconnect:  # not a server fault: no traceback in the log
+        raise RequestTimeoutError(
+            "The client closed the connection before its request body arrived") from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise ImageTooLargeError(f"The request body exceeds the limit of {limit} bytes")

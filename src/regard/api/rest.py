@@ -80,6 +80,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "ResourceAlreadyExistsException": 409,
     "ConflictException": 409,
     "ImageTooLargeException": 413,
+    "RequestTimeoutException": 408,
     "ThrottlingException": 429,
     "ProvisionedThroughputExceededException": 429,
     "MissingAuthenticationTokenException": 401,
@@ -114,6 +115,7 @@ _ERROR_DESCRIPTIONS = {
     403: "`AccessDeniedException`",
     404: "`ResourceNotFoundException` (collection, user or face), or no such route",
     409: "`ResourceAlreadyExistsException`, `ConflictException`",
+    408: "`RequestTimeoutException`: the request body did not arrive in time",
     413: "`ImageTooLargeException`: the image or the request body exceeds the limit",
     429: "`ThrottlingException` (the server is busy) or `ProvisionedThroughputExceededException` "
          "(the key's request rate is used up); retry with backoff",
@@ -370,7 +372,8 @@ def _route_class(server: Server) -> type[APIRoute]:
                     request.state.caller = await _caller(server, request)
                     # FastAPI's own pattern for custom request handling: the endpoint reads
                     # this instead of the (unbounded) stream.
-                    request._body = await read_body(request, server.max_body_bytes)
+                    request._body = await read_body(request, server.max_body_bytes,
+                                                    server.settings.body_read_seconds)
                     response = await endpoint(request)
                     response.headers["X-Request-Id"] = request_id
                     return response

@@ -46,6 +46,9 @@ class ServerSettings:
     # How often loaded indexes catch up with deletions made elsewhere (other processes or
     # replicas) and stale checkpoints go, searched or not; 0: only when searched.
     index_refresh_seconds: float = 60.0
+    # The whole request body must arrive within this (a 13 MB body at 1 Mbit/s takes ~105 s);
+    # a client that stalls gets RequestTimeoutException instead of holding its connection.
+    body_read_seconds: float = 120.0
 
     def max_body_bytes(self, limits: ImageLimits) -> int:
         """Largest request body read: two inline images (CompareFaces) in base64, plus JSON."""

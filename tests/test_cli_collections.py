@@ -210,3 +210,18 @@ def test_an_unreachable_database_is_one_line_not_a_traceback(tmp_path):
     assert done.returncode == 1
     assert "InternalServerError" in done.stderr and "retry" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_file_gone_or_unreadable_is_reported_and_the_rest_indexed(home, folder, monkeypatch):
+    from regard.cli import collection_commands
+
+    _run("collections", "create", "c", "--purpose", "testing")
+    listed = [folder / "astronaut.jpg", folder / "vanished.jpg"]  # deleted after the listing
+    monkeypatch.setattr(collection_commands, "find_images", lambda paths: listed)
+    result = runner.invoke(app, ["index", "c", str(folder), "--json", "--workers", "1"])
+    assert result.exit_code == 1
+    by_image = {Path(b["Image"]).name: b for b in map(json.loads, result.stdout.splitlines())}
+    assert by_image["vanished.jpg"]["__type"] == "InvalidImageFormatException"
+    assert "Cannot read the file" in by_image["vanished.jpg"]["message"]
+    assert len(by_image["astronaut.jpg"]["FaceRecords"]) == 1
+    assert "1 failed" in " ".join(result.output.split())

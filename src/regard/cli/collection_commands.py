@@ -28,7 +28,7 @@ from regard.cli.common import (
     local_caller,
     out,
 )
-from regard.errors import RegardError
+from regard.errors import InvalidImageFormatError, RegardError
 
 # ==============================================================================================
 # Collections: `regard collections|index|search|faces|users`. Each command calls one
@@ -314,9 +314,15 @@ def index_images(
     names = read_id_csv(id_csv) if id_csv else {}
     todo: list[tuple[Path, str]] = []
     queued: set[str] = set()
-    skipped = skipped_empty = 0
+    skipped = skipped_empty = unreadable = 0
     for path in find_images(paths):
-        digest = _sha256(path)
+        try:
+            digest = _sha256(path)
+        except OSError as exc:  # gone since the listing, or not readable: report, go on
+            unreadable += 1
+            _print_error(path, InvalidImageFormatError(f"Cannot read the file: {exc.strerror}"),
+                         as_json)
+            continue
         if digest in with_faces or digest in queued:  # (a copy of an image queued already)
             skipped += 1
         elif digest in empty:
@@ -356,11 +362,11 @@ def index_images(
                 _emit({"Image": str(path), **body})
     err.print(f"{len(todo) - failed} image(s) indexed: {indexed} face(s) added, {unindexed} not "
               f"indexed; {skipped} already indexed; {skipped_empty} without faces in an "
-              f"earlier run (--rescan to process them again); {failed} failed")
+              f"earlier run (--rescan to process them again); {failed + unreadable} failed")
     if indexed and service.store.catalog.get_collection(collection).face_count >= \
             service.store.indexes.options.checkpoint_min:
         service.store.indexes.checkpoint(collection)  # the next search starts warm
-    if failed:
+    if failed or unreadable:
         raise typer.Exit(code=1)
 
 

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
@@ -85,6 +85,95 @@ def create_app(server: Server) -> FastAPI:
                         media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _refuse_browsers_from_elsewhere(app: FastAPI) -> None:
+    """With ``--insecure-local`` nothing is authenticated, and binding loopback keeps other
+    machines out but not a web page open in this machine's browser: a multipart POST is a
+    "simple" cross-origin request (sent without a preflight), and DNS rebinding can make a page's
+    own origin resolve to 127.0.0.1. So requests must name a loopback host, and a browser's
+    request must come from a loopback origin; anything else is refused (403)."""
+
+    @app.middleware("http")
+    async def loopback_origins_only(request: Request, call_next: Any) -> Response:
+        host = urlsplit("//" + request.headers.get("host", "")).hostname or ""
+        origin = request.headers.get("origin")
+        origin_host = (urlsplit(origin).hostname or "") if origin else None
+        if (not is_loopback(host) or (origin_host is not None and not is_loopback(origin_host))
+                or request.headers.get("sec-fetch-site") == "cross-site"):
+            return JSONResponse(
+                {"__type": "AccessDeniedException",
+                 "message": "This server runs with --insecure-local: it answers only requests "
+                            "addressed to a loopback host from a loopback origin"},
+                status_code=403)
+        return await call_next(request)
+
+
+DOCS_STATIC = "/docs-static"
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` with their JavaScript and CSS served by Regard
+    itself, from the ``fastapi-offline`` wheel: FastAPI's defaults load them from a CDN, which an
+    offline installation cannot reach."""
+    import fastapi_offline
+
+    static = Path(fastapi_offline.__file__).parent / "static"
+    app.mount(DOCS_STATIC, StaticFiles(directory=static), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} API",
+            swagger_js_url=f"{DOCS_STATIC}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_STATIC}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_STATIC}/favicon.png")
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url=app.openapi_url or "/openapi.json",
+                              title=f"{app.title} API",
+                              redoc_js_url=f"{DOCS_STATIC}/redoc.standalone.js",
+                              redoc_favicon_url=f"{DOCS_STATIC}/favicon.png",
+                              with_google_fonts=False)
+
+
+async def _periodically(name: str, run: Callable[[], Awaitable[object]], period: float, *,
+                        start_now: bool) -> None:
+    """Run ``run`` every ``period`` seconds (first at once, or after one period). A transient
+    failure (the database down, the pool full) is one log line and is retried within a minute;
+    any other failure is logged with its traceback; neither stops the loop."""
+    wait = 0.0 if start_now else period
+    while True:
+        if wait:
+            await asyncio.sleep(wait)
+        wait = period
+        try:
+            await run()
+        except asyncio.CancelledError:
+            raise
+        except (DatabaseUnavailableError, ThrottlingError) as exc:
+            log.warning("%s skipped, retrying within a minute: %s", name, exc)
+            wait = min(period, 60.0)
+        except Exception:
+            log.exception("%s failed", name)
+
+
+async def _refresh_indexes_forever(server: Server) -> None:
+    """Every ``index_refresh_seconds``: catch the loaded indexes up (a face deleted through
+    another replica is overwritten in this one's memory) and remove checkpoints that hold deleted
+    vectors (``IndexRegistry.refresh``)."""
+    await _periodically(
+        "index refresh", lambda: server.light_pool.run(server.service.store.indexes.refresh),
+        server.settings.index_refresh_seconds, start_now=False)
+
+
+async def _sweep_forever(server: Server) -> None:
+    """Delete faces past their collection's retention now and then every
+    ``retention_sweep_seconds`` (each deletion is an audited RetentionSweep entry)."""
+    await _periodically(
+        "retention sweep", lambda: server.light_pool.run(server.service.sweep_retention, SWEEPER),
+        server.settings.retention_sweep_seconds, start_now=True)
 
 
 def _refuse_browsers_from_elsewhere(app: FastAPI) -> None:

@@ -36,8 +36,12 @@ def _engine_kwargs(detector: Optional[str], min_face_size: int) -> dict[str, Any
 
 
 def _fail(exc: RegardError) -> None:
-    err.print(f"[red]{exc.code}[/red]: {exc.message}")
+    _print_failure(exc)
     raise typer.Exit(code=1)
+
+
+def _print_failure(exc: RegardError) -> None:
+    err.print(f"[red]{exc.code}[/red]: {exc.message}")
 
 
 def main() -> None:
@@ -47,7 +51,7 @@ def main() -> None:
     try:
         app()
     except RegardError as exc:
-        err.print(f"[red]{exc.code}[/red]: {exc.message}")
+        _print_failure(exc)
         sys.exit(1)
 
 

@@ -38,8 +38,7 @@ from typing import Any, Callable, ContextManager, Iterator, Sequence
 import numpy as np
 from sqlalchemy import Connection, Engine, and_, bindparam, create_engine, delete, event, func
 from sqlalchemy import insert, select, update
-from sqlalchemy.engine import make_url
-from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from regard.errors import (

@@ -10,7 +10,7 @@ from pathlib import Path
 import uvicorn
 
 from regard import Engine
-from regard.api.app import create_app
+from regard.api.app import uvicorn_config
 from regard.api.server import Server, ServerSettings
 from regard.object_store import ObjectStore
 from regard.service import RegardService
@@ -30,16 +30,17 @@ class LiveServer:
     def __init__(self, home: Path, engine: Engine, settings: ServerSettings | None = None,
                  object_store: ObjectStore | None = None,
                  default_purpose: str | None = "integration tests",
-                 database_url: str | None = None) -> None:
+                 database_url: str | None = None, tls_cert: str | None = None,
+                 tls_key: str | None = None) -> None:
         store = Store(database_url or f"sqlite:///{home / 'catalog.db'}", checkpoint_dir=False)
         service = RegardService(engine, store, object_store=object_store,
                                 default_purpose=default_purpose)
         self.server = Server(service, settings or ServerSettings())
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._uvicorn = uvicorn.Server(uvicorn.Config(
-            create_app(self.server), host="127.0.0.1", port=self.port, log_level="warning",
-            limit_concurrency=None))
+        self._uvicorn = uvicorn.Server(uvicorn_config(
+            self.server, "127.0.0.1", self.port, log_level="warning", tls_cert=tls_cert,
+            tls_key=tls_key))
+        self.url = f"{'https' if tls_cert else 'http'}://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._uvicorn.run, daemon=True)
 
     def __enter__(self) -> "LiveServer":

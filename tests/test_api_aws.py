@@ -409,8 +409,11 @@ def test_a_stalled_body_times_out_on_both_doors(tmp_path, engine):
 
     with LiveServer(tmp_path, engine, ServerSettings(body_read_seconds=0.5)) as srv:
         key, secret = srv.server.keys.create("slow client")
-        for path, extra in (("/", "X-Amz-Target: RekognitionService.DetectFaces\r\n"
-                                  "Content-Type: application/x-amz-json-1.1\r\n"),
+        # a signed request (an anonymous one is refused before its body is read)
+        signed = signed_post(srv.url, TARGET + "DetectFaces", b"{" + b" " * 99999,
+                             key.access_key_id, secret)
+        aws_headers = "".join(f"{k}: {v}\r\n" for k, v in signed.headers.items())
+        for path, extra in (("/", aws_headers),
                             ("/v1/detect", "Content-Type: multipart/form-data; boundary=x\r\n"
                                            f"Authorization: Bearer {key.access_key_id}:{secret}"
                                            "\r\n")):

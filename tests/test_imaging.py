@@ -43,7 +43,8 @@ def test_byte_limit(astronaut):
     with pytest.raises(ImageTooLargeError) as info:
         imaging.decode(big)
     assert info.value.code == "ImageTooLargeException"
-    assert imaging.decode(big, ImageLimits(max_bytes=10 * 1024 * 1024)).width == 1500
+    assert imaging.decode(big, ImageLimits(max_bytes=10 * 1024 * 1024,
+                                           max_analysis_pixels=1500 * 1500)).width == 1500
 
 
 def test_byte_limit_from_environment(astronaut, monkeypatch):
@@ -125,3 +126,54 @@ def test_arrays_and_paths(astronaut, tmp_path):
         imaging.load(tmp_path / "missing.jpg")
     with pytest.raises(InvalidParameterError):
         imaging.load(12345)  # type: ignore[arg-type]
+
+
+def _png16(rows: np.ndarray) -> bytes:
+    """A 16-bit greyscale PNG written by hand (Pillow writes 16-bit grey from mode I;16 too, but
+    this keeps the test independent of what Pillow chooses to write)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    h, w = rows.shape
+    raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in rows)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_16_bit_greyscale_png_is_scaled_not_clipped(astronaut, engine):
+    grey = np.asarray(Image.fromarray(astronaut).convert("L"), dtype=np.uint16)
+    decoded = imaging.decode(_png16(grey * 257))  # the same picture at 16 bits
+    assert decoded.pixels.shape == (512, 512, 3)
+    assert np.abs(decoded.pixels[..., 0].astype(int) - grey.astype(int)).max() <= 1
+    # and the face is found (it was 0 faces, no error, when the image was read as white)
+    assert len(engine.detect(_png16(grey * 257)).faces) == 1
+
+
+def test_large_images_are_analysed_on_a_reduced_copy(astronaut, engine):
+    big = np.asarray(Image.fromarray(astronaut).resize((3072, 3072), Image.BILINEAR))
+    for fmt in ("JPEG", "PNG"):
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        data = encode(big[:, :2048], fmt, exif=exif.tobytes())
+        decoded = imaging.decode(data, ImageLimits(max_bytes=50 * 1024 * 1024))
+        h, w = decoded.pixels.shape[:2]
+        assert w * h <= imaging.DEFAULT_MAX_ANALYSIS_PIXELS
+        assert w / h == pytest.approx(3072 / 2048, rel=0.01)  # the EXIF turn still applies
+        assert decoded.scale == pytest.approx(3072 / max(h, w), rel=0.01)
+    canvas = np.full((3000, 3000, 3), 128, np.uint8)  # 9 megapixels, the astronaut at 1000,500
+    canvas[500:1012, 1000:1512] = astronaut
+    faces = engine.detect(encode(canvas, "JPEG")).faces
+    assert len(faces) == 1 and faces[0].image_width == 1440  # found on the reduced copy
+    (face,) = engine.detect(astronaut).faces
+    box = face.bounding_box()
+    assert faces[0].bounding_box() == pytest.approx({  # the same place, in ratios of the canvas
+        "Left": (1000 + box["Left"] * 512) / 3000, "Top": (500 + box["Top"] * 512) / 3000,
+        "Width": box["Width"] * 512 / 3000, "Height": box["Height"] * 512 / 3000}, abs=0.005)
+
+
+def test_truncated_large_jpeg_is_refused(astronaut):
+    big = np.asarray(Image.fromarray(astronaut).resize((4000, 4000)))
+    data = encode(big, "JPEG")
+    with pytest.raises(InvalidImageFormatError, match="truncated"):
+        imaging.decode(data[: len(data) // 2], ImageLimits(max_bytes=50 * 1024 * 1024))

@@ -6,7 +6,17 @@ environment so that an operator can tighten them without code:
 - ``REGARD_MAX_IMAGE_BYTES`` (default 5 MiB, Rekognition's limit for inline bytes);
 - ``REGARD_MAX_IMAGE_PIXELS`` (default 40 megapixels; checked from the header, before decoding,
   so a decompression bomb never allocates its pixels);
-- minimum 80x80 pixels after EXIF rotation (Rekognition's rule).
+- minimum 80x80 pixels after EXIF rotation (Rekognition's rule);
+- ``REGARD_MAX_ANALYSIS_PIXELS`` (default 1920x1080): larger images are analysed on a downscaled
+  copy, as Rekognition does ("the minimum face size is 40x40 pixels in a 1920x1080 image; larger
+  images need larger faces"). JPEGs are decoded at the reduced scale directly (libjpeg's DCT
+  scaling), others are reduced right after decoding, so the detector's and the decoder's work per
+  image is bounded by this, not by what a header claims: a 40-megapixel picture costs a small
+  multiple of a photo's, never seconds of CPU. Boxes and landmarks are ratios on the wire, so the
+  answers do not change; in the Python API pixel coordinates are those of the analysed copy.
+
+16-bit greyscale PNGs (Pillow's ``I;16`` modes) are scaled to 8 bits; Pillow's own conversion
+would clip them, turning every photo white.
 """
 
 from __future__ import annotations
@@ -18,12 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from regard.errors import ImageTooLargeError, InvalidImageFormatError, InvalidParameterError
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MAX_ANALYSIS_PIXELS = 1920 * 1080
 MIN_SIDE = 80
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
 
@@ -35,12 +46,15 @@ class ImageLimits:
     max_bytes: int = DEFAULT_MAX_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS
     min_side: int = MIN_SIDE
+    max_analysis_pixels: int = DEFAULT_MAX_ANALYSIS_PIXELS
 
     @classmethod
     def from_env(cls) -> "ImageLimits":
         return cls(
             max_bytes=_env_int("REGARD_MAX_IMAGE_BYTES", DEFAULT_MAX_BYTES),
             max_pixels=_env_int("REGARD_MAX_IMAGE_PIXELS", DEFAULT_MAX_PIXELS),
+            max_analysis_pixels=_env_int("REGARD_MAX_ANALYSIS_PIXELS",
+                                         DEFAULT_MAX_ANALYSIS_PIXELS),
         )
 
 
@@ -59,11 +73,13 @@ def _env_int(name: str, default: int) -> int:
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """RGB pixels (H, W, 3) uint8, upright (EXIF orientation applied), plus where they came from."""
+    """RGB pixels (H, W, 3) uint8, upright (EXIF orientation applied), plus where they came from.
+    ``scale`` is how much the pixels were reduced for analysis (1.0: not at all)."""
 
     pixels: np.ndarray
     format: str
     exif_orientation: int
+    scale: float = 1.0
 
     @property
     def width(self) -> int:
@@ -104,9 +120,15 @@ def decode(data: bytes | bytearray | memoryview, limits: ImageLimits | None = No
                     f"the limit is {limits.max_pixels}"
                 )
             orientation = _exif_orientation(image)
+            target = analysis_size(width, height, limits.max_analysis_pixels)
+            if target != (width, height) and fmt == "JPEG":
+                image.draft("RGB", target)  # decode at 1/2, 1/4 or 1/8 scale: bounded work
             image.load()  # full decode: truncated or corrupt data fails here
-            upright = ImageOps.exif_transpose(image) if orientation not in (0, 1) else image
-            rgb = upright.convert("RGB")
+            if target != (width, height):
+                image = _reduced(image, target)
+            upright = image.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE \
+                else image
+            rgb = _to_rgb(upright)
     except (ImageTooLargeError, InvalidImageFormatError):
         raise
     except Image.DecompressionBombError as exc:
@@ -118,7 +140,48 @@ def decode(data: bytes | bytearray | memoryview, limits: ImageLimits | None = No
         raise InvalidImageFormatError(f"Image bytes could not be decoded: {exc}") from exc
     pixels = np.asarray(rgb, dtype=np.uint8)
     _check_min_size(pixels.shape[1], pixels.shape[0], limits)
-    return DecodedImage(pixels=np.ascontiguousarray(pixels), format=fmt, exif_orientation=orientation)
+    scale = max(width, height) / max(pixels.shape[:2])
+    return DecodedImage(pixels=np.ascontiguousarray(pixels), format=fmt,
+                        exif_orientation=orientation, scale=scale)
+
+
+# EXIF orientation -> the transposition that makes the image upright (as ImageOps.exif_transpose;
+# applied explicitly because a reduced copy no longer carries the EXIF block).
+_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+              4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+              6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}
+
+
+def analysis_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
+    """(width, height) reduced, keeping the aspect ratio, to at most ``max_pixels``."""
+    if width * height <= max_pixels:
+        return width, height
+    factor = (max_pixels / (width * height)) ** 0.5
+    return max(1, int(width * factor)), max(1, int(height * factor))
+
+
+def _reduced(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    if image.mode not in ("RGB", "RGBA", "L", "LA", "I;16", "I;16B", "I;16L", "I", "F"):
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    # reducing_gap: a cheap integer box reduction first, then a bilinear resize of the rest.
+    return image.resize(size, Image.BILINEAR, reducing_gap=2.0)
+
+
+# 16-bit value -> nearest 8-bit value (v / 257, rounded): a lookup is faster than arithmetic
+# on a big image and allocates nothing wider than the result.
+_SIXTEEN_TO_EIGHT = ((np.arange(65536, dtype=np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB, scaling high-depth greyscale (16-bit PNG: ``I;16*``, or ``I``/``F`` holding its
+    values) instead of clipping it to white as ``convert("RGB")`` does."""
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        values = np.asarray(image)
+        if values.dtype != np.uint16:
+            values = np.clip(values, 0, 65535).astype(np.uint16)
+        return Image.fromarray(_SIXTEEN_TO_EIGHT[values], mode="L").convert("RGB")
+    return image.convert("RGB")
 
 
 def _exif_orientation(image: Image.Image) -> int:

@@ -17,12 +17,17 @@ limit for inline bytes).
 from __future__ import annotations
 
 import os
+import stat
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
 from regard.errors import ImageTooLargeError, InvalidS3ObjectError
 
 MAX_S3_IMAGE_BYTES = 15 * 1024 * 1024
+# A whole object must arrive within this: botocore's read timeout bounds each socket read only,
+# so a server dripping a byte every few seconds would otherwise hold an image worker for hours.
+S3_READ_DEADLINE_SECONDS = 60.0
 
 
 class ObjectStore(Protocol):
@@ -56,8 +61,7 @@ class LocalObjectStore:
         if not path.is_relative_to(self.root / bucket) or path == self.root / bucket:
             raise InvalidS3ObjectError(f"Invalid S3 object name {name!r}")
         try:
-            with path.open("rb") as fh:
-                data = fh.read(self.max_bytes + 1)
+            data = _read_regular_file(path, self.max_bytes + 1)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
             raise InvalidS3ObjectError(
                 f"Unable to get object metadata from S3. Check object key, region and/or access "
@@ -73,7 +77,8 @@ class S3ObjectStore:
 
     def __init__(self, endpoint_url: str | None, *, region: str | None = None,
                  access_key_id: str | None = None, secret_access_key: str | None = None,
-                 max_bytes: int = MAX_S3_IMAGE_BYTES) -> None:
+                 max_bytes: int = MAX_S3_IMAGE_BYTES,
+                 deadline_seconds: float = S3_READ_DEADLINE_SECONDS) -> None:
         import botocore.session
         from botocore.config import Config
 
@@ -81,8 +86,9 @@ class S3ObjectStore:
         self._client = session.create_client(
             "s3", endpoint_url=endpoint_url, region_name=region or "us-east-1",
             aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key,
-            config=Config(retries={"max_attempts": 2}, connect_timeout=5, read_timeout=30))
+            config=Config(retries={"max_attempts": 2}, connect_timeout=5, read_timeout=10))
         self.max_bytes = max_bytes
+        self.deadline_seconds = deadline_seconds
 
     def get(self, bucket: str, name: str, version: str | None = None) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -94,7 +100,8 @@ class S3ObjectStore:
             response = self._client.get_object(**kwargs)
             body = response["Body"]
             try:
-                data = body.read(self.max_bytes + 1)
+                data = _read_within(body, self.max_bytes + 1, self.deadline_seconds,
+                                    f"s3://{bucket}/{name}")
             finally:
                 body.close()
         except ClientError as exc:
@@ -105,6 +112,38 @@ class S3ObjectStore:
         except BotoCoreError as exc:
             raise InvalidS3ObjectError(f"The object store is unreachable: {exc}") from exc
         return _within_limit(data, self.max_bytes)
+
+
+def _read_within(body: Any, limit: int, seconds: float, what: str) -> bytes:
+    deadline = time.monotonic() + seconds
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = body.read(min(1024 * 1024, limit - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        if time.monotonic() > deadline:
+            raise InvalidS3ObjectError(f"{what} did not arrive within {seconds:g} seconds")
+    return b"".join(chunks)
+
+
+def _read_regular_file(path: Path, limit: int) -> bytes:
+    """At most ``limit`` bytes of a regular file. Opened without blocking and checked on the open
+    descriptor: a FIFO, socket or device under the root would otherwise block a worker forever
+    (opening a FIFO waits for a writer, reading a device may never end), and checking before
+    opening would race with a swap of the file."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InvalidS3ObjectError(
+                f"Unable to get object metadata from S3: {path.name} is not a regular file")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read(limit)
+    finally:
+        os.close(fd)
 
 
 def _within_limit(data: bytes, max_bytes: int) -> bytes:

@@ -24,7 +24,14 @@ def private_dir(path: Path) -> Path:
     """Create ``path`` (and missing parents) owner-only; an existing folder is left as it is
     (it may be shared on purpose; the files in it are private anyway)."""
     if not path.is_dir():
-        path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        # One level at a time: ``mkdir(parents=True)`` gives only the last folder ``mode``, the
+        # parents it creates get the umask's (0755).
+        if not path.parent.is_dir():
+            private_dir(path.parent)
+        try:
+            path.mkdir(mode=DIR_MODE)
+        except FileExistsError:
+            pass
     return path
 
 

@@ -3,6 +3,13 @@ under ``/v1`` (OpenAPI at ``/docs``), ``/healthz`` and Prometheus ``/metrics``.
 
 ``/healthz`` and ``/metrics`` are unauthenticated, as scrapers and load balancers expect; they
 reveal request counts and latencies, never faces, names or collection contents.
+
+A damaged catalog does not stop the server: it starts, logs one line and answers ``/healthz``
+with 503 ``degraded`` (so a load balancer takes it out of rotation), while what still reads
+(the audit ledger, say) stays reachable; refusing to start would leave an orchestrator
+restarting it in a loop with the reason buried in its logs. SQLite's ``quick_check`` runs once
+at start; afterwards the catalog notes corruption and full disks as queries meet them, and
+``/healthz`` reads those notes (and the free space), never the whole file.
 """
 
 from __future__ import annotations
@@ -22,8 +29,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import regard
 from regard.api import aws, rest
+from regard.api.connections import guarded_protocol, limit_log_floods, raise_descriptor_limit
 from regard.api.server import Server, is_loopback
-from regard.errors import DatabaseUnavailableError, ThrottlingError
+from regard.errors import (
+    CatalogCorruptError,
+    DatabaseUnavailableError,
+    StorageFullError,
+    ThrottlingError,
+)
 from regard.service import Caller
 
 log = logging.getLogger("regard.api")
@@ -33,6 +46,10 @@ SWEEPER = Caller(principal="regard:retention-sweeper", purpose="retention")
 def create_app(server: Server) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        problems = await asyncio.to_thread(catalog.integrity_problems, quick=True)
+        if problems:
+            log.error("the catalog database is damaged (%s): serving degraded; run `regard "
+                      "collections check` and restore it from a backup", problems[0])
         tasks = []
         if server.settings.retention_sweep_seconds > 0:
             tasks.append(asyncio.create_task(_sweep_forever(server)))
@@ -57,6 +74,8 @@ def create_app(server: Server) -> FastAPI:
         redoc_url=None,
     )
     app.state.server = server
+    catalog = server.service.store.catalog
+    server.metrics.watch_storage(catalog.health)
     if server.settings.insecure_local:
         _refuse_browsers_from_elsewhere(app)
     aws.mount(app, server)
@@ -66,17 +85,27 @@ def create_app(server: Server) -> FastAPI:
 
     @app.get("/healthz", tags=["operations"], summary="Liveness and readiness",
              description="200 when the server runs and reaches its catalog database; 503 when "
-                         "the database cannot be reached (a load balancer should hold traffic).")
+                         "the database cannot be reached, or `degraded` when it is damaged "
+                         "(`database: corrupt`) or its storage is full (`storage: full`): a "
+                         "load balancer should hold traffic.")
     async def healthz() -> JSONResponse:
+        health = catalog.health
         try:
-            await server.blocking(server.service.store.catalog.ping)
+            await server.blocking(catalog.ping)
         except DatabaseUnavailableError:
             return JSONResponse({"status": "unavailable", "version": regard.__version__,
                                  "database": "unreachable"}, status_code=503)
         except ThrottlingError:
             return JSONResponse({"status": "busy", "version": regard.__version__},
                                 status_code=503)
-        return JSONResponse({"status": "ok", "version": regard.__version__, "database": "ok"})
+        except (StorageFullError, CatalogCorruptError):
+            pass  # noted in ``health``
+        body = {"version": regard.__version__,
+                "database": "corrupt" if health.corrupt else "ok",
+                "storage": "full" if await asyncio.to_thread(health.storage_full) else "ok"}
+        if body["database"] == "ok" and body["storage"] == "ok":
+            return JSONResponse({"status": "ok", **body})
+        return JSONResponse({"status": "degraded", **body}, status_code=503)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
              response_class=Response)
@@ -85,6 +114,22 @@ def create_app(server: Server) -> FastAPI:
                         media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def uvicorn_config(server: Server, host: str, port: int, *, log_level: str = "info",
+                   tls_cert: str | None = None, tls_key: str | None = None) -> Any:
+    """How ``regard serve`` (and the tests' live servers) run the app: uvicorn's h11 protocol
+    with Regard's connection defences (``api.connections``), file descriptors raised to fit
+    them, log floods limited, and TLS when a certificate is given."""
+    import uvicorn
+
+    limits = server.settings.connections.within(raise_descriptor_limit())
+    limit_log_floods()
+    return uvicorn.Config(
+        create_app(server), host=host, port=port, log_level=log_level,
+        http=guarded_protocol(limits, server.metrics),
+        timeout_keep_alive=int(max(1, limits.keep_alive_seconds)),
+        ssl_certfile=tls_cert, ssl_keyfile=tls_key)
 
 
 def _refuse_browsers_from_elsewhere(app: FastAPI) -> None:

@@ -14,13 +14,14 @@ import asyncio
 import json
 import logging
 import uuid
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 
-from regard.api.server import Server, outcome, timer
-from regard.api.sigv4 import SignedRequest, verify
+from regard.api.server import BodyBuffers, Server, outcome, timer
+from regard.api.sigv4 import SignedRequest, check_headers, verify_signature
 from regard.errors import (
     ImageTooLargeError,
     RegardError,
@@ -33,6 +34,7 @@ from regard.spec import from_wire, service_model, to_wire
 log = logging.getLogger("regard.api.aws")
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
+CONTENT_TYPES = frozenset({CONTENT_TYPE, "application/x-amz-json-1.0"})
 TARGET_PREFIX = service_model().metadata["targetPrefix"]  # "RekognitionService"
 
 
@@ -47,22 +49,25 @@ def mount(app: FastAPI, server: Server) -> None:
         label = target.partition(".")[2]
         operation = label if label in server.service.operations else "Unknown"  # metrics only
         error: BaseException | None = None
+        reserved = [0]
         try:
+            headers = [(k.decode("latin-1"), v.decode("latin-1"))
+                       for k, v in request.scope["headers"]]
+            credential = None
+            if not server.settings.insecure_local:  # before the body: anonymous bodies unread
+                credential = await server.blocking(check_headers, headers, server.keys)
+            check_content_type(request.headers.get("content-type"))
             body = await read_body(request, server.max_body_bytes,
-                                   server.settings.body_read_seconds)
+                                   server.settings.body_read_seconds, server.bodies, reserved)
             key = None
-            if not server.settings.insecure_local:
+            if credential is not None:
                 signed = SignedRequest(request.method, request.scope.get("raw_path", b"/")
                                        .decode("latin-1"),
                                        request.scope.get("query_string", b"").decode("latin-1"),
-                                       [(k.decode("latin-1"), v.decode("latin-1"))
-                                        for k, v in request.scope["headers"]], body)
-                key = await server.blocking(verify, signed, server.keys)
+                                       headers, body)
+                key = verify_signature(signed, credential)
             operation = _operation(target, server)
-            try:
-                decoded = json.loads(body) if body.strip() else {}
-            except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-                raise SerializationError("The request body is not valid JSON") from exc
+            decoded = parse_json(body)
             params = from_wire(operation, decoded)
             caller = server.caller(key, request.client.host if request.client else None,
                                    request.headers)
@@ -77,6 +82,7 @@ def mount(app: FastAPI, server: Server) -> None:
             log.exception("%s failed (request %s)", operation, request_id)
             return error_response(RegardError("Internal server error"), request_id)
         finally:
+            server.bodies.release(reserved[0])
             server.metrics.observe("aws", operation, outcome(error), elapsed())
 
     app.add_api_route("/", rekognition, methods=["POST"], include_in_schema=False)
@@ -88,6 +94,34 @@ def error_response(exc: RegardError, request_id: str) -> Response:
                     headers={"x-amzn-RequestId": request_id, "x-amzn-ErrorType": exc.code})
 
 
+def check_content_type(value: str | None) -> None:
+    """AWS's JSON 1.1 protocol: ``application/x-amz-json-1.1`` (1.0 accepted too), UTF-8."""
+    media, _, params = (value or "").partition(";")
+    if media.strip().lower() not in CONTENT_TYPES:
+        raise SerializationError(
+            f"Content-Type must be {CONTENT_TYPE} (AWS's JSON 1.1 protocol), not "
+            f"{(value or 'missing')[:100]!r}")
+    for param in params.split(";"):
+        name, _, charset = param.partition("=")
+        if name.strip().lower() == "charset" and charset.strip().strip('"').lower() not in (
+                "utf-8", "utf8"):
+            raise SerializationError("The request body must be UTF-8 JSON")
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object. Strictly UTF-8: ``json.loads`` would also take UTF-16 and
+    UTF-32 bytes, which no AWS SDK sends and the signature was not meant to cover."""
+    if not body.strip():
+        return {}
+    try:
+        decoded = json.loads(body.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise SerializationError("The request body is not valid UTF-8 JSON") from exc
+    if not isinstance(decoded, dict):
+        raise SerializationError("The request body must be a JSON object")
+    return decoded
+
+
 def _operation(target: str, server: Server) -> str:
     prefix, _, name = target.partition(".")
     if prefix != TARGET_PREFIX or name not in server.service.operations:
@@ -95,11 +129,13 @@ def _operation(target: str, server: Server) -> str:
     return name
 
 
-async def read_body(request: Request, limit: int, seconds: float) -> bytes:
-    """The body, refusing (without reading it all) anything larger than ``limit`` and a body
-    that has not fully arrived after ``seconds``."""
+async def read_body(request: Request, limit: int, seconds: float, buffers: BodyBuffers,
+                    reserved: list[int]) -> bytes:
+    """The body, refusing (without reading it all) anything larger than ``limit``, a body that
+    has not fully arrived after ``seconds``, and one that would take ``buffers`` past its cap.
+    ``reserved[0]`` says how much of ``buffers`` the caller must release when done with it."""
     try:
-        return await asyncio.wait_for(_read_body(request, limit), seconds)
+        return await asyncio.wait_for(_read_body(request, limit, buffers, reserved), seconds)
     except asyncio.TimeoutError:
         raise RequestTimeoutError(
             f"The request body did not arrive within {seconds:g} seconds") from None
@@ -108,15 +144,23 @@ async def read_body(request: Request, limit: int, seconds: float) -> bytes:
             "The client closed the connection before its request body arrived") from None
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, buffers: BodyBuffers,
+                     reserved: list[int]) -> bytes:
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    expected = int(declared) if declared and declared.isdigit() else None
+    if expected is not None and expected > limit:
         raise ImageTooLargeError(f"The request body exceeds the limit of {limit} bytes")
+    if expected:
+        buffers.reserve(expected)
+        reserved[0] += expected
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raise ImageTooLargeError(f"The request body exceeds the limit of {limit} bytes")
+        if size > reserved[0]:  # chunked, or more than declared
+            buffers.reserve(size - reserved[0])
+            reserved[0] = size
         chunks.append(chunk)
     return b"".join(chunks)

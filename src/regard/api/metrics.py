@@ -3,7 +3,13 @@ tests, do not collide)."""
 
 from __future__ import annotations
 
+from typing import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from regard.store.faults import StorageHealth
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -26,6 +32,42 @@ class Metrics:
             "regard_requests_throttled", "Requests refused because the worker queue was full",
             registry=self.registry)
 
+        self.connections = Gauge(
+            "regard_connections", "Open HTTP connections", registry=self.registry)
+        self.connections_refused = Counter(
+            "regard_connections_refused",
+            "Connections closed by a defence: over the total or per-client cap, or headers not "
+            "received in time", ["reason"], registry=self.registry)
+        self.body_bytes_buffered = Gauge(
+            "regard_body_bytes_buffered", "Request body bytes held in memory by requests in "
+            "flight", registry=self.registry)
+        self.bodies_refused = Counter(
+            "regard_bodies_refused", "Requests refused because the bodies in flight already "
+            "held the buffer limit", registry=self.registry)
+
     def observe(self, door: str, operation: str, outcome: str, seconds: float) -> None:
         self.requests.labels(door, operation, outcome).inc()
         self.latency.labels(door, operation).observe(seconds)
+
+    def watch_storage(self, health: StorageHealth) -> None:
+        """Export the catalog's storage faults (read at scrape time, never stored twice)."""
+        self.registry.register(_StorageCollector(health))
+
+
+class _StorageCollector(Collector):
+    def __init__(self, health: StorageHealth) -> None:
+        self.health = health
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "regard_storage_full_errors",
+            "Writes that failed for lack of space: catalog statements (their requests are "
+            "refused) and index checkpoints", value=self.health.full_errors)
+        yield GaugeMetricFamily(
+            "regard_catalog_corrupt", "1 once the catalog database was found damaged",
+            value=int(self.health.corrupt))
+        free = self.health.free_bytes()
+        if free is not None:  # SQLite only: a database server's disk is not ours to see
+            yield GaugeMetricFamily(
+                "regard_storage_free_bytes", "Free bytes where the SQLite catalog lives",
+                value=free)

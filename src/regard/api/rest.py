@@ -52,7 +52,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.formparsers import MultiPartParser
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from regard.api.aws import read_body
 from regard.api.server import Server, outcome, timer
@@ -92,7 +92,14 @@ STATUS_BY_CODE: dict[str, int] = {
 }
 
 
+# Statuses an error keeps whatever its code: 507 (``StorageFullError``, code
+# ``InternalServerError``) tells clients not to retry, where a 500 would make them.
+KEPT_STATUSES = frozenset({507})
+
+
 def status_of(error: RegardError) -> int:
+    if error.http_status in KEPT_STATUSES:
+        return error.http_status
     return STATUS_BY_CODE.get(error.code, 400)
 
 
@@ -121,6 +128,8 @@ _ERROR_DESCRIPTIONS = {
          "(the key's request rate is used up); retry with backoff",
     500: "`InternalServerError` (also while the catalog database is unavailable; retry with "
          "backoff)",
+    507: "`InternalServerError`: the server's storage is full; not retried until an operator "
+         "frees space",
 }
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text}
@@ -354,6 +363,33 @@ def _describe(error: Any) -> str:
     return f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg", "invalid"))
 
 
+def _names(dependant: Any, kind: str) -> frozenset[str]:
+    """The names (aliases) of a route's parameters of one kind, its dependencies' included."""
+    names = {param.alias for param in getattr(dependant, kind)}
+    for sub in dependant.dependencies:
+        names |= _names(sub, kind)
+    return frozenset(names)
+
+
+async def refuse_unknown_fields(request: Request, query: frozenset[str],
+                                form: frozenset[str]) -> None:
+    """A misspelt parameter (``FaceMatchThreshhold``) must not fall back to its default in
+    silence: FastAPI ignores query and form fields it does not declare, so refuse them here."""
+    unknown = sorted(set(request.query_params.keys()) - query)
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        # Parsed once: FastAPI reuses the parsed form (``Request.form`` caches it).
+        try:
+            fields = await request.form()
+        except MultiPartException as exc:
+            raise SerializationError(f"The form could not be parsed: {exc.message}") from exc
+        unknown += sorted(set(fields.keys()) - form)
+    if unknown:
+        raise ValidationError(
+            f"Unknown parameter(s): {', '.join(unknown[:10])[:300]}. "
+            f"Accepted: {', '.join(sorted(query | form)) or 'none'}")
+
+
 def _route_class(server: Server) -> type[APIRoute]:
     """The route class of every ``/v1`` route (see the module docstring); a route's
     ``operation_id`` is the service operation it runs."""
@@ -362,18 +398,23 @@ def _route_class(server: Server) -> type[APIRoute]:
         def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
             endpoint = super().get_route_handler()
             operation = self.operation_id or self.name
+            accepted_query = _names(self.dependant, "query_params")
+            accepted_form = _names(self.dependant, "body_params")
 
             async def handle(request: Request) -> Response:
                 request_id = str(uuid.uuid4())
                 elapsed = timer()
                 error: RegardError | None = None
+                reserved = [0]
                 try:
                     request.state.operation = operation
                     request.state.caller = await _caller(server, request)
                     # FastAPI's own pattern for custom request handling: the endpoint reads
                     # this instead of the (unbounded) stream.
                     request._body = await read_body(request, server.max_body_bytes,
-                                                    server.settings.body_read_seconds)
+                                                    server.settings.body_read_seconds,
+                                                    server.bodies, reserved)
+                    await refuse_unknown_fields(request, accepted_query, accepted_form)
                     response = await endpoint(request)
                     response.headers["X-Request-Id"] = request_id
                     return response
@@ -384,6 +425,7 @@ def _route_class(server: Server) -> type[APIRoute]:
                         error = RegardError("Internal server error")
                     return error_response(error, request_id)
                 finally:
+                    server.bodies.release(reserved[0])
                     server.metrics.observe("rest", operation, outcome(error), elapsed())
 
             return handle

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, TypeVar
 
+from regard.api.connections import ConnectionLimits
 from regard.api.metrics import Metrics
 from regard.errors import RegardError, ThrottlingError
 from regard.governance.keys import AccessKey, KeyStore
@@ -49,6 +50,11 @@ class ServerSettings:
     # The whole request body must arrive within this (a 13 MB body at 1 Mbit/s takes ~105 s);
     # a client that stalls gets RequestTimeoutException instead of holding its connection.
     body_read_seconds: float = 120.0
+    # Request bodies held in memory by all requests in flight together (both doors); a request
+    # that would go past it gets ThrottlingException before its body is read. 80 anonymous 14 MB
+    # bodies took an unbounded server to 1.25 GB.
+    body_buffer_bytes: int = 128 * 1024 * 1024
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     def max_body_bytes(self, limits: ImageLimits) -> int:
         """Largest request body read: two inline images (CompareFaces) in base64, plus JSON."""
@@ -94,6 +100,61 @@ class WorkerPool:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
+class BodyBuffers:
+    """The bytes of request bodies held in memory by requests in flight, under one cap.
+
+    A request reserves its declared ``Content-Length`` (or, when chunked, each chunk as it
+    arrives) before the bytes are read, and gives the reservation back when it ends. When all
+    reservations are back after a large burst, the C allocator is asked to return free memory to
+    the system (``malloc_trim``): freed 64 KiB receive buffers otherwise stay in the process's
+    heap, and a server that once held a gigabyte of bodies kept it."""
+
+    TRIM_AFTER = 32 * 1024 * 1024  # bytes released since the last trim worth a trim
+
+    def __init__(self, limit: int, metrics: Metrics) -> None:
+        self.limit = limit
+        self.held = 0
+        self._released = 0
+        self._metrics = metrics
+
+    def reserve(self, n: int) -> None:
+        # Only the event loop's thread calls this: no lock needed.
+        if n > 0 and self.held + n > self.limit:
+            self._metrics.bodies_refused.inc()
+            raise ThrottlingError(
+                "Regard is receiving too many large requests at once; retry with backoff")
+        self.held += n
+        self._metrics.body_bytes_buffered.set(self.held)
+
+    def release(self, n: int) -> None:
+        self.held -= n
+        self._released += n
+        self._metrics.body_bytes_buffered.set(self.held)
+        if self.held == 0 and self._released >= self.TRIM_AFTER:
+            self._released = 0
+            give_memory_back()
+
+
+def _libc() -> Any:
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
+def give_memory_back() -> None:
+    """Return the heap's free pages to the system (glibc; a no-op elsewhere). A few ms."""
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
 class Server:
     """One running Regard server's shared state; both doors call ``dispatch``."""
 
@@ -109,6 +170,8 @@ class Server:
         self.rates = RateLimiter()
         self.limits = service.engine.limits or ImageLimits.from_env()
         self.max_body_bytes = self.settings.max_body_bytes(self.limits)
+        self.bodies = BodyBuffers(max(self.settings.body_buffer_bytes, self.max_body_bytes),
+                                  self.metrics)
 
     async def dispatch(self, operation: str, params: dict[str, Any], caller: Caller
                        ) -> dict[str, Any]:

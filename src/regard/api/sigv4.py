@@ -8,6 +8,12 @@ What it refuses, with AWS's error names:
 - no ``Authorization`` header: ``MissingAuthenticationTokenException``;
 - a malformed one (no Credential/SignedHeaders/Signature, ``host`` or the date not signed):
   ``IncompleteSignatureException``;
+- an ``x-amz-*`` or ``x-regard-*`` header that is present but not signed:
+  ``InvalidSignatureException``. AWS requires what it acts on to be signed; here
+  ``X-Amz-Target`` chooses the operation and ``X-Regard-Purpose``/``-Case``/``-Consent`` go to the
+  ledger and to stored faces, so a header added after signing could replay a DescribeCollection
+  as a DeleteCollection or forge a purpose. botocore signs every header it sends except hop-by-hop
+  and tracing ones (``User-Agent``, ``Expect``, ``X-Amzn-Trace-Id``, ...), none of which match;
 - an unknown or revoked key: ``UnrecognizedClientException``;
 - a timestamp more than 5 minutes from the server's clock, a credential scoped to another day or
   service, a body whose hash is not the signed one, or a signature that does not match:
@@ -38,6 +44,8 @@ from regard.errors import (
 from regard.governance.keys import AccessKey, KeyStore
 
 ALGORITHM = "AWS4-HMAC-SHA256"
+# Headers that must be signed whenever they are present (prefixes, lower case).
+MUST_BE_SIGNED = ("x-amz-", "x-regard-")
 MAX_SKEW = timedelta(minutes=5)
 _FIELD = re.compile(r"(Credential|SignedHeaders|Signature)=([^,\s]+)")
 
@@ -53,11 +61,33 @@ class SignedRequest:
     body: bytes
 
 
+@dataclass(frozen=True)
+class Credential:
+    """What the headers alone establish: a well-formed, current signature by a known key. The
+    Rekognition door checks this before it reads the body, so an anonymous client cannot make
+    the server buffer one."""
+
+    key: AccessKey
+    secret: str
+    region: str
+    stamp: str
+    signed: list[str]
+    signature: str
+    headers: dict[str, list[str]]
+
+
 def verify(request: SignedRequest, keys: KeyStore, service: str = "rekognition",
            now: datetime | None = None) -> AccessKey:
     """The access key that signed ``request``, or the AWS error that explains why not."""
+    credential = check_headers(request.headers, keys, service, now)
+    return verify_signature(request, credential, service)
+
+
+def check_headers(raw_headers: list[tuple[str, str]], keys: KeyStore,
+                  service: str = "rekognition", now: datetime | None = None) -> Credential:
+    """Everything that can be checked before the body arrives (see ``Credential``)."""
     headers: dict[str, list[str]] = {}
-    for name, value in request.headers:
+    for name, value in raw_headers:
         headers.setdefault(name.lower(), []).append(value)
     auth = ",".join(headers.get("authorization", []))
     if not auth:
@@ -80,6 +110,13 @@ def verify(request: SignedRequest, keys: KeyStore, service: str = "rekognition",
     signed = [h.strip().lower() for h in fields["SignedHeaders"].split(";") if h.strip()]
     if "host" not in signed:
         raise IncompleteSignatureError("'Host' must be a signed header")
+    unsigned = sorted(name for name in headers
+                      if name.startswith(MUST_BE_SIGNED) and name not in signed)
+    if unsigned:
+        raise InvalidSignatureError(
+            f"Every x-amz-* and x-regard-* header must be signed; these were not: "
+            f"{', '.join(unsigned)}. Add them before signing (boto3: register the header on "
+            f"'before-sign', not 'before-send').")
     timestamp = _timestamp(headers, signed)
     now = now or datetime.now(timezone.utc)
     if timestamp < now - MAX_SKEW:
@@ -100,7 +137,13 @@ def verify(request: SignedRequest, keys: KeyStore, service: str = "rekognition",
         raise InvalidSignatureError(
             f"Credential should be scoped to correct service: '{service}'.")
     key, secret = keys.secret(access_key_id)
+    return Credential(key, secret, region, stamp, signed, fields["Signature"], headers)
 
+
+def verify_signature(request: SignedRequest, credential: Credential,
+                     service: str = "rekognition") -> AccessKey:
+    """The key of ``credential`` when the signature covers ``request`` (body included)."""
+    headers = credential.headers
     body_hash = hashlib.sha256(request.body).hexdigest()
     declared = headers.get("x-amz-content-sha256")
     if declared is not None and declared[-1] != body_hash:
@@ -112,18 +155,19 @@ def verify(request: SignedRequest, keys: KeyStore, service: str = "rekognition",
         url=f"http://{','.join(headers.get('host', ['']))}{request.path}"
             + (f"?{request.query}" if request.query else ""),
         data=request.body,
-        headers={name: ",".join(headers.get(name, [])) for name in signed},
+        headers={name: ",".join(headers.get(name, [])) for name in credential.signed},
     )
-    aws_request.context["timestamp"] = stamp
-    signer = SigV4Auth(Credentials(access_key_id, secret), service, region)
+    aws_request.context["timestamp"] = credential.stamp
+    signer = SigV4Auth(Credentials(credential.key.access_key_id, credential.secret), service,
+                       credential.region)
     canonical = signer.canonical_request(aws_request)
     expected = signer.signature(signer.string_to_sign(aws_request, canonical), aws_request)
-    if not hmac.compare_digest(expected, fields["Signature"]):
+    if not hmac.compare_digest(expected, credential.signature):
         raise InvalidSignatureError(
             "The request signature we calculated does not match the signature you provided. "
             "Check your AWS Secret Access Key and signing method. Consult the service "
             "documentation for details.")
-    return key
+    return credential.key
 
 
 def _timestamp(headers: dict[str, list[str]], signed: list[str]) -> datetime:

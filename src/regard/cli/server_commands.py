@@ -82,6 +82,22 @@ def serve(
     detector: Optional[str] = DetectorOpt,
     min_face_size: int = MinFaceOpt,
     log_level: str = typer.Option("info", "--log-level"),
+    tls_cert: Optional[Path] = typer.Option(
+        None, "--tls-cert", help="PEM certificate (chain): serve HTTPS. Without TLS, REST "
+                                 "credentials and images cross the network in clear"),
+    tls_key: Optional[Path] = typer.Option(None, "--tls-key", help="PEM private key of --tls-cert"),
+    max_connections: int = typer.Option(1024, "--max-connections",
+                                        help="Open connections at most; more get a 503"),
+    max_per_client: int = typer.Option(
+        128, "--max-connections-per-client",
+        help="Open connections from one address at most (0: no cap; use 0 behind a reverse "
+             "proxy, where every client has the proxy's address)"),
+    header_seconds: float = typer.Option(
+        10, "--header-timeout", help="Seconds a connection has to send its request headers"),
+    buffered_mib: int = typer.Option(
+        128, "--max-buffered-mib",
+        help="Request bodies held in memory by all requests together (MiB); beyond: "
+             "ThrottlingException"),
 ) -> None:
     """Serve the Rekognition API (POST /, SigV4) and the native REST API (/v1, /docs).
 
@@ -90,13 +106,21 @@ def serve(
     import uvicorn
 
     from regard.analysis import Engine
-    from regard.api.app import create_app
+    from regard.api.app import uvicorn_config
+    from regard.api.connections import ConnectionLimits
     from regard.api.server import Server, ServerSettings, is_loopback
     from regard.governance.keys import CREDENTIALS_FILE
 
     if insecure_local and not is_loopback(host):
         err.print(f"[red]--insecure-local only binds a loopback address, not {host}[/red]")
         raise typer.Exit(code=2)
+    if (tls_cert is None) != (tls_key is None):
+        err.print("[red]--tls-cert and --tls-key go together[/red]")
+        raise typer.Exit(code=2)
+    for path in (tls_cert, tls_key):
+        if path is not None and not path.is_file():
+            err.print(f"[red]{path} is not a readable file[/red]")
+            raise typer.Exit(code=2)
     home_dir = _use_home(home)
     try:
         service = RegardService(Engine(**_engine_kwargs(detector, min_face_size)),
@@ -104,7 +128,11 @@ def serve(
         server = Server(service, ServerSettings(workers=workers or (os.cpu_count() or 2),
                                                 queue=queue, insecure_local=insecure_local,
                                                 retention_sweep_seconds=sweep_every,
-                                                index_refresh_seconds=refresh_every))
+                                                index_refresh_seconds=refresh_every,
+                                                body_buffer_bytes=buffered_mib * 1024 * 1024,
+                                                connections=ConnectionLimits(
+                                                    max_connections, max_per_client,
+                                                    header_seconds)))
         _check_ledger_key(service)
         created = server.keys.ensure_admin_key(home_dir)
         if created is not None:
@@ -121,8 +149,17 @@ def serve(
                   "AWS_PROFILE=regard")
     if insecure_local:
         err.print("[yellow]--insecure-local: requests are NOT authenticated[/yellow]")
-    err.print(f"Regard on http://{host}:{port}  (Rekognition: POST /, REST: /v1, docs: /docs)")
-    uvicorn.run(create_app(server), host=host, port=port, log_level=log_level)
+    if tls_cert is None and not is_loopback(host):
+        err.print(f"[yellow]Serving {host} without TLS: access keys sent to the REST door and "
+                  "every image cross the network in clear. Use --tls-cert/--tls-key, or a "
+                  "reverse proxy that terminates TLS on this machine (see the threat model in "
+                  "docs/threat-model.md).[/yellow]")
+    scheme = "https" if tls_cert else "http"
+    err.print(f"Regard on {scheme}://{host}:{port}  (Rekognition: POST /, REST: /v1, "
+              "docs: /docs)")
+    uvicorn.Server(uvicorn_config(server, host, port, log_level=log_level,
+                                  tls_cert=str(tls_cert) if tls_cert else None,
+                                  tls_key=str(tls_key) if tls_key else None)).run()
 
 
 @keys_app.command("create")

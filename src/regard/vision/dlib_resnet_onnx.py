@@ -33,6 +33,8 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+from regard.private_files import private_dir
+
 from regard.vision.dlib_dat import DlibNet, Layer, match_architecture, read_net
 
 __all__ = [
@@ -280,7 +282,7 @@ def cached_onnx(
     data = build(dat_path)
     tmp = None
     try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(cache_dir)  # 0700 like every folder Regard creates under its home
         fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{stem}-", suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

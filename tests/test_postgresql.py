@@ -16,6 +16,7 @@ from regard.governance.gatekeeper import Caller, Gatekeeper
 from regard.governance.ledger import Ledger, LedgerIntegrityError
 from regard.service import RegardService, face_ids
 from regard.store import Store
+from regard.store.catalog import Catalog
 
 from conftest import encode, face_crop, fail_appends
 
@@ -165,6 +166,23 @@ def test_tampering_is_found_and_blocks_appends(svc, images):
         conn.execute(text("UPDATE audit_head SET seq = seq - 1"))
     with pytest.raises(LedgerIntegrityError):
         svc.search_faces_by_image(CollectionId="c", Image={"Bytes": images["face"]})
+
+
+def test_embedding_checksums_are_filled_on_upgrade_and_find_a_zeroed_embedding(svc, images):
+    svc.create_collection(CollectionId="c", Tags=PURPOSE)
+    [face] = face_ids(svc.index_faces(CollectionId="c", Image={"Bytes": images["face"]}))
+    catalog = svc.store.catalog
+    with catalog.engine.begin() as conn:  # as Regard with schema 4 left it
+        conn.execute(text("ALTER TABLE faces DROP COLUMN embedding_sha256"))
+        conn.execute(text("UPDATE schema_version SET version = 4"))
+    Catalog(catalog.url).close()  # the upgrade to schema 5 computes the missing checksums
+    assert catalog.consistency_problems("c") == []
+    with catalog.engine.begin() as conn:
+        conn.execute(text("UPDATE faces SET embedding = :zero WHERE face_id = :face"),
+                     {"zero": bytes(512), "face": face})
+    assert [p for p in catalog.consistency_problems("c") if face in p] == [
+        f"1 face(s) with an all-zero embedding: {face}",
+        f"1 face(s) whose embedding fails its checksum (damaged or swapped): {face}"]
 
 
 def test_two_servers_on_one_database_are_one_service(engine, postgres_url, images, tmp_path):

@@ -83,6 +83,27 @@ class DatabaseUnavailableError(RegardError):
     http_status = 500
 
 
+class StorageFullError(RegardError):
+    """The disk (or quota) under the catalog is full, so nothing can be recorded and every
+    request, reads too (each writes an audit entry), is refused. Unlike "busy", a retry cannot
+    help until an operator frees space, so the status is 507, which neither botocore retry mode
+    retries (standard: 500/502/503/504 and throttling codes, ``botocore/retries/standard.py``;
+    legacy: 500/502/503/504/509 and throttling codes, ``botocore/data/_retry.json``). The code
+    stays ``InternalServerError``: Rekognition has no better name."""
+
+    code = "InternalServerError"
+    http_status = 507
+
+
+class CatalogCorruptError(RegardError):
+    """The catalog database is damaged (SQLite: a malformed page, or not a database at all;
+    PostgreSQL: data or index corruption). Not transient: the message says to check the catalog
+    and restore it, not to retry."""
+
+    code = "InternalServerError"
+    http_status = 500
+
+
 class ModelError(RegardError):
     """A bundled model file is missing or unreadable: an installation problem, not a user error."""
 

@@ -40,6 +40,7 @@ import numpy as np
 from regard import imaging
 from regard.analysis import Engine, Face, ImageFaces
 from regard.errors import (
+    CatalogCorruptError,
     InvalidPaginationTokenError,
     InvalidParameterError,
     ResourceNotFoundError,
@@ -51,6 +52,7 @@ from regard.governance.gatekeeper import LOCAL_CALLER, Caller, CallRecord, Gatek
 from regard.governance.ledger import Ledger
 from regard.governance.policy import CollectionPolicy
 from regard.object_store import MAX_S3_IMAGE_BYTES, ObjectStore, object_store_from_env
+from regard.secure_memory import wipe
 from regard.spec import validate_request
 from regard.store import CollectionInfo, FaceRow, Failure, Hit, NewFace, Store
 from regard.store.catalog import MAX_FACES_PER_USER
@@ -261,7 +263,8 @@ class RegardService:
     def index_detected_faces(self, detected: ImageFaces, image_sha256: str | None = None, *,
                              caller: Caller = LOCAL_CALLER, **params: Any) -> Params:
         """IndexFaces for faces already detected and embedded (``Engine.detect(embed=True)``),
-        e.g. by worker processes in a batch; ``params`` as IndexFaces' without ``Image``."""
+        e.g. by worker processes in a batch; ``params`` as IndexFaces' without ``Image``. The
+        faces' embeddings are zeroed once stored (``secure_memory``)."""
         if "Image" in params:
             raise InvalidParameterError("index_detected_faces takes no Image")
         validate_request("IndexFaces", params, exempt=frozenset({"Image"}))
@@ -479,11 +482,15 @@ class RegardService:
 
     def check_collections(self, collection: str | None = None,
                           caller: Caller = LOCAL_CALLER) -> Params:
-        """The store's invariants, per collection (all the caller may see when none is named):
-        face count = face rows, sequence = last change, every embedding whole, every face added
-        by a change still in the log, and the in-memory index caught up and of the same size.
-        For operators after a crash or a restore; reads counts, never faces."""
+        """The database file's integrity (SQLite's ``integrity_check``), then the store's
+        invariants, per collection (all the caller may see when none is named): face count = face
+        rows, sequence = last change, every embedding whole and matching its checksum, every face
+        added by a change still in the log, and the in-memory index caught up and of the same
+        size. For operators after a crash, a restore or a disk fault; reports FaceIds and
+        counts, never embeddings. A collection whose rows cannot be read is a problem to report,
+        not a failure of the check."""
         def run() -> Params:
+            database = self.store.catalog.integrity_problems()
             record = _current.get()
             if collection is not None:
                 names = [self._collection(collection).name]
@@ -492,17 +499,25 @@ class RegardService:
                          if record is None or self.gate.may_see(record.caller, c.name)]
             report = []
             for name in names:
-                problems = self.store.catalog.consistency_problems(name)
-                _, seq, count = self.store.catalog.state(name)
-                entry = self.store.indexes.synced(name)
-                if (entry.seq, len(entry.faces)) != (seq, count):
-                    problems.append(f"index at change {entry.seq} with {len(entry.faces)} faces, "
-                                    f"catalog at {seq} with {count}")
-                report.append({"CollectionId": name, "FaceCount": count, "Problems": problems})
-            return {"Collections": report, "Ok": all(not r["Problems"] for r in report)}
+                try:
+                    report.append(self._check_collection(name))
+                except CatalogCorruptError:
+                    report.append({"CollectionId": name, "FaceCount": None, "Problems": [
+                        "its rows cannot be read: the database is damaged"]})
+            return {"Collections": report, "Database": database,
+                    "Ok": not database and all(not r["Problems"] for r in report)}
 
         params = {"CollectionId": collection} if collection is not None else {}
         return self._authorize_and_audit("CheckCollections", params, run, caller)
+
+    def _check_collection(self, name: str) -> Params:
+        problems = self.store.catalog.consistency_problems(name)
+        _, seq, count = self.store.catalog.state(name)
+        entry = self.store.indexes.synced(name)
+        if (entry.seq, len(entry.faces)) != (seq, count):
+            problems.append(f"index at change {entry.seq} with {len(entry.faces)} faces, "
+                            f"catalog at {seq} with {count}")
+        return {"CollectionId": name, "FaceCount": count, "Problems": problems}
 
     def all_collections(self) -> list[CollectionInfo]:
         """Every collection, in creation order (paged reads)."""
@@ -554,7 +569,10 @@ class RegardService:
             new.append(NewFace(face.embedding, (box["Left"], box["Top"], box["Width"],
                                                 box["Height"]), float(face.confidence), image_id,
                                external, image_sha256, expires=expires, consent_ref=consent))
-        rows = self.store.add_faces(coll.name, new) if new else []
+        try:
+            rows = self.store.add_faces(coll.name, new) if new else []
+        finally:
+            wipe(*(face.embedding for face in detected.faces))  # the catalog has them now
         if not rows and image_sha256:
             self.store.catalog.note_image_without_faces(coll.name, image_sha256)
         return {
@@ -590,7 +608,10 @@ class RegardService:
         coll = self._collection(p["CollectionId"])
         face_id = p["FaceId"]
         vector = self._face_vector(coll, face_id)
-        matches = self._face_matches(coll, vector, p, exclude=face_id)
+        try:
+            matches = self._face_matches(coll, vector, p, exclude=face_id)
+        finally:
+            wipe(vector)
         return {"SearchedFaceId": face_id, "FaceMatches": matches,
                 "FaceModelVersion": coll.face_model_version}
 
@@ -671,7 +692,11 @@ class RegardService:
             own, queries = self.store.catalog.user_embeddings(coll.id, user_id)
             exclude_faces, exclude_user = set(own), user_id
             body["SearchedUser"] = {"UserId": user_id}
-        body["UserMatches"] = self._user_matches(coll, queries, p, exclude_faces, exclude_user)
+        try:
+            body["UserMatches"] = self._user_matches(coll, queries, p, exclude_faces,
+                                                     exclude_user)
+        finally:
+            wipe(queries)
         return body
 
     def _search_users_by_image(self, p: Params) -> Params:
@@ -748,6 +773,7 @@ class RegardService:
         return coll
 
     def _face_vector(self, coll: CollectionInfo, face_id: str) -> np.ndarray:
+        """A stored face's embedding, for the caller to wipe once used."""
         row = self.store.catalog.get_faces(coll.id, [face_id], embeddings=True).get(face_id)
         if row is None or row.embedding is None:
             raise InvalidParameterError(f"The face id {face_id} does not exist in {coll.name}")

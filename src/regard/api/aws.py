@@ -21,7 +21,7 @@ from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 
 from regard.api.server import BodyBuffers, Server, outcome, timer
-from regard.api.sigv4 import SignedRequest, check_headers, verify_signature
+from regard.api.sigv4 import SignedRequest, parse_headers, verify_signature, with_key
 from regard.errors import (
     ImageTooLargeError,
     RegardError,
@@ -55,7 +55,8 @@ def mount(app: FastAPI, server: Server) -> None:
                        for k, v in request.scope["headers"]]
             credential = None
             if not server.settings.insecure_local:  # before the body: anonymous bodies unread
-                credential = await server.blocking(check_headers, headers, server.keys)
+                parsed = parse_headers(headers)  # no I/O: an anonymous flood costs no thread
+                credential = await server.blocking(with_key, parsed, server.keys)
             check_content_type(request.headers.get("content-type"))
             body = await read_body(request, server.max_body_bytes,
                                    server.settings.body_read_seconds, server.bodies, reserved)
@@ -84,6 +85,7 @@ def mount(app: FastAPI, server: Server) -> None:
         finally:
             server.bodies.release(reserved[0])
             server.metrics.observe("aws", operation, outcome(error), elapsed())
+            error = None  # the error's traceback holds this frame (and the body): no cycle
 
     app.add_api_route("/", rekognition, methods=["POST"], include_in_schema=False)
 

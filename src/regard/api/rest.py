@@ -427,6 +427,7 @@ def _route_class(server: Server) -> type[APIRoute]:
                 finally:
                     server.bodies.release(reserved[0])
                     server.metrics.observe("rest", operation, outcome(error), elapsed())
+                    error = None  # its traceback holds this frame (and the body): no cycle
 
             return handle
 

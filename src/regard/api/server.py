@@ -115,6 +115,7 @@ class BodyBuffers:
         self.limit = limit
         self.held = 0
         self._released = 0
+        self._trim_pending = False
         self._metrics = metrics
 
     def reserve(self, n: int) -> None:
@@ -130,9 +131,15 @@ class BodyBuffers:
         self.held -= n
         self._released += n
         self._metrics.body_bytes_buffered.set(self.held)
-        if self.held == 0 and self._released >= self.TRIM_AFTER:
+        if self.held == 0 and self._released >= self.TRIM_AFTER and not self._trim_pending:
+            # Later, not now: the request releasing its reservation still holds its body.
             self._released = 0
-            give_memory_back()
+            self._trim_pending = True
+            asyncio.get_running_loop().call_later(0.2, self._trim)
+
+    def _trim(self) -> None:
+        self._trim_pending = False
+        give_memory_back()
 
 
 def _libc() -> Any:
@@ -146,6 +153,19 @@ def _libc() -> Any:
 
 
 _LIBC = _libc()
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def map_large_allocations(threshold: int = 1024 * 1024) -> None:
+    """Have glibc serve allocations of ``threshold`` bytes or more (request bodies, decoded
+    images) from their own memory maps, returned to the system when freed. By default glibc
+    raises this threshold after the first large free (up to 32 MiB), after which 13 MB bodies
+    come from the heap and stay in the process's memory after they are freed."""
+    mallopt = getattr(_LIBC, "mallopt", None)
+    if mallopt is not None:
+        mallopt(M_MMAP_THRESHOLD, threshold)
 
 
 def give_memory_back() -> None:
@@ -170,6 +190,7 @@ class Server:
         self.rates = RateLimiter()
         self.limits = service.engine.limits or ImageLimits.from_env()
         self.max_body_bytes = self.settings.max_body_bytes(self.limits)
+        map_large_allocations()
         self.bodies = BodyBuffers(max(self.settings.body_buffer_bytes, self.max_body_bytes),
                                   self.metrics)
 

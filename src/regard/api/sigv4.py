@@ -86,6 +86,30 @@ def verify(request: SignedRequest, keys: KeyStore, service: str = "rekognition",
 def check_headers(raw_headers: list[tuple[str, str]], keys: KeyStore,
                   service: str = "rekognition", now: datetime | None = None) -> Credential:
     """Everything that can be checked before the body arrives (see ``Credential``)."""
+    return with_key(parse_headers(raw_headers, service, now), keys)
+
+
+@dataclass(frozen=True)
+class ParsedHeaders:
+    access_key_id: str
+    region: str
+    stamp: str
+    signed: list[str]
+    signature: str
+    headers: dict[str, list[str]]
+
+
+def with_key(parsed: ParsedHeaders, keys: KeyStore) -> Credential:
+    """The credential of well-formed headers, once their key is known and active (a database
+    read, so the door runs it off the event loop)."""
+    key, secret = keys.secret(parsed.access_key_id)
+    return Credential(key, secret, parsed.region, parsed.stamp, parsed.signed, parsed.signature,
+                      parsed.headers)
+
+
+def parse_headers(raw_headers: list[tuple[str, str]], service: str = "rekognition",
+                  now: datetime | None = None) -> ParsedHeaders:
+    """The checks that need nothing but the headers and the clock (no I/O)."""
     headers: dict[str, list[str]] = {}
     for name, value in raw_headers:
         headers.setdefault(name.lower(), []).append(value)
@@ -136,8 +160,7 @@ def check_headers(raw_headers: list[tuple[str, str]], keys: KeyStore,
     if scope_service != service:
         raise InvalidSignatureError(
             f"Credential should be scoped to correct service: '{service}'.")
-    key, secret = keys.secret(access_key_id)
-    return Credential(key, secret, region, stamp, signed, fields["Signature"], headers)
+    return ParsedHeaders(access_key_id, region, stamp, signed, fields["Signature"], headers)
 
 
 def verify_signature(request: SignedRequest, credential: Credential,

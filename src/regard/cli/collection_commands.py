@@ -22,13 +22,14 @@ from regard.cli.common import (
     _engine_kwargs,
     _fail,
     _print_error,
+    _print_failure,
     _progress,
     app,
     err,
     local_caller,
     out,
 )
-from regard.errors import InvalidImageFormatError, RegardError
+from regard.errors import CatalogCorruptError, InvalidImageFormatError, RegardError
 
 # ==============================================================================================
 # Collections: `regard collections|index|search|faces|users`. Each command calls one
@@ -186,16 +187,30 @@ def collections_describe(collection: str = typer.Argument(...), as_json: bool = 
 @collections_app.command("check")
 def collections_check(collection: Optional[str] = typer.Argument(None, help="default: all"),
                       as_json: bool = JsonOpt) -> None:
-    """Check the store's invariants (counts, change log, embeddings, index); exit 1 on a problem.
-    Run it after a crash, a restore or a manual repair."""
+    """Check the database file (SQLite's integrity check) and the store's invariants (counts,
+    change log, embeddings and their checksums, index); exit 1 on a problem. Run it after a
+    crash, a restore, a disk fault or a manual repair."""
+    service: Any = None
     try:
-        report = _service().check_collections(collection, local_caller())
+        service = _service()
+        report = service.check_collections(collection, local_caller())
+    except CatalogCorruptError as exc:
+        # The damage may be in the audit ledger, which the check itself writes to: still say
+        # where SQLite finds it (pages and tables, never faces).
+        _print_failure(exc)
+        for problem in service.store.catalog.integrity_problems() if service else []:
+            out.print(f"  - {problem}")
+        raise typer.Exit(code=1) from exc
     except RegardError as exc:
         _fail(exc)
         return
     if as_json:
         sys.stdout.write(json.dumps(report) + "\n")
     else:
+        if report["Database"]:
+            out.print(f"[red]database file: {len(report['Database'])} problem(s)[/red]")
+            for problem in report["Database"]:
+                out.print(f"  - {problem}")
         for c in report["Collections"]:
             if c["Problems"]:
                 out.print(f"[red]{c['CollectionId']}: {len(c['Problems'])} problem(s)[/red]")

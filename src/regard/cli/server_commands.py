@@ -149,17 +149,26 @@ def serve(
                   "AWS_PROFILE=regard")
     if insecure_local:
         err.print("[yellow]--insecure-local: requests are NOT authenticated[/yellow]")
-    if tls_cert is None and not is_loopback(host):
-        err.print(f"[yellow]Serving {host} without TLS: access keys sent to the REST door and "
-                  "every image cross the network in clear. Use --tls-cert/--tls-key, or a "
-                  "reverse proxy that terminates TLS on this machine (see the threat model in "
-                  "docs/threat-model.md).[/yellow]")
+    warning = cleartext_warning(host, tls_cert is not None)
+    if warning:
+        err.print(f"[yellow]{warning}[/yellow]")
     scheme = "https" if tls_cert else "http"
     err.print(f"Regard on {scheme}://{host}:{port}  (Rekognition: POST /, REST: /v1, "
               "docs: /docs)")
     uvicorn.Server(uvicorn_config(server, host, port, log_level=log_level,
                                   tls_cert=str(tls_cert) if tls_cert else None,
                                   tls_key=str(tls_key) if tls_key else None)).run()
+
+
+def cleartext_warning(host: str, tls: bool) -> str | None:
+    """What ``regard serve`` says when it would serve other machines in clear."""
+    from regard.api.server import is_loopback
+
+    if tls or is_loopback(host):
+        return None
+    return (f"Serving {host} without TLS: access keys sent to the REST door and every image "
+            "cross the network in clear. Use --tls-cert/--tls-key, or a reverse proxy that "
+            "terminates TLS on this machine (docs/threat-model.md).")
 
 
 @keys_app.command("create")

@@ -168,6 +168,8 @@ def summarize(op: str, params: dict[str, Any], result: dict[str, Any]) -> dict[s
     elif op == "CheckCollections":
         out["Problems"] = {c["CollectionId"]: len(c["Problems"])
                            for c in result.get("Collections", []) if c["Problems"]}
+        if result.get("Database"):
+            out["DatabaseProblems"] = len(result["Database"])
     elif op == "IndexFaces":
         out.update(FaceIds=[r["Face"]["FaceId"] for r in result.get("FaceRecords", [])],
                    Unindexed=len(result.get("UnindexedFaces", [])))

@@ -32,9 +32,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import JSON, String, insert, select, type_coerce, update
+from sqlalchemy.sql import Select
 
-from regard.errors import RegardError
+from regard.errors import CatalogCorruptError, RegardError
 from regard.private_files import private_dir
 from regard.store import schema as s
 from regard.store.catalog import Catalog
@@ -219,20 +220,29 @@ class Ledger:
                 "signature_ok": self._head_ok(head.seq, head.hash, head.signature)}
 
     def verify(self) -> ChainReport:
-        """Walk the whole chain; report every break and where it is."""
+        """Walk the whole chain; report every break and where it is, damaged rows included."""
         head = self.head()
         report = ChainReport(entries=0, head_seq=head["seq"])
-        prev_hash, expected = GENESIS, 1
-        for entry in self.entries():
+        prev_hash: str | None = GENESIS  # None: after an entry that cannot be read
+        expected = 1
+        for entry in self._stored(head["seq"]):
+            if entry.seq is None:
+                report.problem(None, entry.reason)
+                continue
             report.entries += 1
             if entry.seq > expected:
                 missing = (f"entry {expected}" if entry.seq == expected + 1
                            else f"entries {expected}-{entry.seq - 1}")
                 report.problem(expected, f"{missing} missing (deleted)")
+            if isinstance(entry, _Unreadable):
+                report.problem(entry.seq, entry.reason)
+                prev_hash, expected = None, entry.seq + 1
+                continue
             if chain_hash(entry.prev_hash, entry.content()) != entry.hash:
                 report.problem(entry.seq, f"entry {entry.seq} was altered: its content does not "
                                           "match its hash")
-            elif entry.prev_hash != prev_hash and entry.seq == expected:
+            elif (prev_hash is not None and entry.prev_hash != prev_hash
+                  and entry.seq == expected):
                 report.problem(entry.seq, f"entry {entry.seq} does not follow entry "
                                           f"{entry.seq - 1}: an entry before it was altered, "
                                           "inserted or reordered")
@@ -249,10 +259,45 @@ class Ledger:
             report.problem(head["seq"] + 1,
                            f"entries {head['seq'] + 1}-{last} follow the signed head: written "
                            "outside Regard")
-        elif head["hash"] != prev_hash:
+        elif prev_hash is not None and head["hash"] != prev_hash:
             report.problem(last, f"the signed head does not match entry {last}: the end of the "
                                  "chain was rewritten")
         return report
+
+    def _stored(self, head_seq: int) -> Iterator[AuditEntry | _Unreadable]:
+        """Every stored row in sequence order, as an entry or, where it cannot be read (a damaged
+        database page) or parsed (a value changed outside Regard), as the reason: for ``verify``,
+        a damaged row is a finding to name, not a failure. Where a page of rows cannot be read,
+        its sequence numbers are read one by one, so the report names each lost entry."""
+        after = 0
+        while True:
+            try:
+                rows = self._raw(_RAW.where(s.audit_log.c.seq > after)
+                                 .order_by(s.audit_log.c.seq).limit(PAGE))
+            except CatalogCorruptError:
+                if after >= head_seq:
+                    yield _Unreadable(after + 1, f"the rows after entry {after} cannot be read: "
+                                                 "the database is damaged there")
+                    return
+                for seq in range(after + 1, after + PAGE + 1):
+                    try:
+                        found = self._raw(_RAW.where(s.audit_log.c.seq == seq))
+                    except CatalogCorruptError:
+                        yield _Unreadable(seq, f"entry {seq} cannot be read: the database page "
+                                               "holding it is damaged")
+                        continue
+                    yield from (_parsed(row._mapping) for row in found)
+                after += PAGE
+                continue
+            yield from (_parsed(row._mapping) for row in rows)
+            seqs = [r.seq for r in rows if isinstance(r.seq, int)]
+            if len(rows) < PAGE or not seqs:
+                return
+            after = max(seqs)
+
+    def _raw(self, stmt: Select[Any]) -> list[Any]:
+        with self.catalog.read_transaction() as conn:
+            return list(conn.execute(stmt).all())
 
     def who_searched(self, face_ids: Iterable[str] = (), user_ids: Iterable[str] = ()
                      ) -> list[AuditEntry]:
@@ -272,3 +317,37 @@ SEARCH_OPERATIONS = ("SearchFaces", "SearchFacesByImage", "SearchUsers", "Search
 
 def _entry(m: Any) -> AuditEntry:
     return AuditEntry(**{k: m[k] for k in AuditEntry.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class _Unreadable:
+    """A stored row ``verify`` cannot check, and why (``seq`` None: not even its number)."""
+
+    seq: int | None
+    reason: str
+
+
+# The ledger's columns with the JSON ones as stored (text), so that each row is parsed here and
+# one that does not parse is reported instead of failing the whole read.
+_RAW = select(*[type_coerce(c, String).label(c.name) if isinstance(c.type, JSON) else c
+                for c in s.audit_log.c])
+
+
+def _parsed(m: Any) -> AuditEntry | _Unreadable:
+    seq = m["seq"]
+    if not isinstance(seq, int):
+        return _Unreadable(None, f"a ledger row has the sequence number {seq!r}, which is not a "
+                                 "number: it was changed outside Regard")
+    values = {k: m[k] for k in AuditEntry.__dataclass_fields__}
+    for name in ("image_sha256", "result"):
+        if isinstance(values[name], (str, bytes)):  # SQLite; PostgreSQL's driver parses JSON
+            try:
+                values[name] = json.loads(values[name])
+            except ValueError:
+                return _Unreadable(seq, f"entry {seq} was altered: its {name} is not valid JSON")
+    entry = AuditEntry(**values)
+    try:
+        canonical(entry.content())
+    except (TypeError, ValueError):
+        return _Unreadable(seq, f"entry {seq} was altered: it holds a value of the wrong type")
+    return entry

@@ -25,6 +25,8 @@ engines or HTTP.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import os
 import uuid
@@ -42,15 +44,19 @@ from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from regard.errors import (
+    CatalogCorruptError,
     ConflictError,
     DatabaseUnavailableError,
     InvalidParameterError,
     ResourceAlreadyExistsError,
     ResourceNotFoundError,
     ServiceQuotaExceededError,
+    StorageFullError,
 )
 from regard.private_files import private_dir, private_file, tighten
+from regard.secure_memory import wipe
 from regard.store import schema as s
+from regard.store.faults import StorageHealth
 from regard.store.migrations import migrate
 from regard.vision.models import regard_home
 
@@ -62,6 +68,7 @@ DB_CONNECT_TIMEOUT_S = 10
 # further behind (a checkpoint from long ago, a replica restarted after a bulk load) reloads
 # from the catalog, which ``IndexRegistry`` does whenever the changes it gets are not contiguous.
 DEFAULT_CHANGE_LOG_KEEP = 100_000
+MAX_LISTED = 20  # FaceIds or integrity-check lines listed per problem
 _WRITE = "regard_write"
 _SINGLE = "regard_single_statement"
 log = logging.getLogger("regard.store")
@@ -155,12 +162,14 @@ class Change:
     seq: int
     op: str
     face_id: str
-    embedding: np.ndarray | None  # None when the face no longer exists (or op is a removal)
+    # None when the face no longer exists (or op is a removal); the reader's to wipe once used
+    embedding: np.ndarray | None
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Everything an index needs, read in one consistent transaction."""
+    """Everything an index needs, read in one consistent transaction (the vectors are the
+    reader's to wipe once loaded)."""
 
     collection_id: int
     seq: int
@@ -185,28 +194,71 @@ class Failure:
 AssociationCheck = Callable[[np.ndarray, np.ndarray], tuple[bool, float | None]]
 
 
-def to_blob(vector: np.ndarray) -> bytes:
-    v = np.asarray(vector, dtype="<f4").reshape(-1)
-    if v.shape[0] != EMBEDDING_DIM or not np.all(np.isfinite(v)):
-        raise InvalidParameterError(f"An embedding must be {EMBEDDING_DIM} finite floats")
-    return v.tobytes()
+def to_blob(vector: np.ndarray) -> bytearray:
+    """The stored form of an embedding, in a buffer the caller wipes once the database has it."""
+    v = np.ascontiguousarray(vector, dtype="<f4")
+    try:
+        if v.size != EMBEDDING_DIM or not np.all(np.isfinite(v)):
+            raise InvalidParameterError(f"An embedding must be {EMBEDDING_DIM} finite floats")
+        return bytearray(v)
+    finally:
+        if not (isinstance(vector, np.ndarray) and np.shares_memory(v, vector)):
+            wipe(v)  # a converted copy
+
+
+def embedding_checksum(face_id: str, blob: bytes) -> str:
+    """SHA-256 of a face's embedding bytes bound to its FaceId, stored beside the embedding so
+    that ``consistency_problems`` finds bytes changed on disk and rows swapped. Unkeyed: it
+    catches damage, not someone who rewrites the database and the checksum together."""
+    digest = hashlib.sha256(face_id.encode() + b"\0")
+    digest.update(blob)  # not concatenated: that would leave a copy of the embedding behind
+    return digest.hexdigest()
 
 
 def from_blob(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype="<f4")
 
 
+def _owned(blob: bytes) -> np.ndarray:
+    """A driver's embedding blob as an array the caller owns and wipes when done; the blob
+    itself is wiped at once (``secure_memory``)."""
+    vector = np.frombuffer(blob, dtype="<f4").astype(np.float32)
+    wipe(blob)
+    return vector
+
+
+def _concatenated(parts: list[np.ndarray]) -> np.ndarray:
+    """``parts`` as one array; the parts are wiped once copied."""
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        return np.empty((0, EMBEDDING_DIM), dtype=np.float32)
+    whole = np.concatenate(parts)
+    wipe(*parts)
+    return whole
+
+
 def _stack(blobs: Sequence[bytes]) -> np.ndarray:
+    """Blobs as one (n, d) array the caller owns and wipes when done; the blobs are wiped."""
     if not blobs:
         return np.empty((0, EMBEDDING_DIM), dtype=np.float32)
-    return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1).astype(np.float32)
+    joined = bytearray().join(blobs)
+    wipe(*blobs)
+    return np.frombuffer(joined, dtype="<f4").reshape(len(blobs), -1).astype(np.float32,
+                                                                              copy=False)
 
 
-def _database_unavailable(context: ExceptionContext) -> None:
-    """Turn operational database failures (the server down or restarting, connections refused
-    or exhausted, SQLite locked past its busy timeout, a full disk) into a typed, retryable
-    error: the HTTP doors answer it with a 500 that clients retry, and the Python API can catch
-    it. The driver's message (hosts, ports, paths) goes to the log, not to the caller."""
+def _translate_failure(health: StorageHealth, context: ExceptionContext) -> None:
+    """Turn database failures into typed errors: a full disk (``StorageFullError``, not retried)
+    and a damaged database (``CatalogCorruptError``) first, noted in ``health``; then the other
+    operational failures (the server down or restarting, connections refused or exhausted,
+    SQLite locked past its busy timeout) into a retryable ``DatabaseUnavailableError``: the HTTP
+    doors answer it with a 500 that clients retry. The driver's message (hosts, ports, paths)
+    goes to the log, not to the caller."""
+    fault = health.translate(context.original_exception)
+    if fault is not None:
+        log.error("catalog storage fault: %s", context.original_exception)
+        raise fault from context.sqlalchemy_exception
     if isinstance(context.sqlalchemy_exception, OperationalError):
         log.warning("catalog database unavailable: %s", context.original_exception)
         raise DatabaseUnavailableError(
@@ -224,7 +276,11 @@ class Catalog:
             os.environ.get("REGARD_CHANGE_LOG_KEEP", DEFAULT_CHANGE_LOG_KEEP))
         if self.change_log_keep < 1:
             raise InvalidParameterError("REGARD_CHANGE_LOG_KEEP must be at least 1")
-        self.engine = self._create_engine(self.url, busy_timeout_ms)
+        parsed = make_url(self.url)
+        self.health = StorageHealth(
+            Path(parsed.database).parent if parsed.get_backend_name() == "sqlite"
+            and parsed.database and parsed.database != ":memory:" else None)
+        self.engine = self._create_engine(self.url, busy_timeout_ms, self.health)
         self._writer = self.engine.execution_options(**{_WRITE: True})
         # One-statement reads need no BEGIN/ROLLBACK round trips: a lone SELECT is atomic.
         self._single = self.engine.execution_options(**{_SINGLE: True})
@@ -244,15 +300,16 @@ class Catalog:
                 select(s.schema_version.c.instance_id)).scalar_one()
 
     @staticmethod
-    def _create_engine(url: str, busy_timeout_ms: int | None) -> Engine:
+    def _create_engine(url: str, busy_timeout_ms: int | None, health: StorageHealth) -> Engine:
         parsed = make_url(url)
+        translate = functools.partial(_translate_failure, health)
         if parsed.get_backend_name() != "sqlite":
             # A server that does not answer (a partition, not a refusal) must not hang requests.
             connect_args = ({"connect_timeout": DB_CONNECT_TIMEOUT_S}
                             if parsed.get_backend_name() == "postgresql" else {})
             engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args,
                                    hide_parameters=True)
-            event.listen(engine, "handle_error", _database_unavailable)
+            event.listen(engine, "handle_error", translate)
             return engine
         if parsed.database and parsed.database != ":memory:":
             database = Path(parsed.database)
@@ -262,7 +319,7 @@ class Catalog:
         # hide_parameters: a failed statement's message (and so a logged traceback) would
         # otherwise carry its parameters, embeddings and key secrets among them.
         engine = create_engine(url, hide_parameters=True)
-        event.listen(engine, "handle_error", _database_unavailable)
+        event.listen(engine, "handle_error", translate)
         timeout = busy_timeout_ms or int(os.environ.get("REGARD_DB_BUSY_TIMEOUT_MS",
                                                         DEFAULT_BUSY_TIMEOUT_MS))
         synchronous = os.environ.get("REGARD_SQLITE_SYNCHRONOUS", "FULL").upper()
@@ -308,12 +365,23 @@ class Catalog:
         if unit is None:
             with self._writer.begin() as conn:
                 yield conn
+            self.health.note_write_ok()
             return
         if unit.conn is None:
             unit.conn = self._writer.connect()
             unit.conn.begin()
-        with unit.conn.begin_nested():  # this write alone is undone if it fails
-            yield unit.conn
+        try:
+            with unit.conn.begin_nested():  # this write alone is undone if it fails
+                yield unit.conn
+        except DatabaseUnavailableError as exc:
+            # SQLite ends the whole transaction on a full disk or a damaged page, savepoint
+            # included, so undoing the savepoint then fails: report the fault, not that.
+            cause: BaseException | None = exc
+            while cause is not None:
+                if isinstance(cause, (StorageFullError, CatalogCorruptError)):
+                    raise cause from None
+                cause = cause.__context__
+            raise
 
     def _open_unit(self) -> _Unit | None:
         unit = _unit.get()
@@ -332,6 +400,7 @@ class Catalog:
             yield
             if unit.conn is not None:
                 unit.conn.commit()
+                self.health.note_write_ok()
         finally:
             _unit.reset(token)
             if unit.conn is not None:
@@ -441,27 +510,35 @@ class Catalog:
     def add_faces(self, collection: str, new: Sequence[NewFace]) -> list[FaceRow]:
         """Add faces in one transaction: all of them are stored, or none."""
         now = utcnow()
-        rows = [{
-            "face_id": f.face_id, "image_id": f.image_id,
-            "external_image_id": f.external_image_id, "image_sha256": f.image_sha256,
-            "bbox_left": float(f.bbox[0]), "bbox_top": float(f.bbox[1]),
-            "bbox_width": float(f.bbox[2]), "bbox_height": float(f.bbox[3]),
-            "confidence": float(f.confidence), "embedding": to_blob(f.embedding),
-            "created": now, "expires": f.expires, "consent_ref": f.consent_ref, "user_id": None,
-        } for f in new]
-        with self._write() as conn:
-            coll = self._lock(conn, collection)
-            seqs = self._advance(conn, coll, [(s.OP_ADD, r["face_id"]) for r in rows],
-                                 face_delta=len(rows))
-            for row, q in zip(rows, seqs):
-                row["collection_id"], row["seq"] = coll.id, q
-            if rows:
-                conn.execute(insert(s.faces), rows)
+        blobs: list[bytearray] = []
+        try:
+            blobs += (to_blob(f.embedding) for f in new)
+            rows = [{
+                "face_id": f.face_id, "image_id": f.image_id,
+                "external_image_id": f.external_image_id, "image_sha256": f.image_sha256,
+                "bbox_left": float(f.bbox[0]), "bbox_top": float(f.bbox[1]),
+                "bbox_width": float(f.bbox[2]), "bbox_height": float(f.bbox[3]),
+                "confidence": float(f.confidence), "embedding": blob,
+                "embedding_sha256": embedding_checksum(f.face_id, blob),
+                "created": now, "expires": f.expires, "consent_ref": f.consent_ref,
+                "user_id": None,
+            } for f, blob in zip(new, blobs)]
+            with self._write() as conn:
+                coll = self._lock(conn, collection)
+                seqs = self._advance(conn, coll, [(s.OP_ADD, r["face_id"]) for r in rows],
+                                     face_delta=len(rows))
+                for row, q in zip(rows, seqs):
+                    row["collection_id"], row["seq"] = coll.id, q
+                if rows:
+                    conn.execute(insert(s.faces), rows)
+        finally:
+            wipe(*blobs)  # the database holds its own copy
         return [_face({**r, "embedding": None}) for r in rows]
 
     def get_faces(self, collection_id: int, face_ids: Sequence[str], *,
                   embeddings: bool = False) -> dict[str, FaceRow]:
-        """The faces among ``face_ids`` that exist in the collection, by id."""
+        """The faces among ``face_ids`` that exist in the collection, by id (with
+        ``embeddings``, the caller wipes them once used: ``secure_memory``)."""
         found: dict[str, FaceRow] = {}
         if not face_ids:
             return found
@@ -670,6 +747,7 @@ class Catalog:
         return [UserRow(r.user_id, r.status, _utc(r.created)) for r in rows]
 
     def user_embeddings(self, collection_id: int, user_id: str) -> tuple[list[str], np.ndarray]:
+        """FaceIds and embeddings of a user's faces (the caller wipes the embeddings)."""
         with self.engine.connect() as conn:
             rows = conn.execute(select(s.faces.c.face_id, s.faces.c.embedding).where(and_(
                 s.faces.c.collection_id == collection_id, s.faces.c.user_id == user_id))).all()
@@ -689,22 +767,26 @@ class Catalog:
                 select(s.faces.c.face_id, s.faces.c.user_id, s.faces.c.embedding).where(and_(
                     s.faces.c.collection_id == coll.id, s.faces.c.face_id.in_(wanted))))}
             done, new, failures = [], [], []
-            for fid in wanted:
-                row = rows.get(fid)
-                if row is None:
-                    failures.append(Failure(fid, ["FACE_NOT_FOUND"], user_id))
-                elif row.user_id == user_id:
-                    done.append(fid)
-                elif row.user_id is not None:
-                    failures.append(Failure(fid, ["ASSOCIATED_TO_A_DIFFERENT_USER"], user_id))
-                else:
-                    ok, confidence = (True, None) if len(current) == 0 else check(
-                        current, from_blob(row.embedding))
-                    if ok:
-                        new.append(fid)
+            try:
+                for fid in wanted:
+                    row = rows.get(fid)
+                    if row is None:
+                        failures.append(Failure(fid, ["FACE_NOT_FOUND"], user_id))
+                    elif row.user_id == user_id:
+                        done.append(fid)
+                    elif row.user_id is not None:
+                        failures.append(Failure(fid, ["ASSOCIATED_TO_A_DIFFERENT_USER"],
+                                                user_id))
                     else:
-                        failures.append(Failure(fid, ["LOW_MATCH_CONFIDENCE"], user_id,
-                                                confidence))
+                        ok, confidence = (True, None) if len(current) == 0 else check(
+                            current, from_blob(row.embedding))
+                        if ok:
+                            new.append(fid)
+                        else:
+                            failures.append(Failure(fid, ["LOW_MATCH_CONFIDENCE"], user_id,
+                                                    confidence))
+            finally:
+                wipe(current, *(r.embedding for r in rows.values()))
             if len(current) + len(new) > MAX_FACES_PER_USER:
                 raise ServiceQuotaExceededError(
                     f"A user can have at most {MAX_FACES_PER_USER} faces; {user_id} has "
@@ -780,13 +862,11 @@ class Catalog:
             for chunk in result.partitions():  # bounded memory: one chunk of blobs at a time
                 ids += [r[0] for r in chunk]
                 parts.append(_stack([r[1] for r in chunk]))
-                users = [r for r in chunk if r[2] is not None]
-                user_ids += [r[0] for r in users]
-                user_parts.append(_stack([r[1] for r in users]))
-        empty = np.empty((0, EMBEDDING_DIM), dtype=np.float32)
-        return Snapshot(collection_id, head.seq, head.face_count, ids,
-                        np.concatenate(parts) if parts else empty, user_ids,
-                        np.concatenate(user_parts) if user_parts else empty)
+                users = np.array([r[2] is not None for r in chunk], dtype=bool)
+                user_ids += [r[0] for r in chunk if r[2] is not None]
+                user_parts.append(parts[-1][users])
+        return Snapshot(collection_id, head.seq, head.face_count, ids, _concatenated(parts),
+                        user_ids, _concatenated(user_parts))
 
     def changes_since(self, collection_id: int, seq: int) -> tuple[int, int, list[Change]]:
         """(seq, face count, changes after ``seq`` in order), from one snapshot."""
@@ -801,7 +881,7 @@ class Catalog:
                 .where(and_(s.changes.c.collection_id == collection_id, s.changes.c.seq > seq))
                 .order_by(s.changes.c.seq)).all()
         changes = [Change(r.seq, r.op, r.face_id,
-                          None if r.embedding is None else from_blob(r.embedding)) for r in rows]
+                          None if r.embedding is None else _owned(r.embedding)) for r in rows]
         return head.seq, head.face_count, changes
 
     def deleted_since(self, collection_id: int, seq: int) -> bool:
@@ -842,11 +922,7 @@ class Catalog:
                                       .where(s.changes.c.collection_id == coll.id)).scalar()
             if (max_change or 0) != coll.seq:
                 problems.append(f"collection seq {coll.seq} != last change {max_change}")
-            bad = conn.execute(select(func.count()).select_from(s.faces).where(and_(
-                s.faces.c.collection_id == coll.id,
-                func.length(s.faces.c.embedding) != EMBEDDING_DIM * 4))).scalar_one()
-            if bad:
-                problems.append(f"{bad} faces with a malformed embedding")
+            problems += _embedding_problems(conn, coll.id)
             # Faces added before the oldest change kept lost their add change to pruning.
             oldest = conn.execute(select(func.min(s.changes.c.seq))
                                   .where(s.changes.c.collection_id == coll.id)).scalar()
@@ -862,6 +938,54 @@ class Catalog:
         return problems
 
 
+    def integrity_problems(self, *, quick: bool = False) -> list[str]:
+        """SQLite's own check of the file's pages and indexes (``quick``: ``quick_check``, linear
+        in the file's size, for server starts; else the full ``integrity_check``, for ``regard
+        collections check``), at most ``MAX_LISTED`` lines; a damaged database is noted in
+        ``health``. PostgreSQL checks its pages as it reads them (``data_checksums``) and has no
+        such pragma without extensions: no problems listed there."""
+        if self.engine.dialect.name != "sqlite":
+            return []
+        pragma = "quick_check" if quick else "integrity_check"
+        try:
+            with self._single.connect() as conn:
+                lines = [line for r in conn.exec_driver_sql(f"PRAGMA {pragma}({MAX_LISTED})")
+                         for line in r[0].splitlines() if not line.startswith("*** in database")]
+        except CatalogCorruptError as exc:
+            lines = [f"SQLite could not finish its {pragma}: {exc.__cause__}"]
+        if lines == ["ok"]:
+            return []
+        self.health.note_corrupt()
+        return lines[:MAX_LISTED]
+
+
+def _embedding_problems(conn: Connection, collection_id: int) -> list[str]:
+    """Faces whose embedding is damaged: the wrong size, all zeros, not finite, or not the bytes
+    its checksum was computed over (changed on disk, or swapped with another row's)."""
+    found: dict[str, list[str]] = {}
+    result = conn.execution_options(yield_per=20_000).execute(
+        select(s.faces.c.face_id, s.faces.c.embedding, s.faces.c.embedding_sha256)
+        .where(s.faces.c.collection_id == collection_id).order_by(s.faces.c.face_id))
+    for face_id, blob, checksum in result:
+        if len(blob) != EMBEDDING_DIM * 4:
+            found.setdefault("with a malformed embedding", []).append(face_id)
+            wipe(blob)
+            continue
+        vector = from_blob(blob)
+        if not np.all(np.isfinite(vector)):
+            found.setdefault("with a non-finite embedding", []).append(face_id)
+        elif not np.any(vector):
+            found.setdefault("with an all-zero embedding", []).append(face_id)
+        if checksum is None:
+            found.setdefault("without an embedding checksum", []).append(face_id)
+        elif checksum != embedding_checksum(face_id, blob):
+            found.setdefault("whose embedding fails its checksum (damaged or swapped)",
+                             []).append(face_id)
+        wipe(blob)  # a later deletion of the face must not find it in freed memory
+    return [f"{len(ids)} face(s) {what}: {', '.join(ids[:MAX_LISTED])}"
+            + (", ..." if len(ids) > MAX_LISTED else "") for what, ids in found.items()]
+
+
 # -- row mapping --------------------------------------------------------------------------------
 def _collection(row: Any) -> CollectionInfo:
     return CollectionInfo(row.id, row.name, row.arn, row.face_model_version, _utc(row.created),
@@ -869,7 +993,7 @@ def _collection(row: Any) -> CollectionInfo:
 
 
 def _face_columns(embeddings: bool) -> list[Any]:
-    cols = [c for c in s.faces.c if c.name != "embedding"]
+    cols = [c for c in s.faces.c if c.name not in ("embedding", "embedding_sha256")]
     return cols + [s.faces.c.embedding] if embeddings else cols
 
 
@@ -880,7 +1004,7 @@ def _face(m: Any) -> FaceRow:
         bbox=(m["bbox_left"], m["bbox_top"], m["bbox_width"], m["bbox_height"]),
         confidence=m["confidence"], created=_utc(m["created"]), user_id=m["user_id"],
         seq=m["seq"], image_sha256=m["image_sha256"], expires=_utc(m["expires"]),
-        consent_ref=m["consent_ref"], embedding=None if blob is None else from_blob(blob),
+        consent_ref=m["consent_ref"], embedding=None if blob is None else _owned(blob),
     )
 
 

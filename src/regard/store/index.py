@@ -61,8 +61,10 @@ import numpy as np
 
 from regard.errors import ResourceNotFoundError
 from regard.private_files import open_private
+from regard.secure_memory import wipe
 from regard.store import schema as s
 from regard.store.catalog import EMBEDDING_DIM, Catalog, Change, Snapshot
+from regard.store.faults import is_storage_full
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +134,7 @@ class VectorIndex:
         self.dim = dim
         self.options = options or IndexOptions()
         self._index: faiss.Index = self._empty(0)
+        self._capacity = 0  # vectors FAISS's storage holds room for (``_append``)
         self._ids = np.empty(0, dtype="S36")
         self._live = np.empty(0, dtype=bool)
         self._n = 0
@@ -175,19 +178,24 @@ class VectorIndex:
         """Append vectors; FaceIds are unique for ever, so an id is never added twice."""
         if not len(face_ids):
             return
+        given = vectors
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(face_ids), self.dim)
-        if self.kind == "flat" and len(self) + len(face_ids) >= self.options.hnsw_threshold:
-            if len(self) + len(face_ids) < self.options.background_from:
-                self._rebuild(extra_ids=list(face_ids), extra=vectors)
-                return
-            self.rebuild_due = True  # meanwhile the flat index stays exact
-        self._grow(self._n + len(face_ids))
-        self._ids[self._n:self._n + len(face_ids)] = [f.encode() for f in face_ids]
-        self._live[self._n:self._n + len(face_ids)] = True
-        with omp_threads(build_threads() if len(face_ids) > 1000 else 1):
-            self._index.add(vectors)
-        self._n += len(face_ids)
-        self._bitmap = None
+        try:
+            if self.kind == "flat" and len(self) + len(face_ids) >= self.options.hnsw_threshold:
+                if len(self) + len(face_ids) < self.options.background_from:
+                    self._rebuild(extra_ids=list(face_ids), extra=vectors)
+                    return
+                self.rebuild_due = True  # meanwhile the flat index stays exact
+            self._grow(self._n + len(face_ids))
+            self._ids[self._n:self._n + len(face_ids)] = [f.encode() for f in face_ids]
+            self._live[self._n:self._n + len(face_ids)] = True
+            with omp_threads(build_threads() if len(face_ids) > 1000 else 1):
+                self._append(vectors)
+            self._n += len(face_ids)
+            self._bitmap = None
+        finally:
+            if not np.may_share_memory(vectors, given):
+                wipe(vectors)  # a converted copy
 
     def remove(self, face_ids: Sequence[str]) -> int:
         """Mark vectors dead (ids not present are ignored); compact past ``compact_fraction``."""
@@ -211,7 +219,9 @@ class VectorIndex:
     def live_copy(self) -> tuple[np.ndarray, np.ndarray]:
         """(FaceIds as bytes, vectors) of the live entries, copied: what a rebuild starts from."""
         keep = np.flatnonzero(self._live[: self._n])
-        vectors = self.stored_vectors()[keep] if len(keep) else np.empty((0, self.dim), np.float32)
+        stored = self.stored_vectors()
+        vectors = stored[keep]
+        wipe(stored)
         return self._ids[keep].copy(), vectors
 
     def frozen_copy(self) -> "VectorIndex":
@@ -220,6 +230,7 @@ class VectorIndex:
         which would otherwise stall the collection's searches)."""
         twin = VectorIndex(self.dim, self.options)
         twin._index = faiss.clone_index(self._index)
+        twin._capacity = twin._index.ntotal
         twin._ids, twin._live = self._ids[: self._n].copy(), self._live[: self._n].copy()
         twin._n, twin._dead = self._n, self._dead
         return twin
@@ -242,16 +253,52 @@ class VectorIndex:
             fresh.remove([g.decode() for g in gone])
         new = ~np.isin(live_ids, built_from)
         if new.any():
-            vectors = self.stored_vectors()[live_pos[new]]
+            stored = self.stored_vectors()
+            vectors = stored[live_pos[new]]
+            wipe(stored)
             fresh.add([f.decode() for f in live_ids[new]], vectors)
+            wipe(vectors)
         return fresh
+
+    def discard(self) -> None:
+        """Overwrite every stored vector: for a private copy (``frozen_copy``) that is done with,
+        whose FAISS storage would otherwise be freed with the vectors in it."""
+        if self._n:
+            self._vectors(self._storage(), self._n).fill(0.0)
 
     def _scrub(self, positions: np.ndarray) -> None:
         """Overwrite the vectors at ``positions`` with ``SCRUBBED`` in the index's storage."""
+        flat = self._storage()
+        self._vectors(flat, flat.ntotal)[positions] = SCRUBBED
+
+    def _storage(self) -> Any:
+        """The flat index that holds the vectors (HNSW's storage, or the index itself)."""
         flat = self._index.storage if isinstance(self._index, faiss.IndexHNSWFlat) else self._index
-        flat = faiss.downcast_index(flat)
-        stored = faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * self.dim)
-        stored.reshape(flat.ntotal, self.dim)[positions] = SCRUBBED
+        return faiss.downcast_index(flat)
+
+    def _vectors(self, flat: Any, n: int) -> np.ndarray:
+        """The first ``n`` vectors of ``flat``'s storage, in place (a view, not a copy)."""
+        return faiss.rev_swig_ptr(flat.get_xb(), n * self.dim).reshape(n, self.dim)
+
+    def _append(self, vectors: np.ndarray) -> None:
+        """``index.add`` with room made first: FAISS's storage is a std::vector, which grows by
+        moving to a larger buffer and freeing the old one, every stored vector still in it.
+        Here the old buffer is zeroed before it is freed (the vectors move through a copy that
+        is wiped), and capacity doubles, so the extra copying is amortized."""
+        flat = self._storage()
+        held, needed = flat.ntotal, flat.ntotal + len(vectors)
+        if needed > self._capacity:
+            capacity = max(needed, 2 * self._capacity)
+            kept = self._vectors(flat, held).copy() if held else None
+            if held:
+                self._vectors(flat, held).fill(0.0)
+            flat.codes.resize(capacity * flat.code_size)
+            if kept is not None:
+                self._vectors(flat, held)[:] = kept
+                wipe(kept)
+            flat.codes.resize(held * flat.code_size)  # the capacity stays
+            self._capacity = capacity
+        self._index.add(vectors)
 
     def _grow(self, size: int) -> None:
         if size > len(self._ids):
@@ -265,18 +312,24 @@ class VectorIndex:
     def _rebuild(self, extra_ids: Sequence[str] = (), extra: np.ndarray | None = None) -> None:
         """Rebuild from live vectors (+ extra), choosing flat or HNSW by the resulting size."""
         keep = np.flatnonzero(self._live[: self._n])
-        old = self._index.reconstruct_n(0, self._n)[keep] if self._n else np.empty((0, self.dim))
+        stored = self.stored_vectors()
+        parts = [stored[keep]]
         ids = list(self._ids[keep])
         if extra is not None and len(extra_ids):
-            old = np.vstack([old, extra]) if len(old) else extra
+            parts.append(extra)
             ids += [f.encode() for f in extra_ids]
-        self.load(ids, np.asarray(old, dtype=np.float32))
+        vectors = np.concatenate(parts).astype(np.float32, copy=False)
+        try:
+            self.load(ids, vectors)
+        finally:
+            wipe(stored, parts[0], vectors)
 
     def load(self, face_ids: Sequence[str | bytes], vectors: np.ndarray) -> None:
         """Replace the contents (a full load from a catalog snapshot)."""
         n = len(face_ids)
+        given = vectors
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(n, self.dim)
-        self._index = self._empty(n)
+        self._index, self._capacity = self._empty(n), 0
         self._ids = np.empty(max(n, 1024), dtype="S36")
         self._ids[:n] = [f if isinstance(f, bytes) else f.encode() for f in face_ids]
         self._live = np.zeros(len(self._ids), dtype=bool)
@@ -284,7 +337,9 @@ class VectorIndex:
         self._n, self._dead, self._bitmap = n, 0, None
         if n:
             with omp_threads(build_threads()):
-                self._index.add(vectors)
+                self._append(vectors)
+        if not np.may_share_memory(vectors, given):
+            wipe(vectors)  # a converted copy
 
     def _empty(self, n: int) -> faiss.Index:
         if n >= self.options.hnsw_threshold:
@@ -332,6 +387,7 @@ class VectorIndex:
 
     # -- checkpoints -----------------------------------------------------------------------------
     def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        """The index serialized (a copy of its vectors, wiped by ``_write_checkpoint``)."""
         return {
             f"{prefix}_index": faiss.serialize_index(self._index),
             f"{prefix}_ids": self._ids[: self._n],
@@ -339,12 +395,14 @@ class VectorIndex:
         }
 
     def from_arrays(self, arrays: Any, prefix: str) -> None:
-        index = faiss.deserialize_index(np.asarray(arrays[f"{prefix}_index"]))
+        serialized = np.asarray(arrays[f"{prefix}_index"])
+        index = faiss.deserialize_index(serialized)
+        wipe(serialized)
         ids = np.asarray(arrays[f"{prefix}_ids"], dtype="S36")
         live = np.asarray(arrays[f"{prefix}_live"], dtype=bool)
         if index.ntotal != len(ids) or len(live) != len(ids) or index.d != self.dim:
             raise ValueError("inconsistent checkpoint")
-        self._index, self._n = index, len(ids)
+        self._index, self._n, self._capacity = index, len(ids), index.ntotal
         self._ids = np.empty(max(self._n, 1024), dtype="S36")
         self._ids[: self._n] = ids
         self._live = np.zeros(len(self._ids), dtype=bool)
@@ -367,8 +425,11 @@ class CollectionIndex:
     @classmethod
     def from_snapshot(cls, snap: Snapshot, options: IndexOptions) -> "CollectionIndex":
         faces, users = VectorIndex(options=options), VectorIndex(options=options)
-        faces.load(snap.face_ids, snap.vectors)
-        users.load(snap.user_face_ids, snap.user_vectors)
+        try:
+            faces.load(snap.face_ids, snap.vectors)
+            users.load(snap.user_face_ids, snap.user_vectors)
+        finally:
+            wipe(snap.vectors, snap.user_vectors)
         return cls(snap.collection_id, snap.seq, faces, users)
 
     def apply(self, changes: Sequence[Change]) -> None:
@@ -396,7 +457,9 @@ class CollectionIndex:
                 remove("users", ch.face_id)
         for which, items in pending.items():
             if items:
-                targets[which].add(list(items), np.stack(list(items.values())))
+                stacked = np.stack(list(items.values()))
+                targets[which].add(list(items), stacked)
+                wipe(stacked)
         if changes:
             self.seq = changes[-1].seq
 
@@ -478,6 +541,9 @@ class IndexRegistry:
                     self._write_checkpoint(saved[0], saved[1], self._arrays(*saved))
                 except OSError as exc:
                     log.warning("could not checkpoint the index of %s: %s", collection, exc)
+                finally:
+                    saved[2].discard()
+                    saved[3].discard()
 
         thread = threading.Thread(target=build, name=f"regard-rebuild-{collection}",
                                   daemon=True)
@@ -590,8 +656,12 @@ class IndexRegistry:
             head, count, changes = self.catalog.changes_since(cid, entry.seq)
             # Sequence numbers are gap-free per collection; a gap would mean lost history.
             contiguous = all(ch.seq == entry.seq + 1 + i for i, ch in enumerate(changes))
+            try:
+                if contiguous:
+                    entry.apply(changes)
+            finally:
+                wipe(*(ch.embedding for ch in changes))
             if contiguous:
-                entry.apply(changes)
                 if any(ch.op == s.OP_DELETE for ch in changes):
                     # deleted elsewhere (another process or replica): our checkpoint holds them
                     self.discard_checkpoint(cid)
@@ -650,8 +720,13 @@ class IndexRegistry:
             os.replace(tmp, path)
         except FileNotFoundError:
             return None  # a deletion removed it while it was written (``discard_checkpoint``)
+        except OSError as exc:
+            if is_storage_full(exc):  # for /healthz: the catalog's disk is likely next
+                self.catalog.health.note_full()
+            raise
         finally:
             tmp.unlink(missing_ok=True)
+            wipe(*(a for name, a in arrays.items() if name.endswith("_index")))  # serialized
         if self.catalog.deleted_since(collection_id, seq):
             path.unlink(missing_ok=True)
             return None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import uuid
 from typing import Callable
 
-from sqlalchemy import Connection, inspect, select, text
+from sqlalchemy import Connection, and_, bindparam, inspect, select, text
 
 from regard.errors import SchemaVersionError
 from regard.store.schema import SCHEMA_VERSION, metadata, schema_version
@@ -58,9 +58,35 @@ def _add_images_without_faces_and_key_rates(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE access_keys ADD COLUMN max_tps FLOAT"))
 
 
+_FILL_PAGE = 5000
+
+
+def _add_embedding_checksums(conn: Connection) -> None:
+    """Version 5: a checksum beside every embedding, computed here for the faces already stored
+    (in pages by FaceId, so memory stays bounded at any catalog size)."""
+    from regard.store.catalog import embedding_checksum
+    from regard.store.schema import faces
+
+    if "embedding_sha256" not in {c["name"] for c in inspect(conn).get_columns("faces")}:
+        conn.execute(text("ALTER TABLE faces ADD COLUMN embedding_sha256 VARCHAR(64)"))
+    fill = (faces.update().where(faces.c.face_id == bindparam("fid"))
+            .values(embedding_sha256=bindparam("sum")))
+    after = ""
+    while True:
+        rows = conn.execute(select(faces.c.face_id, faces.c.embedding).where(and_(
+            faces.c.face_id > after, faces.c.embedding_sha256.is_(None)))
+            .order_by(faces.c.face_id).limit(_FILL_PAGE)).all()
+        if not rows:
+            return
+        conn.execute(fill, [{"fid": r.face_id, "sum": embedding_checksum(r.face_id, r.embedding)}
+                            for r in rows])
+        after = rows[-1].face_id
+
+
 # version -> step that upgrades a catalog from version-1 to version.
 MIGRATIONS: dict[int, Migration] = {2: _add_access_keys, 3: _add_audit_ledger,
-                                    4: _add_images_without_faces_and_key_rates}
+                                    4: _add_images_without_faces_and_key_rates,
+                                    5: _add_embedding_checksums}
 
 _PG_LOCK_KEY = 0x5245_4741  # "REGA": serializes concurrent first starts on PostgreSQL
 

@@ -31,7 +31,7 @@ from sqlalchemy import (
     Table,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 metadata = MetaData()
 
@@ -86,6 +86,9 @@ faces = Table(
     Column("bbox_height", Float, nullable=False),
     Column("confidence", Float, nullable=False),
     Column("embedding", LargeBinary, nullable=False),  # float32, little-endian
+    # SHA-256 of FaceId and embedding bytes (schema version 5; ``catalog.embedding_checksum``),
+    # written with the embedding: ``regard collections check`` finds damaged or swapped rows.
+    Column("embedding_sha256", String(64), nullable=True),
     Column("created", DateTime(timezone=True), nullable=False),
     Column("expires", DateTime(timezone=True), nullable=True),
     Column("consent_ref", String(255), nullable=True),

@@ -34,6 +34,7 @@ from regard.api.server import Server, is_loopback
 from regard.errors import (
     CatalogCorruptError,
     DatabaseUnavailableError,
+    RegardError,
     StorageFullError,
     ThrottlingError,
 )
@@ -187,7 +188,8 @@ async def _periodically(name: str, run: Callable[[], Awaitable[object]], period:
                         start_now: bool) -> None:
     """Run ``run`` every ``period`` seconds (first at once, or after one period). A transient
     failure (the database down, the pool full) is one log line and is retried within a minute;
-    any other failure is logged with its traceback; neither stops the loop."""
+    another Regard error (a full disk) is one line too; a bug is logged with its traceback;
+    none stops the loop."""
     wait = 0.0 if start_now else period
     while True:
         if wait:
@@ -200,6 +202,8 @@ async def _periodically(name: str, run: Callable[[], Awaitable[object]], period:
         except (DatabaseUnavailableError, ThrottlingError) as exc:
             log.warning("%s skipped, retrying within a minute: %s", name, exc)
             wait = min(period, 60.0)
+        except RegardError as exc:  # a full disk, a damaged catalog: named, no traceback
+            log.warning("%s failed: %s", name, exc)
         except Exception:
             log.exception("%s failed", name)
 

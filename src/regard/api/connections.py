@@ -179,7 +179,8 @@ _FILTER = RateLimitedLog()
 # A logger's filters see only its own records, not its children's: name each one. The access
 # log is left alone (one line per request is what it is for).
 FLOODABLE_LOGGERS = ("asyncio", "uvicorn.error", "regard.api", "regard.api.aws",
-                     "regard.api.rest", "regard.api.connections", "regard.store.catalog")
+                     "regard.api.rest", "regard.api.connections", "regard.service",
+                     "regard.store.catalog")
 
 
 def limit_log_floods() -> None:

@@ -88,6 +88,11 @@ class ServeProcess:
         assert self.proc is not None
         Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
 
+    def environment(self) -> dict[str, str]:
+        assert self.proc is not None
+        raw = Path(f"/proc/{self.proc.pid}/environ").read_bytes().split(b"\0")
+        return dict(item.decode(errors="replace").partition("=")[::2] for item in raw if item)
+
     def descriptors(self) -> int:
         assert self.proc is not None
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))

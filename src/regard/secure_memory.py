@@ -1,47 +1,30 @@
-"""Overwriting embeddings in this process's memory before their buffers are released.
+"""Deleted embeddings in the server's memory.
 
-Released memory keeps its contents: glibc's ``free``, numpy's cache of small buffers and CPython's
-allocators reuse it without clearing it, so a deleted face's embedding would stay readable in the
-heap until something happened to reuse those bytes. Whatever held a stored embedding (an array,
-the blob a database driver returned, the blob written to it) is therefore overwritten with
-zeros once the code that read or wrote it is done with it.
+Released memory keeps its contents until something reuses it, so a deleted face's embedding
+can outlive its deletion in two kinds of memory:
+
+- memory still held: the vector index (overwritten with ``SCRUBBED`` at once), arrays Regard
+  releases (numpy keeps freed buffers under 1 KiB, one 512-byte embedding among them, in a cache
+  for reuse: arrays that held stored embeddings are zeroed with ``wipe`` first), and SQLite's
+  connections, whose page caches and cached statements keep the rows they read or wrote (the
+  catalog closes its pooled connections after every deletion, ``Catalog.reclaim_space``);
+- memory freed to the C allocator (SQLite's row buffers, Python's ``bytes``, FAISS's storage
+  when it grows): glibc leaves it as it was, unless the process was started with
+  ``GLIBC_TUNABLES=`` ``CLEARING_ALLOCATOR``, which makes it overwrite every freed block.
 """
 
 from __future__ import annotations
 
-import ctypes
-from typing import Union
-
 import numpy as np
 
-Buffer = Union[np.ndarray, bytes, bytearray, memoryview, None]
-
-_bytes_data = ctypes.pythonapi.PyBytes_AsString
-_bytes_data.restype = ctypes.c_void_p
-_bytes_data.argtypes = [ctypes.py_object]
+# glibc fills freed blocks with 0x55 (perturb) and keeps no small freed block aside unfilled in
+# its per-thread caches (tcache); must be in the environment when the process starts.
+CLEARING_ALLOCATOR = "glibc.malloc.perturb=85:glibc.malloc.tcache_count=0"
 
 
-def wipe(*buffers: Buffer) -> None:
-    """Zero each buffer in place. A read-only array or memoryview is wiped through the object
-    that owns its memory. ``bytes`` are immutable to Python but not to C: a blob is overwritten
-    through CPython's C API, which is safe only for a blob whose last user is the caller and that
-    was never hashed (nothing reads it afterwards, no dict holds it): the blobs a database driver
-    returns for embedding columns, or ones the caller built."""
-    for buf in buffers:
-        if buf is None:
-            continue
-        if isinstance(buf, np.ndarray):
-            if buf.flags.writeable:
-                buf.fill(0)
-            else:
-                wipe(buf.base)
-        elif isinstance(buf, bytes):
-            if len(buf) > 1:  # the empty and one-byte bytes objects are shared singletons
-                ctypes.memset(_bytes_data(buf), 0, len(buf))
-        elif isinstance(buf, bytearray):
-            buf[:] = bytes(len(buf))
-        elif isinstance(buf, memoryview):
-            if buf.readonly:
-                wipe(buf.obj)
-            else:
-                buf.cast("B")[:] = bytes(buf.nbytes)
+def wipe(*arrays: np.ndarray | None) -> None:
+    """Zero each array in place (a view zeroes what it views). Read-only arrays, views of a
+    database driver's immutable blob, are left alone: freeing the blob frees its memory."""
+    for array in arrays:
+        if array is not None and array.flags.writeable:
+            array.fill(0)

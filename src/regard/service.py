@@ -43,6 +43,7 @@ from regard.errors import (
     CatalogCorruptError,
     InvalidPaginationTokenError,
     InvalidParameterError,
+    RegardError,
     ResourceNotFoundError,
     ServiceQuotaExceededError,
     UnknownOperationError,
@@ -171,7 +172,10 @@ class RegardService:
         except Exception as exc:
             try:
                 self.gate.record(record, params, error=exc)
-            except Exception:  # e.g. the database is down: the caller gets the original error
+            except RegardError as unrecorded:  # the database down, the disk full: one line
+                log.warning("could not record the failed %s in the audit ledger: %s",
+                            operation, unrecorded)
+            except Exception:  # a bug: the caller still gets the original error
                 log.exception("could not record the failed %s in the audit ledger", operation)
             raise
         finally:
@@ -263,8 +267,7 @@ class RegardService:
     def index_detected_faces(self, detected: ImageFaces, image_sha256: str | None = None, *,
                              caller: Caller = LOCAL_CALLER, **params: Any) -> Params:
         """IndexFaces for faces already detected and embedded (``Engine.detect(embed=True)``),
-        e.g. by worker processes in a batch; ``params`` as IndexFaces' without ``Image``. The
-        faces' embeddings are zeroed once stored (``secure_memory``)."""
+        e.g. by worker processes in a batch; ``params`` as IndexFaces' without ``Image``."""
         if "Image" in params:
             raise InvalidParameterError("index_detected_faces takes no Image")
         validate_request("IndexFaces", params, exempt=frozenset({"Image"}))
@@ -572,7 +575,8 @@ class RegardService:
         try:
             rows = self.store.add_faces(coll.name, new) if new else []
         finally:
-            wipe(*(face.embedding for face in detected.faces))  # the catalog has them now
+            if rgb is not None:  # embedded here (a caller's faces stay the caller's)
+                wipe(*(face.embedding for face in detected.faces))
         if not rows and image_sha256:
             self.store.catalog.note_image_without_faces(coll.name, image_sha256)
         return {
@@ -608,10 +612,7 @@ class RegardService:
         coll = self._collection(p["CollectionId"])
         face_id = p["FaceId"]
         vector = self._face_vector(coll, face_id)
-        try:
-            matches = self._face_matches(coll, vector, p, exclude=face_id)
-        finally:
-            wipe(vector)
+        matches = self._face_matches(coll, vector, p, exclude=face_id)
         return {"SearchedFaceId": face_id, "FaceMatches": matches,
                 "FaceModelVersion": coll.face_model_version}
 
@@ -773,7 +774,6 @@ class RegardService:
         return coll
 
     def _face_vector(self, coll: CollectionInfo, face_id: str) -> np.ndarray:
-        """A stored face's embedding, for the caller to wipe once used."""
         row = self.store.catalog.get_faces(coll.id, [face_id], embeddings=True).get(face_id)
         if row is None or row.embedding is None:
             raise InvalidParameterError(f"The face id {face_id} does not exist in {coll.name}")

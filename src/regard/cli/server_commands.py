@@ -121,6 +121,7 @@ def serve(
         if path is not None and not path.is_file():
             err.print(f"[red]{path} is not a readable file[/red]")
             raise typer.Exit(code=2)
+    _restart_with_clearing_allocator()
     home_dir = _use_home(home)
     try:
         service = RegardService(Engine(**_engine_kwargs(detector, min_face_size)),
@@ -158,6 +159,37 @@ def serve(
     uvicorn.Server(uvicorn_config(server, host, port, log_level=log_level,
                                   tls_cert=str(tls_cert) if tls_cert else None,
                                   tls_key=str(tls_key) if tls_key else None)).run()
+
+
+def _restart_with_clearing_allocator() -> None:
+    """Re-execute this process with glibc told to overwrite freed memory
+    (``secure_memory.CLEARING_ALLOCATOR``), unless it already is or ``REGARD_CLEARING_ALLOCATOR=0``.
+    Erasure's promise that no copy of a deleted embedding stays in the server's memory needs it
+    (SQLite's freed row buffers cannot be overwritten otherwise), and glibc reads the setting only
+    when a process starts. Not glibc (musl, macOS): nothing to do, and the README says what is
+    then not guaranteed."""
+    import platform
+
+    from regard.secure_memory import CLEARING_ALLOCATOR
+
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if (os.environ.get("REGARD_CLEARING_ALLOCATOR", "1") in ("0", "restarted")
+            or CLEARING_ALLOCATOR in tunables or platform.libc_ver()[0] != "glibc"
+            or not _started_as_regard()):
+        return
+    env = {**os.environ, "REGARD_CLEARING_ALLOCATOR": "restarted",  # never a second time
+           "GLIBC_TUNABLES": ":".join(filter(None, (tunables, CLEARING_ALLOCATOR)))}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # orig_argv keeps "-m regard.cli" or the console script as it was started.
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
+def _started_as_regard() -> bool:
+    """Whether this process is the ``regard`` command (not, say, a test runner calling the CLI
+    in-process, which must never be replaced)."""
+    args = sys.orig_argv[1:3]
+    return args[:2] == ["-m", "regard.cli"] or (bool(args) and Path(args[0]).name == "regard")
 
 
 def cleartext_warning(host: str, tls: bool) -> str | None:

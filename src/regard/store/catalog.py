@@ -162,8 +162,7 @@ class Change:
     seq: int
     op: str
     face_id: str
-    # None when the face no longer exists (or op is a removal); the reader's to wipe once used
-    embedding: np.ndarray | None
+    embedding: np.ndarray | None  # None when the face no longer exists (or op is a removal)
 
 
 @dataclass(frozen=True)
@@ -194,37 +193,22 @@ class Failure:
 AssociationCheck = Callable[[np.ndarray, np.ndarray], tuple[bool, float | None]]
 
 
-def to_blob(vector: np.ndarray) -> bytearray:
-    """The stored form of an embedding, in a buffer the caller wipes once the database has it."""
-    v = np.ascontiguousarray(vector, dtype="<f4")
-    try:
-        if v.size != EMBEDDING_DIM or not np.all(np.isfinite(v)):
-            raise InvalidParameterError(f"An embedding must be {EMBEDDING_DIM} finite floats")
-        return bytearray(v)
-    finally:
-        if not (isinstance(vector, np.ndarray) and np.shares_memory(v, vector)):
-            wipe(v)  # a converted copy
+def to_blob(vector: np.ndarray) -> bytes:
+    v = np.asarray(vector, dtype="<f4").reshape(-1)
+    if v.shape[0] != EMBEDDING_DIM or not np.all(np.isfinite(v)):
+        raise InvalidParameterError(f"An embedding must be {EMBEDDING_DIM} finite floats")
+    return v.tobytes()
 
 
 def embedding_checksum(face_id: str, blob: bytes) -> str:
     """SHA-256 of a face's embedding bytes bound to its FaceId, stored beside the embedding so
     that ``consistency_problems`` finds bytes changed on disk and rows swapped. Unkeyed: it
     catches damage, not someone who rewrites the database and the checksum together."""
-    digest = hashlib.sha256(face_id.encode() + b"\0")
-    digest.update(blob)  # not concatenated: that would leave a copy of the embedding behind
-    return digest.hexdigest()
+    return hashlib.sha256(face_id.encode() + b"\0" + blob).hexdigest()
 
 
 def from_blob(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype="<f4")
-
-
-def _owned(blob: bytes) -> np.ndarray:
-    """A driver's embedding blob as an array the caller owns and wipes when done; the blob
-    itself is wiped at once (``secure_memory``)."""
-    vector = np.frombuffer(blob, dtype="<f4").astype(np.float32)
-    wipe(blob)
-    return vector
 
 
 def _concatenated(parts: list[np.ndarray]) -> np.ndarray:
@@ -239,13 +223,10 @@ def _concatenated(parts: list[np.ndarray]) -> np.ndarray:
 
 
 def _stack(blobs: Sequence[bytes]) -> np.ndarray:
-    """Blobs as one (n, d) array the caller owns and wipes when done; the blobs are wiped."""
+    """Blobs as one (n, d) array, the caller's to wipe once used (``secure_memory``)."""
     if not blobs:
         return np.empty((0, EMBEDDING_DIM), dtype=np.float32)
-    joined = bytearray().join(blobs)
-    wipe(*blobs)
-    return np.frombuffer(joined, dtype="<f4").reshape(len(blobs), -1).astype(np.float32,
-                                                                              copy=False)
+    return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1).astype(np.float32)
 
 
 def _translate_failure(health: StorageHealth, context: ExceptionContext) -> None:
@@ -510,35 +491,29 @@ class Catalog:
     def add_faces(self, collection: str, new: Sequence[NewFace]) -> list[FaceRow]:
         """Add faces in one transaction: all of them are stored, or none."""
         now = utcnow()
-        blobs: list[bytearray] = []
-        try:
-            blobs += (to_blob(f.embedding) for f in new)
-            rows = [{
-                "face_id": f.face_id, "image_id": f.image_id,
-                "external_image_id": f.external_image_id, "image_sha256": f.image_sha256,
-                "bbox_left": float(f.bbox[0]), "bbox_top": float(f.bbox[1]),
-                "bbox_width": float(f.bbox[2]), "bbox_height": float(f.bbox[3]),
-                "confidence": float(f.confidence), "embedding": blob,
-                "embedding_sha256": embedding_checksum(f.face_id, blob),
-                "created": now, "expires": f.expires, "consent_ref": f.consent_ref,
-                "user_id": None,
-            } for f, blob in zip(new, blobs)]
-            with self._write() as conn:
-                coll = self._lock(conn, collection)
-                seqs = self._advance(conn, coll, [(s.OP_ADD, r["face_id"]) for r in rows],
-                                     face_delta=len(rows))
-                for row, q in zip(rows, seqs):
-                    row["collection_id"], row["seq"] = coll.id, q
-                if rows:
-                    conn.execute(insert(s.faces), rows)
-        finally:
-            wipe(*blobs)  # the database holds its own copy
+        blobs = [to_blob(f.embedding) for f in new]
+        rows = [{
+            "face_id": f.face_id, "image_id": f.image_id,
+            "external_image_id": f.external_image_id, "image_sha256": f.image_sha256,
+            "bbox_left": float(f.bbox[0]), "bbox_top": float(f.bbox[1]),
+            "bbox_width": float(f.bbox[2]), "bbox_height": float(f.bbox[3]),
+            "confidence": float(f.confidence), "embedding": blob,
+            "embedding_sha256": embedding_checksum(f.face_id, blob),
+            "created": now, "expires": f.expires, "consent_ref": f.consent_ref, "user_id": None,
+        } for f, blob in zip(new, blobs)]
+        with self._write() as conn:
+            coll = self._lock(conn, collection)
+            seqs = self._advance(conn, coll, [(s.OP_ADD, r["face_id"]) for r in rows],
+                                 face_delta=len(rows))
+            for row, q in zip(rows, seqs):
+                row["collection_id"], row["seq"] = coll.id, q
+            if rows:
+                conn.execute(insert(s.faces), rows)
         return [_face({**r, "embedding": None}) for r in rows]
 
     def get_faces(self, collection_id: int, face_ids: Sequence[str], *,
                   embeddings: bool = False) -> dict[str, FaceRow]:
-        """The faces among ``face_ids`` that exist in the collection, by id (with
-        ``embeddings``, the caller wipes them once used: ``secure_memory``)."""
+        """The faces among ``face_ids`` that exist in the collection, by id."""
         found: dict[str, FaceRow] = {}
         if not face_ids:
             return found
@@ -650,15 +625,24 @@ class Catalog:
         their pages, overwrites their bytes in most cases (measured: not for a row at the low end
         of its page, which waits for the page's reuse; ``VACUUM FULL`` removes those but locks
         the table). PostgreSQL's own WAL keeps the bytes until its segments are overwritten:
-        byte-level erasure is guaranteed on SQLite only (README)."""
+        byte-level erasure is guaranteed on SQLite only (README).
+
+        SQLite also keeps the rows a connection read or wrote in the connection's memory (its
+        page cache, the values of its cached statements) until it is closed: the pooled
+        connections are closed then too (new ones open as needed, ~1 ms each)."""
         if self.engine.dialect.name == "sqlite":
             self.after_commit(self._checkpoint_wal)
+            self.after_commit(self._reopen_connections)
         elif self.engine.dialect.name == "postgresql":
             self.after_commit(self._vacuum_faces)
 
     def _checkpoint_wal(self) -> None:
         with self._single.connect() as conn:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _reopen_connections(self) -> None:
+        if self.engine.url.database not in (None, "", ":memory:"):  # else the data would go too
+            self.engine.dispose()
 
     def _vacuum_faces(self) -> None:
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
@@ -767,26 +751,23 @@ class Catalog:
                 select(s.faces.c.face_id, s.faces.c.user_id, s.faces.c.embedding).where(and_(
                     s.faces.c.collection_id == coll.id, s.faces.c.face_id.in_(wanted))))}
             done, new, failures = [], [], []
-            try:
-                for fid in wanted:
-                    row = rows.get(fid)
-                    if row is None:
-                        failures.append(Failure(fid, ["FACE_NOT_FOUND"], user_id))
-                    elif row.user_id == user_id:
-                        done.append(fid)
-                    elif row.user_id is not None:
-                        failures.append(Failure(fid, ["ASSOCIATED_TO_A_DIFFERENT_USER"],
-                                                user_id))
+            for fid in wanted:
+                row = rows.get(fid)
+                if row is None:
+                    failures.append(Failure(fid, ["FACE_NOT_FOUND"], user_id))
+                elif row.user_id == user_id:
+                    done.append(fid)
+                elif row.user_id is not None:
+                    failures.append(Failure(fid, ["ASSOCIATED_TO_A_DIFFERENT_USER"], user_id))
+                else:
+                    ok, confidence = (True, None) if len(current) == 0 else check(
+                        current, from_blob(row.embedding))
+                    if ok:
+                        new.append(fid)
                     else:
-                        ok, confidence = (True, None) if len(current) == 0 else check(
-                            current, from_blob(row.embedding))
-                        if ok:
-                            new.append(fid)
-                        else:
-                            failures.append(Failure(fid, ["LOW_MATCH_CONFIDENCE"], user_id,
-                                                    confidence))
-            finally:
-                wipe(current, *(r.embedding for r in rows.values()))
+                        failures.append(Failure(fid, ["LOW_MATCH_CONFIDENCE"], user_id,
+                                                confidence))
+            wipe(current)
             if len(current) + len(new) > MAX_FACES_PER_USER:
                 raise ServiceQuotaExceededError(
                     f"A user can have at most {MAX_FACES_PER_USER} faces; {user_id} has "
@@ -881,7 +862,7 @@ class Catalog:
                 .where(and_(s.changes.c.collection_id == collection_id, s.changes.c.seq > seq))
                 .order_by(s.changes.c.seq)).all()
         changes = [Change(r.seq, r.op, r.face_id,
-                          None if r.embedding is None else _owned(r.embedding)) for r in rows]
+                          None if r.embedding is None else from_blob(r.embedding)) for r in rows]
         return head.seq, head.face_count, changes
 
     def deleted_since(self, collection_id: int, seq: int) -> bool:
@@ -969,7 +950,6 @@ def _embedding_problems(conn: Connection, collection_id: int) -> list[str]:
     for face_id, blob, checksum in result:
         if len(blob) != EMBEDDING_DIM * 4:
             found.setdefault("with a malformed embedding", []).append(face_id)
-            wipe(blob)
             continue
         vector = from_blob(blob)
         if not np.all(np.isfinite(vector)):
@@ -981,7 +961,6 @@ def _embedding_problems(conn: Connection, collection_id: int) -> list[str]:
         elif checksum != embedding_checksum(face_id, blob):
             found.setdefault("whose embedding fails its checksum (damaged or swapped)",
                              []).append(face_id)
-        wipe(blob)  # a later deletion of the face must not find it in freed memory
     return [f"{len(ids)} face(s) {what}: {', '.join(ids[:MAX_LISTED])}"
             + (", ..." if len(ids) > MAX_LISTED else "") for what, ids in found.items()]
 
@@ -1004,7 +983,7 @@ def _face(m: Any) -> FaceRow:
         bbox=(m["bbox_left"], m["bbox_top"], m["bbox_width"], m["bbox_height"]),
         confidence=m["confidence"], created=_utc(m["created"]), user_id=m["user_id"],
         seq=m["seq"], image_sha256=m["image_sha256"], expires=_utc(m["expires"]),
-        consent_ref=m["consent_ref"], embedding=None if blob is None else _owned(blob),
+        consent_ref=m["consent_ref"], embedding=None if blob is None else from_blob(blob),
     )
 
 

@@ -134,7 +134,6 @@ class VectorIndex:
         self.dim = dim
         self.options = options or IndexOptions()
         self._index: faiss.Index = self._empty(0)
-        self._capacity = 0  # vectors FAISS's storage holds room for (``_append``)
         self._ids = np.empty(0, dtype="S36")
         self._live = np.empty(0, dtype=bool)
         self._n = 0
@@ -178,24 +177,19 @@ class VectorIndex:
         """Append vectors; FaceIds are unique for ever, so an id is never added twice."""
         if not len(face_ids):
             return
-        given = vectors
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(face_ids), self.dim)
-        try:
-            if self.kind == "flat" and len(self) + len(face_ids) >= self.options.hnsw_threshold:
-                if len(self) + len(face_ids) < self.options.background_from:
-                    self._rebuild(extra_ids=list(face_ids), extra=vectors)
-                    return
-                self.rebuild_due = True  # meanwhile the flat index stays exact
-            self._grow(self._n + len(face_ids))
-            self._ids[self._n:self._n + len(face_ids)] = [f.encode() for f in face_ids]
-            self._live[self._n:self._n + len(face_ids)] = True
-            with omp_threads(build_threads() if len(face_ids) > 1000 else 1):
-                self._append(vectors)
-            self._n += len(face_ids)
-            self._bitmap = None
-        finally:
-            if not np.may_share_memory(vectors, given):
-                wipe(vectors)  # a converted copy
+        if self.kind == "flat" and len(self) + len(face_ids) >= self.options.hnsw_threshold:
+            if len(self) + len(face_ids) < self.options.background_from:
+                self._rebuild(extra_ids=list(face_ids), extra=vectors)
+                return
+            self.rebuild_due = True  # meanwhile the flat index stays exact
+        self._grow(self._n + len(face_ids))
+        self._ids[self._n:self._n + len(face_ids)] = [f.encode() for f in face_ids]
+        self._live[self._n:self._n + len(face_ids)] = True
+        with omp_threads(build_threads() if len(face_ids) > 1000 else 1):
+            self._index.add(vectors)
+        self._n += len(face_ids)
+        self._bitmap = None
 
     def remove(self, face_ids: Sequence[str]) -> int:
         """Mark vectors dead (ids not present are ignored); compact past ``compact_fraction``."""
@@ -230,7 +224,6 @@ class VectorIndex:
         which would otherwise stall the collection's searches)."""
         twin = VectorIndex(self.dim, self.options)
         twin._index = faiss.clone_index(self._index)
-        twin._capacity = twin._index.ntotal
         twin._ids, twin._live = self._ids[: self._n].copy(), self._live[: self._n].copy()
         twin._n, twin._dead = self._n, self._dead
         return twin
@@ -260,45 +253,12 @@ class VectorIndex:
             wipe(vectors)
         return fresh
 
-    def discard(self) -> None:
-        """Overwrite every stored vector: for a private copy (``frozen_copy``) that is done with,
-        whose FAISS storage would otherwise be freed with the vectors in it."""
-        if self._n:
-            self._vectors(self._storage(), self._n).fill(0.0)
-
     def _scrub(self, positions: np.ndarray) -> None:
         """Overwrite the vectors at ``positions`` with ``SCRUBBED`` in the index's storage."""
-        flat = self._storage()
-        self._vectors(flat, flat.ntotal)[positions] = SCRUBBED
-
-    def _storage(self) -> Any:
-        """The flat index that holds the vectors (HNSW's storage, or the index itself)."""
         flat = self._index.storage if isinstance(self._index, faiss.IndexHNSWFlat) else self._index
-        return faiss.downcast_index(flat)
-
-    def _vectors(self, flat: Any, n: int) -> np.ndarray:
-        """The first ``n`` vectors of ``flat``'s storage, in place (a view, not a copy)."""
-        return faiss.rev_swig_ptr(flat.get_xb(), n * self.dim).reshape(n, self.dim)
-
-    def _append(self, vectors: np.ndarray) -> None:
-        """``index.add`` with room made first: FAISS's storage is a std::vector, which grows by
-        moving to a larger buffer and freeing the old one, every stored vector still in it.
-        Here the old buffer is zeroed before it is freed (the vectors move through a copy that
-        is wiped), and capacity doubles, so the extra copying is amortized."""
-        flat = self._storage()
-        held, needed = flat.ntotal, flat.ntotal + len(vectors)
-        if needed > self._capacity:
-            capacity = max(needed, 2 * self._capacity)
-            kept = self._vectors(flat, held).copy() if held else None
-            if held:
-                self._vectors(flat, held).fill(0.0)
-            flat.codes.resize(capacity * flat.code_size)
-            if kept is not None:
-                self._vectors(flat, held)[:] = kept
-                wipe(kept)
-            flat.codes.resize(held * flat.code_size)  # the capacity stays
-            self._capacity = capacity
-        self._index.add(vectors)
+        flat = faiss.downcast_index(flat)
+        stored = faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * self.dim)
+        stored.reshape(flat.ntotal, self.dim)[positions] = SCRUBBED
 
     def _grow(self, size: int) -> None:
         if size > len(self._ids):
@@ -327,9 +287,8 @@ class VectorIndex:
     def load(self, face_ids: Sequence[str | bytes], vectors: np.ndarray) -> None:
         """Replace the contents (a full load from a catalog snapshot)."""
         n = len(face_ids)
-        given = vectors
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(n, self.dim)
-        self._index, self._capacity = self._empty(n), 0
+        self._index = self._empty(n)
         self._ids = np.empty(max(n, 1024), dtype="S36")
         self._ids[:n] = [f if isinstance(f, bytes) else f.encode() for f in face_ids]
         self._live = np.zeros(len(self._ids), dtype=bool)
@@ -337,9 +296,7 @@ class VectorIndex:
         self._n, self._dead, self._bitmap = n, 0, None
         if n:
             with omp_threads(build_threads()):
-                self._append(vectors)
-        if not np.may_share_memory(vectors, given):
-            wipe(vectors)  # a converted copy
+                self._index.add(vectors)
 
     def _empty(self, n: int) -> faiss.Index:
         if n >= self.options.hnsw_threshold:
@@ -402,7 +359,7 @@ class VectorIndex:
         live = np.asarray(arrays[f"{prefix}_live"], dtype=bool)
         if index.ntotal != len(ids) or len(live) != len(ids) or index.d != self.dim:
             raise ValueError("inconsistent checkpoint")
-        self._index, self._n, self._capacity = index, len(ids), index.ntotal
+        self._index, self._n = index, len(ids)
         self._ids = np.empty(max(self._n, 1024), dtype="S36")
         self._ids[: self._n] = ids
         self._live = np.zeros(len(self._ids), dtype=bool)
@@ -541,9 +498,6 @@ class IndexRegistry:
                     self._write_checkpoint(saved[0], saved[1], self._arrays(*saved))
                 except OSError as exc:
                     log.warning("could not checkpoint the index of %s: %s", collection, exc)
-                finally:
-                    saved[2].discard()
-                    saved[3].discard()
 
         thread = threading.Thread(target=build, name=f"regard-rebuild-{collection}",
                                   daemon=True)
@@ -656,12 +610,8 @@ class IndexRegistry:
             head, count, changes = self.catalog.changes_since(cid, entry.seq)
             # Sequence numbers are gap-free per collection; a gap would mean lost history.
             contiguous = all(ch.seq == entry.seq + 1 + i for i, ch in enumerate(changes))
-            try:
-                if contiguous:
-                    entry.apply(changes)
-            finally:
-                wipe(*(ch.embedding for ch in changes))
             if contiguous:
+                entry.apply(changes)
                 if any(ch.op == s.OP_DELETE for ch in changes):
                     # deleted elsewhere (another process or replica): our checkpoint holds them
                     self.discard_checkpoint(cid)

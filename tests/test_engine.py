@@ -12,6 +12,7 @@ from PIL import Image, ImageFilter
 
 from regard import Engine
 from regard.errors import InvalidParameterError
+from regard.service import EFFECTIVE_THRESHOLD, EXPECTED_FPIR, SEARCH_STATISTICS
 from regard.vision import calibration
 
 from conftest import encode, face_crop, paste_faces
@@ -20,8 +21,15 @@ MODEL = botocore.session.get_session().get_service_model("rekognition")
 
 
 def assert_shape(value, shape_name: str) -> None:
-    """Recursively check a response body against botocore's shape (names, types, enums)."""
+    """Recursively check a response body against botocore's shape (names, types, enums). A
+    search's answer may also carry Regard's own statistics (the expected false-positive
+    identification rate and the threshold used), which the Rekognition door sends as headers."""
     shape = MODEL.shape_for(shape_name)
+    if shape_name.startswith("Search") and isinstance(value, dict):
+        extras = {k: value[k] for k in SEARCH_STATISTICS if k in value}
+        assert set(extras) == set(SEARCH_STATISTICS), f"{shape_name}: {sorted(extras)}"
+        assert 0 <= extras[EXPECTED_FPIR] <= 1 and 0 <= extras[EFFECTIVE_THRESHOLD] <= 100
+        value = {k: v for k, v in value.items() if k not in SEARCH_STATISTICS}
     _check(value, shape, shape_name)
 
 

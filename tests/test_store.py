@@ -540,7 +540,7 @@ def test_a_background_rebuild_leaves_a_checkpoint(tmp_path):
     faces = random_faces(250, seed=41)
     st.add_faces("c", faces)
     entry = st.indexes.synced("c")  # a full load of >= checkpoint_min faces is checkpointed
-    path = st.indexes._path(entry.collection_id)
+    path = st.indexes._path(entry.collection_id, entry.face_model_version)
     assert path.is_file()
     gone = faces[:30]
     st.delete_faces("c", [f.face_id for f in gone])
@@ -577,7 +577,7 @@ def test_a_checkpoint_that_raced_a_deletion_is_not_left_on_disk(tmp_path, monkey
 
     monkeypatch.setattr(st.catalog, "snapshot", deleted_meanwhile)
     st.search("c", faces[1].embedding, 1)  # full load from the snapshot: it holds faces[0]
-    path = st.indexes._path(cid)
+    path = st.indexes._path(cid, "1.0")
     assert not path.exists()
     monkeypatch.undo()
     hits = st.search("c", faces[0].embedding, 40)[0]  # caught up: overwritten in memory

@@ -19,10 +19,10 @@ import numpy as np
 from regard import imaging
 from regard.errors import InvalidParameterError
 from regard.imaging import ImageInput, ImageLimits
-from regard.vision import calibration
 from regard.vision.detect import Detection, Detector, create_detector
 from regard.vision.embed import Embedder, create_embedder
 from regard.vision.landmarks import Aligner, Landmarks
+from regard.vision.packs import FaceModelPack, PackEmbedder, default_pack
 from regard.vision.quality import (
     QUALITY_FILTERS,
     Pose,
@@ -103,6 +103,7 @@ class ImageFaces:
     faces: list[Face]
     width: int
     height: int
+    face_model_version: str | None = None  # whose embeddings the faces carry, if any
 
     def detect_faces_response(self) -> dict[str, Any]:
         """Rekognition ``DetectFacesResponse`` body."""
@@ -143,7 +144,8 @@ class Engine:
     """Face detection, alignment and embedding behind four verbs.
 
     ``detector``: ``yuface`` | ``mmod`` | ``hog`` (default: the best installed, see
-    ``vision.detect``). ``embedder``: ``onnx`` (default) | ``dlib`` (reference).
+    ``vision.detect``). Embeddings are a face-model pack's (``vision.packs``; default: the
+    default pack); ``embedder``: ``onnx`` (default) | ``dlib`` (reference) runs dlib v1's.
     ``min_face_size``: faces whose smaller box side is below this many pixels are dropped.
     ``max_faces``: at most this many faces per image, the largest (Rekognition: 100).
     ``threads``: CPU threads for model inference (default: the runtime's choice, all cores).
@@ -175,6 +177,7 @@ class Engine:
         self._detector: Detector | None = None
         self._aligner: Aligner | None = None
         self._embedder: Embedder | None = None
+        self._pack_embedders: dict[str, PackEmbedder] = {}
 
     # -- lazily loaded models -------------------------------------------------------------
     @property
@@ -195,20 +198,46 @@ class Engine:
 
     @property
     def embedder(self) -> Embedder:
+        """dlib v1's chip embedder (benchmarks that work on chips directly)."""
         if self._embedder is None:
             with self._lock:
                 if self._embedder is None:
                     self._embedder = create_embedder(self.embedder_name, self.threads)
         return self._embedder
 
+    def embedder_for(self, pack: FaceModelPack) -> PackEmbedder:
+        """The pack's embedder, created on first use and shared by threads."""
+        found = self._pack_embedders.get(pack.version)
+        if found is None:
+            aligner = self.aligner  # before the lock: the property takes it too
+            with self._lock:
+                found = self._pack_embedders.get(pack.version)
+                if found is None:
+                    found = self._new_pack_embedder(pack, aligner)
+                    self._pack_embedders[pack.version] = found
+        return found
+
+    def _new_pack_embedder(self, pack: FaceModelPack, aligner: Aligner) -> PackEmbedder:
+        if self.embedder_name != "onnx":
+            from regard.vision.packs import DLIB_V1, DlibPackEmbedder
+
+            if pack is not DLIB_V1:
+                raise InvalidParameterError(
+                    f"embedder={self.embedder_name!r} runs face model 1.0 only, not "
+                    f"{pack.version}")
+            return DlibPackEmbedder(self.threads, aligner, backend=self.embedder_name)
+        return pack.create_embedder(self.threads, aligner)
+
     # -- verbs -----------------------------------------------------------------------------
     def load(self, image: ImageInput) -> np.ndarray:
         """Decode and validate any accepted input to upright (H, W, 3) uint8 RGB."""
         return imaging.load(image, self.limits).pixels
 
-    def detect(self, image: ImageInput, *, embed: bool = False) -> ImageFaces:
+    def detect(self, image: ImageInput, *, embed: bool = False,
+               pack: FaceModelPack | None = None) -> ImageFaces:
         """Faces in an image (bytes, path, PIL image or RGB array), largest first, at most
-        ``max_faces``. With ``embed=True`` each face also gets its 128-d ``embedding``."""
+        ``max_faces``. With ``embed=True`` each face also gets its ``embedding`` from ``pack``
+        (default: the default pack)."""
         rgb = self.load(image)
         faces: list[Face] = []
         for det in self._detections(rgb):
@@ -226,22 +255,27 @@ class Engine:
                 )
             )
         if embed:
-            self.embed_faces(rgb, faces)
-        return ImageFaces(faces, rgb.shape[1], rgb.shape[0])
+            pack = pack or default_pack()
+            self.embed_faces(rgb, faces, pack)
+        return ImageFaces(faces, rgb.shape[1], rgb.shape[0],
+                          pack.version if embed and pack else None)
 
-    def embed_faces(self, rgb: np.ndarray, faces: list[Face]) -> None:
-        """Fill in ``embedding`` for the given faces of ``rgb`` (the upright pixels they were
-        detected in), in one batch. Lets callers embed only the faces they keep."""
+    def embed_faces(self, rgb: np.ndarray, faces: list[Face],
+                    pack: FaceModelPack | None = None) -> None:
+        """Fill in ``embedding`` (``pack``'s, default: the default pack) for the given faces of
+        ``rgb`` (the upright pixels they were detected in), in one batch. Lets callers embed
+        only the faces they keep."""
         if not faces:
             return
-        chips = np.stack([self.aligner.chip(rgb, f.landmarks) for f in faces])
-        for face, vector in zip(faces, self.embedder.embed(chips)):
+        vectors = self.embedder_for(pack or default_pack()).embed_faces(
+            rgb, [f.landmarks for f in faces])
+        for face, vector in zip(faces, vectors):
             face.embedding = vector
 
-    def embed(self, image: ImageInput) -> list[Face]:
-        """Faces with 128-d float32 embeddings (Euclidean distance < ~0.4 means the same person
-        with high confidence; use ``similarity`` for calibrated 0-100 scores)."""
-        return self.detect(image, embed=True).faces
+    def embed(self, image: ImageInput, pack: FaceModelPack | None = None) -> list[Face]:
+        """Faces with float32 embeddings of ``pack`` (default: the default pack); compare them
+        with ``similarity`` for calibrated 0-100 scores."""
+        return self.detect(image, embed=True, pack=pack).faces
 
     def compare(
         self,
@@ -249,6 +283,7 @@ class Engine:
         target: ImageInput,
         threshold: float = DEFAULT_SIMILARITY_THRESHOLD,
         quality_filter: str = "NONE",
+        pack: FaceModelPack | None = None,
     ) -> CompareResult:
         """Rekognition CompareFaces: the largest face of ``source`` against each face in
         ``target``. Matches are target faces with similarity >= ``threshold`` (0-100), best first.
@@ -259,17 +294,18 @@ class Engine:
             raise InvalidParameterError(
                 f"QualityFilter must be one of {', '.join(QUALITY_FILTERS)}, got {quality_filter!r}"
             )
-        source_faces = self._filtered(self.embed(source), quality_filter)
+        pack = pack or default_pack()
+        source_faces = self._filtered(self.embed(source, pack), quality_filter)
         if not source_faces:
             raise InvalidParameterError("There are no faces in the source image")
         src = source_faces[0]
-        target_faces = self._filtered(self.embed(target), quality_filter)
+        target_faces = self._filtered(self.embed(target, pack), quality_filter)
         matches: list[FaceMatch] = []
         unmatched: list[Face] = []
         if target_faces:
             vectors = np.stack([f.embedding for f in target_faces])
             dists = np.linalg.norm(vectors - src.embedding, axis=1)
-            sims = calibration.similarity(dists)
+            sims = pack.similarities(dists)
             for face, d, s in zip(target_faces, dists, sims):
                 if s >= threshold:
                     matches.append(FaceMatch(round(float(s), 5), face, float(d)))
@@ -279,9 +315,11 @@ class Engine:
         return CompareResult(src, matches, unmatched, threshold)
 
     @staticmethod
-    def similarity(a: np.ndarray, b: np.ndarray) -> float:
-        """Calibrated similarity (0-100) of two embeddings."""
-        return float(calibration.similarity(float(np.linalg.norm(np.asarray(a) - np.asarray(b)))))
+    def similarity(a: np.ndarray, b: np.ndarray, pack: FaceModelPack | None = None) -> float:
+        """Calibrated similarity (0-100) of two embeddings of ``pack`` (default: the default
+        pack)."""
+        distance = float(np.linalg.norm(np.asarray(a) - np.asarray(b)))
+        return float((pack or default_pack()).similarities(distance))
 
     # -- internals -------------------------------------------------------------------------
     def _detections(self, rgb: np.ndarray) -> list[Detection]:

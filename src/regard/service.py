@@ -14,8 +14,12 @@ Every operation goes through ``call``: the request is validated against the serv
 collection policy and the audit ledger will be enforced. Errors are ``regard.errors`` classes
 carrying Rekognition's error names. Nothing here knows about HTTP.
 
-Similarity is the calibrated 0-100 score of ``regard.vision.calibration``: a search threshold is
-turned into the Euclidean distance at which the calibrated similarity reaches it. Users are
+Similarity is the calibrated 0-100 score of the collection's face-model pack
+(``regard.vision.packs``): a search threshold is turned into the Euclidean distance at which the
+pack's calibrated similarity reaches it. Every search also states the expected false-positive
+identification rate at the threshold it used for the collection's current size (a stranger
+searched against N faces matches somebody with probability about N x FMR), and a policy's
+``regard:max-fpir`` raises that threshold as the collection grows. Users are
 matched by their best face: a user's similarity to a probe is the highest similarity of any of
 its faces, which keeps the calibration's per-pair meaning (a mean "user vector" would sit closer
 to everything and inflate scores).
@@ -57,10 +61,12 @@ from regard.secure_memory import wipe
 from regard.spec import validate_request
 from regard.store import CollectionInfo, FaceRow, Failure, Hit, NewFace, Store
 from regard.store.catalog import MAX_FACES_PER_USER
-from regard.vision import calibration
+from regard.vision.packs import FaceModelPack, default_pack, get_pack
 
-# Face model version of dlib's ResNet v1 embeddings + the shipped calibration (pattern [0-9.]+).
-FACE_MODEL_VERSION = "1.0"
+# What every search adds to Rekognition's answer (REST: members; Rekognition door: headers).
+EXPECTED_FPIR = "ExpectedFalsePositiveIdentificationRate"
+EFFECTIVE_THRESHOLD = "EffectiveMatchThreshold"
+SEARCH_STATISTICS = (EXPECTED_FPIR, EFFECTIVE_THRESHOLD)
 log = logging.getLogger("regard.service")
 
 DEFAULT_FACE_MATCH_THRESHOLD = 80.0  # Rekognition's default
@@ -295,7 +301,10 @@ class RegardService:
     def _create_collection(self, p: Params) -> Params:
         name = p["CollectionId"]
         arn = self.collection_arn(name)
-        info = self.store.catalog.create_collection(name, arn, FACE_MODEL_VERSION, p.get("Tags"))
+        tags = dict(p.get("Tags") or {})
+        chosen = tags.pop(pol.FACE_MODEL, None)  # a choice made at creation, not a policy
+        pack = get_pack(chosen) if chosen else default_pack()
+        info = self.store.catalog.create_collection(name, arn, pack.version, tags or None)
         return {"StatusCode": 200, "CollectionArn": info.arn,
                 "FaceModelVersion": info.face_model_version}
 
@@ -560,8 +569,13 @@ class RegardService:
                 unindexed.append((face, ["EXCEEDS_MAX_FACES"]))
             else:
                 passing.append(face)
+        pack = get_pack(coll.face_model_version)
         if rgb is not None:
-            self.engine.embed_faces(rgb, [f for f in passing if f.embedding is None])
+            self.engine.embed_faces(rgb, [f for f in passing if f.embedding is None], pack)
+        elif passing and detected.face_model_version != pack.version:
+            raise InvalidParameterError(
+                f"Collection {coll.name} holds face model {pack.version} embeddings; these "
+                f"faces carry {detected.face_model_version or 'none'}")
         image_id = str(uuid.uuid4())
         external = p.get("ExternalImageId")
         new = []
@@ -580,7 +594,7 @@ class RegardService:
         if not rows and image_sha256:
             self.store.catalog.note_image_without_faces(coll.name, image_sha256)
         return {
-            "FaceRecords": [{"Face": _face_body(row, index_version=False),
+            "FaceRecords": [{"Face": _face_body(row),
                              "FaceDetail": face.face_detail()}
                             for row, face in zip(rows, passing)],
             "FaceModelVersion": coll.face_model_version,
@@ -595,7 +609,7 @@ class RegardService:
         rows = self.store.catalog.list_faces(coll.id, after=after, limit=limit + 1,
                                              user_id=p.get("UserId"), face_ids=p.get("FaceIds"))
         page = rows[:limit]
-        body: Params = {"Faces": [_face_body(r) for r in page],
+        body: Params = {"Faces": [_face_body(r, coll.face_model_version) for r in page],
                         "FaceModelVersion": coll.face_model_version}
         if len(rows) > limit:
             body["NextToken"] = _encode_token("faces", page[-1].face_id)
@@ -612,31 +626,54 @@ class RegardService:
         coll = self._collection(p["CollectionId"])
         face_id = p["FaceId"]
         vector = self._face_vector(coll, face_id)
-        matches = self._face_matches(coll, vector, p, exclude=face_id)
+        matches, statistics = self._face_matches(coll, vector, p, exclude=face_id)
         return {"SearchedFaceId": face_id, "FaceMatches": matches,
-                "FaceModelVersion": coll.face_model_version}
+                "FaceModelVersion": coll.face_model_version, **statistics}
 
     def _search_faces_by_image(self, p: Params) -> Params:
         coll = self._collection(p["CollectionId"])
-        face, _ = self._probe(p)
-        matches = self._face_matches(coll, face.embedding, p)
+        face, _ = self._probe(p, get_pack(coll.face_model_version))
+        matches, statistics = self._face_matches(coll, face.embedding, p)
         return {"SearchedFaceBoundingBox": face.bounding_box(),
                 "SearchedFaceConfidence": float(face.confidence),
-                "FaceMatches": matches, "FaceModelVersion": coll.face_model_version}
+                "FaceMatches": matches, "FaceModelVersion": coll.face_model_version,
+                **statistics}
+
+    def _search_threshold(self, coll: CollectionInfo, pack: FaceModelPack, asked: float,
+                          compared: int) -> tuple[float, Params]:
+        """The threshold a search uses and what it means for this collection: the policy's
+        ``regard:max-fpir`` raises ``asked`` until a stranger's chance of matching one of the
+        ``compared`` faces is at most the cap (refused when no calibrated threshold can
+        promise it); the answer states that chance at the threshold used."""
+        threshold = asked
+        cap = CollectionPolicy.from_tags(coll.tags).max_fpir
+        if cap is not None:
+            needed = pack.threshold_for_fpir(cap, compared)
+            if needed is None:
+                raise InvalidParameterError(
+                    f"Collection {coll.name} holds {compared} faces: no threshold that face "
+                    f"model {pack.version} is calibrated for keeps the expected false-positive "
+                    f"identification rate under its regard:max-fpir {cap:g}")
+            threshold = max(threshold, round(needed + 5e-6, 5))
+        return threshold, {EXPECTED_FPIR: pack.expected_fpir(threshold, compared),
+                           EFFECTIVE_THRESHOLD: threshold}
 
     def _face_matches(self, coll: CollectionInfo, vector: np.ndarray, p: Params,
-                      exclude: str | None = None) -> list[Params]:
-        threshold = p.get("FaceMatchThreshold", DEFAULT_FACE_MATCH_THRESHOLD)
+                      exclude: str | None = None) -> tuple[list[Params], Params]:
+        pack = get_pack(coll.face_model_version)
+        compared = max(0, int(coll.face_count) - (1 if exclude else 0))
+        threshold, statistics = self._search_threshold(
+            coll, pack, p.get("FaceMatchThreshold", DEFAULT_FACE_MATCH_THRESHOLD), compared)
         k = p.get("MaxFaces", DEFAULT_MAX_FACES)
         hits = self.store.search(coll.name, vector, k + (1 if exclude else 0),
-                                 max_distance=_max_distance(threshold))[0]
+                                 max_distance=pack.match_distance(threshold))[0]
         hits = [h for h in hits if h.face_id != exclude]
-        sims = _similarities([h.distance for h in hits])
+        sims = _rounded(pack.similarities([h.distance for h in hits]))
         scored = [(h, sim) for h, sim in zip(hits, sims) if sim >= threshold][:k]
         rows = self.store.catalog.get_faces(coll.id, [h.face_id for h, _ in scored])
         # A face deleted since the index caught up is simply not returned.
-        return [{"Similarity": sim, "Face": _face_body(rows[h.face_id])}
-                for h, sim in scored if h.face_id in rows]
+        return [{"Similarity": sim, "Face": _face_body(rows[h.face_id], coll.face_model_version)}
+                for h, sim in scored if h.face_id in rows], statistics
 
     # -- users ----------------------------------------------------------------------------------
     def _create_user(self, p: Params) -> Params:
@@ -660,9 +697,11 @@ class RegardService:
 
     def _associate_faces(self, p: Params) -> Params:
         threshold = p.get("UserMatchThreshold", DEFAULT_ASSOCIATE_THRESHOLD)
+        pack = get_pack(self._collection(p["CollectionId"]).face_model_version)
 
         def check(current: np.ndarray, candidate: np.ndarray) -> tuple[bool, float | None]:
-            best = _similarity(float(np.min(np.linalg.norm(current - candidate, axis=1))))
+            distance = float(np.min(np.linalg.norm(current - candidate, axis=1)))
+            best = _rounded(pack.similarities([distance]))[0]
             return best >= threshold, best
 
         done, failures, status = self.store.catalog.associate_faces(
@@ -694,17 +733,18 @@ class RegardService:
             exclude_faces, exclude_user = set(own), user_id
             body["SearchedUser"] = {"UserId": user_id}
         try:
-            body["UserMatches"] = self._user_matches(coll, queries, p, exclude_faces,
-                                                     exclude_user)
+            body["UserMatches"], statistics = self._user_matches(coll, queries, p, exclude_faces,
+                                                                 exclude_user)
         finally:
             wipe(queries)
-        return body
+        return {**body, **statistics}
 
     def _search_users_by_image(self, p: Params) -> Params:
         coll = self._collection(p["CollectionId"])
-        face, unsearched = self._probe(p)
+        face, unsearched = self._probe(p, get_pack(coll.face_model_version))
+        matches, statistics = self._user_matches(coll, face.embedding[None, :], p, set(), None)
         return {
-            "UserMatches": self._user_matches(coll, face.embedding[None, :], p, set(), None),
+            "UserMatches": matches, **statistics,
             "FaceModelVersion": coll.face_model_version,
             "SearchedFace": {"FaceDetail": face.face_detail()},
             "UnsearchedFaces": [{"FaceDetails": f.face_detail(), "Reasons": reasons}
@@ -712,21 +752,27 @@ class RegardService:
         }
 
     def _user_matches(self, coll: CollectionInfo, queries: np.ndarray, p: Params,
-                      exclude_faces: set[str], exclude_user: str | None) -> list[Params]:
+                      exclude_faces: set[str], exclude_user: str | None
+                      ) -> tuple[list[Params], Params]:
         """Users ranked by their best face. Searching the ``max_users * 100`` nearest associated
         faces is enough for an exact ranking: a user has at most 100 faces, so every face nearer
         than the N-th user's best belongs to one of the N-1 users ranked above it."""
+        pack = get_pack(coll.face_model_version)
+        # Users' faces are the ones compared; each query face is compared with all of them.
+        associated = len(self.store.indexes.synced(coll.name).users)
+        compared = len(queries) * max(0, associated - len(exclude_faces))
+        threshold, statistics = self._search_threshold(
+            coll, pack, p.get("UserMatchThreshold", DEFAULT_USER_MATCH_THRESHOLD), compared)
         if not len(queries):
-            return []
-        threshold = p.get("UserMatchThreshold", DEFAULT_USER_MATCH_THRESHOLD)
+            return [], statistics
         max_users = p.get("MaxUsers", DEFAULT_MAX_USERS)
         k = (max_users + 1) * MAX_FACES_PER_USER + len(exclude_faces)
         hits: list[Hit] = [h for row in self.store.search(
-            coll.name, queries, k, users=True, max_distance=_max_distance(threshold))
+            coll.name, queries, k, users=True, max_distance=pack.match_distance(threshold))
             for h in row if h.face_id not in exclude_faces]
         rows = self.store.catalog.get_faces(coll.id, [h.face_id for h in hits])
         best: dict[str, float] = {}
-        for h, sim in zip(hits, _similarities([h.distance for h in hits])):
+        for h, sim in zip(hits, _rounded(pack.similarities([h.distance for h in hits]))):
             row = rows.get(h.face_id)
             if row is None or row.user_id is None or row.user_id == exclude_user:
                 continue
@@ -735,7 +781,7 @@ class RegardService:
         ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:max_users]
         users = self.store.catalog.get_users(coll.id, [u for u, _ in ranked])
         return [{"Similarity": sim, "User": {"UserId": u, "UserStatus": users[u].status}}
-                for u, sim in ranked if u in users]
+                for u, sim in ranked if u in users], statistics
 
     # -- helpers --------------------------------------------------------------------------------
     def _image(self, p: Params, member: str = "Image") -> tuple[np.ndarray, bytes]:
@@ -766,11 +812,9 @@ class RegardService:
         return imaging.load(data, limits).pixels, data
 
     def _collection(self, name: str) -> CollectionInfo:
+        """The collection, once its face model is known to be installed here."""
         coll = self.store.catalog.get_collection(name)
-        if coll.face_model_version != FACE_MODEL_VERSION:
-            raise InvalidParameterError(
-                f"Collection {name} holds face model {coll.face_model_version} embeddings; "
-                f"this Regard computes {FACE_MODEL_VERSION}")
+        get_pack(coll.face_model_version)
         return coll
 
     def _face_vector(self, coll: CollectionInfo, face_id: str) -> np.ndarray:
@@ -779,7 +823,7 @@ class RegardService:
             raise InvalidParameterError(f"The face id {face_id} does not exist in {coll.name}")
         return row.embedding
 
-    def _probe(self, p: Params) -> tuple[Face, list[tuple[Face, list[str]]]]:
+    def _probe(self, p: Params, pack: FaceModelPack) -> tuple[Face, list[tuple[Face, list[str]]]]:
         """The largest face passing ``QualityFilter`` (default NONE), and the others with why
         they were not searched."""
         level = p.get("QualityFilter", "NONE")
@@ -797,7 +841,7 @@ class RegardService:
                 unsearched.append((face, ["FACE_NOT_LARGEST"]))
         if chosen is None:
             raise InvalidParameterError("There are no faces in the image. Should be at least 1.")
-        self.engine.embed_faces(rgb, [chosen])
+        self.engine.embed_faces(rgb, [chosen], pack)
         return chosen, unsearched
 
 
@@ -808,24 +852,11 @@ def _collection_from_arn(arn: str) -> str | None:
     return name if sep and head.startswith("arn:") and name else None
 
 
-def _similarity(distance: float) -> float:
-    return round(float(np.clip(calibration.similarity(distance), 0.0, 100.0)), 5)
+def _rounded(similarities: np.ndarray) -> list[float]:
+    return [round(float(x), 5) for x in np.atleast_1d(similarities)]
 
 
-def _similarities(distances: Sequence[float]) -> list[float]:
-    sims = np.clip(calibration.similarity(np.asarray(distances, dtype=np.float64)), 0.0, 100.0)
-    return [round(float(x), 5) for x in np.atleast_1d(sims)]
-
-
-def _max_distance(threshold: float) -> float:
-    """The distance beyond which no face can reach ``threshold`` (a search cut-off; the
-    similarity test itself stays exact). At 0 every face qualifies."""
-    if threshold <= 0:
-        return float("inf")
-    return calibration.default_table().distance(threshold) * (1 + 1e-6) + 1e-6
-
-
-def _face_body(row: FaceRow, index_version: bool = True) -> Params:
+def _face_body(row: FaceRow, model_version: str | None = None) -> Params:
     """Rekognition ``Face``."""
     left, top, width, height = row.bbox
     body: Params = {
@@ -837,8 +868,8 @@ def _face_body(row: FaceRow, index_version: bool = True) -> Params:
     }
     if row.external_image_id is not None:
         body["ExternalImageId"] = row.external_image_id
-    if index_version:
-        body["IndexFacesModelVersion"] = FACE_MODEL_VERSION
+    if model_version is not None:  # IndexFaces' own records leave it out, as Rekognition does
+        body["IndexFacesModelVersion"] = model_version
     if row.user_id is not None:
         body["UserId"] = row.user_id
     return body
@@ -880,5 +911,5 @@ def face_ids(response: Params) -> list[str]:
     return [r["Face"]["FaceId"] for r in response.get("FaceRecords", [])]
 
 
-__all__: Sequence[str] = ["FACE_MODEL_VERSION", "LOCAL_CALLER", "Caller", "RegardService",
+__all__: Sequence[str] = ["LOCAL_CALLER", "Caller", "RegardService",
                           "face_ids"]

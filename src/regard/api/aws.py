@@ -29,12 +29,15 @@ from regard.errors import (
     SerializationError,
     UnknownOperationError,
 )
+from regard.service import EFFECTIVE_THRESHOLD, EXPECTED_FPIR
 from regard.spec import from_wire, service_model, to_wire
 
 log = logging.getLogger("regard.api.aws")
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
 CONTENT_TYPES = frozenset({CONTENT_TYPE, "application/x-amz-json-1.0"})
+SEARCH_HEADERS = {EXPECTED_FPIR: "x-regard-expected-fpir",
+                  EFFECTIVE_THRESHOLD: "x-regard-effective-threshold"}
 TARGET_PREFIX = service_model().metadata["targetPrefix"]  # "RekognitionService"
 
 
@@ -73,8 +76,11 @@ def mount(app: FastAPI, server: Server) -> None:
             caller = server.caller(key, request.client.host if request.client else None,
                                    request.headers)
             result = await server.dispatch(operation, params, caller)
-            return Response(to_wire(result), media_type=CONTENT_TYPE,
-                            headers={"x-amzn-RequestId": request_id})
+            headers = {"x-amzn-RequestId": request_id}
+            for member, header in SEARCH_HEADERS.items():  # Regard's, kept out of AWS's body
+                if member in result:
+                    headers[header] = f"{result.pop(member):.6g}"
+            return Response(to_wire(result), media_type=CONTENT_TYPE, headers=headers)
         except RegardError as exc:
             error = exc
             return error_response(exc, request_id)

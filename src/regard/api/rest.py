@@ -64,8 +64,8 @@ from regard.errors import (
     UnrecognizedClientError,
     ValidationError,
 )
-from regard.governance.policy import CollectionPolicy, policy_tags
-from regard.service import Caller
+from regard.governance.policy import FACE_MODEL, CollectionPolicy, policy_tags
+from regard.service import EFFECTIVE_THRESHOLD, EXPECTED_FPIR, Caller
 from regard.spec import operation as spec_operation
 from regard.spec import output_schema, to_wire
 
@@ -148,11 +148,22 @@ def _ok_response(operation: str, schema: dict[str, Any] | None = None
     if schema is None:
         description = f"Rekognition's `{operation}` response"
         schema = output_schema(operation)
-        if operation in SEARCH_OPERATIONS:  # the one member the native API adds
+        if operation in SEARCH_OPERATIONS:  # the members the native API adds
             schema["properties"][HUMAN_REVIEW] = {
                 "type": "boolean",
                 "description": "Present (true) when the collection's policy says matches must "
                                "be reviewed by a person before anyone acts on them"}
+            schema["properties"][EXPECTED_FPIR] = {
+                "type": "number",
+                "description": "The chance that a stranger's search matches somebody at the "
+                               "threshold used, for the collection's current size: 1 - (1 - "
+                               "FMR)^N, FMR being the worst-off measured group's per-pair "
+                               "false-match rate (the Rekognition door sends it as the "
+                               "x-regard-expected-fpir header)"}
+            schema["properties"][EFFECTIVE_THRESHOLD] = {
+                "type": "number",
+                "description": "The threshold the search used: the one asked, or higher when "
+                               "the collection's regard:max-fpir requires it"}
     return {200: {"description": description, "content": {MEDIA_TYPE: {"schema": schema}}}}
 
 
@@ -217,21 +228,30 @@ class PolicyBody(_Body):
                                          description="Searches below it are refused")
     MaxMatches: int | None = Field(None, ge=1, le=4096)
     HumanReview: bool | None = Field(None, description="Matches must be reviewed by a person")
+    MaxFpir: float | None = Field(None, gt=0, le=1, description=(
+        "Highest expected false-positive identification rate a search may run at: the "
+        "effective threshold rises with the collection's size"))
 
     def tags(self) -> dict[str, str]:
         return policy_tags(self.Purpose, self.LegalBasis, self.RetentionDays,
                            self.ConsentRequired, self.ThresholdFloor, self.MaxMatches,
-                           self.HumanReview)
+                           self.HumanReview, self.MaxFpir)
 
 
 class CreateCollectionBody(PolicyBody):
     CollectionId: str = _field("CreateCollection", "CollectionId", "The new collection's id")
+    FaceModelVersion: str | None = Field(
+        None, pattern=r"^[0-9.]+$", max_length=32,
+        description="The face model the collection is bound to (default: the default pack; "
+                    "`GET /v1/models` lists them)")
     Purpose: str = Field(..., min_length=1, max_length=256,  # type: ignore[assignment]
                          description="What the collection is for (required)")
     Tags: dict[str, str] | None = _field("CreateCollection", "Tags", "Your own tags", None)
 
     def params(self) -> dict[str, Any]:
-        return {"CollectionId": self.CollectionId, "Tags": {**(self.Tags or {}), **self.tags()}}
+        chosen = {FACE_MODEL: self.FaceModelVersion} if self.FaceModelVersion else {}
+        return {"CollectionId": self.CollectionId,
+                "Tags": {**(self.Tags or {}), **self.tags(), **chosen}}
 
 
 class ErasureBody(_Body):
@@ -742,7 +762,7 @@ POLICY_SCHEMA: dict[str, Any] = {"type": "object", "additionalProperties": False
     "Purpose": {"type": ["string", "null"]}, "LegalBasis": {"type": ["string", "null"]},
     "RetentionDays": {"type": ["integer", "null"]}, "ConsentRequired": {"type": "boolean"},
     "ThresholdFloor": {"type": ["number", "null"]}, "MaxMatches": {"type": ["integer", "null"]},
-    "HumanReview": {"type": "boolean"}}}
+    "HumanReview": {"type": "boolean"}, "MaxFpir": {"type": ["number", "null"]}}}
 _IDS = {"type": "array", "items": {"type": "string"}}
 ERASURE_SCHEMA: dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": {
     "Collections": {"type": "array", "items": {

@@ -11,6 +11,8 @@ from regard.cli import (  # noqa: F401  (registers commands)
     collection_commands,
     eval_commands,
     governance_commands,
+    model_commands,
+    reindex_command,
     server_commands,
 )
 from regard.cli.collection_commands import external_image_id

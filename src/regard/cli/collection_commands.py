@@ -30,6 +30,8 @@ from regard.cli.common import (
     out,
 )
 from regard.errors import CatalogCorruptError, InvalidImageFormatError, RegardError
+from regard.service import EFFECTIVE_THRESHOLD, EXPECTED_FPIR
+from regard.vision.packs import get_pack
 
 # ==============================================================================================
 # Collections: `regard collections|index|search|faces|users`. Each command calls one
@@ -114,8 +116,14 @@ def _image_param(path: Path) -> dict[str, Any]:
         raise typer.Exit(code=1) from exc
 
 
-def _threshold_used(threshold: Optional[float]) -> str:
-    return f"{threshold:g}" if threshold is not None else "the default threshold"
+def _threshold_used(body: dict[str, Any]) -> str:
+    """The threshold a search ran at and what it means for the collection's size."""
+    return (f"{body[EFFECTIVE_THRESHOLD]:g} (expected false-positive identification rate "
+            f"{_percent(body[EXPECTED_FPIR])} for a stranger at this collection's size)")
+
+
+def _percent(rate: float) -> str:
+    return f"{rate:.2%}" if rate >= 1e-4 else f"{rate:.1e}"
 
 
 def _face_rows(faces: list[dict[str, Any]]) -> list[list[Any]]:
@@ -139,18 +147,27 @@ def collections_create(
     max_matches: Optional[int] = typer.Option(None, "--max-matches"),
     human_review: bool = typer.Option(False, "--human-review",
                                       help="Matches must be reviewed by a person"),
+    max_fpir: Optional[float] = typer.Option(
+        None, "--max-fpir", help="Highest expected false-positive identification rate a "
+                                 "search may run at (0-1); the threshold rises with the "
+                                 "collection's size"),
+    face_model: Optional[str] = typer.Option(
+        None, "--face-model", help="Face-model version (default: the default pack; see "
+                                   "`regard models list`)"),
     tags: Optional[list[str]] = typer.Option(None, "--tag", help="KEY=VALUE (repeatable)"),
     case: Optional[str] = CaseOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Create a collection with its policy (CreateCollection; the policy is kept in regard:
     tags)."""
-    from regard.governance.policy import policy_tags
+    from regard.governance.policy import FACE_MODEL, policy_tags
 
     params: dict[str, Any] = {"CollectionId": collection}
     declared = dict(t.split("=", 1) if "=" in t else (t, "") for t in tags or [])
     declared.update(policy_tags(purpose, legal_basis, retention_days, consent_required or None,
-                                threshold_floor, max_matches, human_review or None))
+                                threshold_floor, max_matches, human_review or None, max_fpir))
+    if face_model:
+        declared[FACE_MODEL] = face_model
     params["Tags"] = declared
     body = _call("CreateCollection", params, purpose=purpose, case=case)
     if as_json:
@@ -235,9 +252,11 @@ def collections_delete(collection: str = typer.Argument(...), purpose: Optional[
 
 
 # -- index ---------------------------------------------------------------------------------------
-def _index_task(engine: Engine, path: str) -> Any:
-    """Runs in a worker: decode, detect and embed every face (the parent writes)."""
-    return engine.detect(path, embed=True)
+def _index_task(engine: Engine, item: tuple[str, str]) -> Any:
+    """Runs in a worker: decode, detect and embed every face with the collection's face model
+    (``item``: path, FaceModelVersion); the parent writes."""
+    path, face_model_version = item
+    return engine.detect(path, embed=True, pack=get_pack(face_model_version))
 
 
 def external_image_id(name: str) -> str:
@@ -323,6 +342,7 @@ def index_images(
     try:
         with_faces = catalog.image_hashes(collection)
         empty = set() if rescan else catalog.images_without_faces(collection)
+        face_model = get_pack(catalog.get_collection(collection).face_model_version).version
     except RegardError as exc:
         _fail(exc)
         return
@@ -346,7 +366,7 @@ def index_images(
             queued.add(digest)
             todo.append((path, digest))
     n_workers = workers or min(default_workers(), max(1, len(todo)))
-    results = map_images(_index_task, [str(p) for p, _ in todo], workers=n_workers,
+    results = map_images(_index_task, [(str(p), face_model) for p, _ in todo], workers=n_workers,
                          engine_kwargs=_engine_kwargs(detector, min_face_size))
     indexed = unindexed = failed = 0
     with _progress(len(todo)) as progress:
@@ -424,7 +444,7 @@ def search(
         return
     rows = [[f"{m['Similarity']:.2f}", *_face_rows([m["Face"]])[0][:3]]
             for m in body["FaceMatches"]]
-    _table(f"{collection}: {len(rows)} match(es) at >= {_threshold_used(threshold)}",
+    _table(f"{collection}: {len(rows)} match(es) at >= {_threshold_used(body)}",
            ["similarity", "FaceId", "ExternalImageId", "UserId"], rows)
 
 
@@ -583,7 +603,7 @@ def users_search(
     if as_json:
         _emit(body)
         return
-    _table(f"{collection}: {len(body['UserMatches'])} user(s) at >= {_threshold_used(threshold)}",
+    _table(f"{collection}: {len(body['UserMatches'])} user(s) at >= {_threshold_used(body)}",
            ["similarity", "UserId", "UserStatus"],
            [[f"{m['Similarity']:.2f}", m["User"]["UserId"], m["User"]["UserStatus"]]
             for m in body["UserMatches"]])

@@ -192,6 +192,7 @@ def collections_policy(
     threshold_floor: Optional[float] = typer.Option(None, "--threshold-floor"),
     max_matches: Optional[int] = typer.Option(None, "--max-matches"),
     human_review: Optional[bool] = typer.Option(None, "--human-review/--no-human-review"),
+    max_fpir: Optional[float] = typer.Option(None, "--max-fpir"),
     case: Optional[str] = CaseOpt,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -205,7 +206,7 @@ def collections_policy(
         _fail(exc)
         return
     tags = policy_tags(None, legal_basis, retention_days, consent_required, threshold_floor,
-                       max_matches, human_review)
+                       max_matches, human_review, max_fpir)
     if purpose is not None:
         tags["regard:purpose"] = purpose
     if tags:

@@ -34,7 +34,7 @@ import numpy as np
 from regard.analysis import Engine, Face
 from regard.batch import default_workers, map_images
 from regard.errors import RegardError
-from regard.vision.embed import EMBEDDING_DIM
+from regard.vision.packs import default_pack
 
 EMBED = "embed"
 DETECT = "detect"
@@ -140,7 +140,7 @@ def load_embeddings(path: Path) -> dict[str, ImageEmbedding]:
 
 def save_embeddings(path: Path, entries: dict[str, ImageEmbedding]) -> None:
     keys = sorted(entries)
-    emb = np.full((len(keys), EMBEDDING_DIM), np.nan, dtype=np.float32)
+    emb = np.full((len(keys), default_pack().embedding_size), np.nan, dtype=np.float32)
     for i, k in enumerate(keys):
         if entries[k].embedding is not None:
             emb[i] = entries[k].embedding
@@ -252,8 +252,8 @@ def analyse_images(
 
 def embedding_matrix(paths: Sequence[Path], embeddings: dict[Path, ImageEmbedding]
                      ) -> np.ndarray:
-    """(N, 128) float32 in ``paths`` order, NaN rows where there is no embedding."""
-    out = np.full((len(paths), EMBEDDING_DIM), np.nan, dtype=np.float32)
+    """(N, d) float32 in ``paths`` order, NaN rows where there is no embedding."""
+    out = np.full((len(paths), default_pack().embedding_size), np.nan, dtype=np.float32)
     for i, p in enumerate(paths):
         e = embeddings[p].embedding
         if e is not None:

@@ -36,8 +36,8 @@ from regard.evaluation.embeddings import (
     cache_names,
     embedding_matrix,
 )
-from regard.vision import calibration
 from regard.vision.detect import available_detectors, default_detector_name
+from regard.vision.packs import default_pack
 
 REPORT_SCHEMA = 1
 EMBEDDER = "onnx"
@@ -90,25 +90,24 @@ def resolve_detector(name: str | None) -> str:
 
 
 def model_info(detector: str) -> dict[str, Any]:
-    from regard.service import FACE_MODEL_VERSION
-
-    table = calibration.default_table()
+    pack = default_pack()
+    table = pack.calibration
     anchors = [{"similarity": float(s), "distance": float(d)}
                for d, s in zip(table.distances, table.similarities)]
-    meta_anchors = {a["similarity"]: a for a in _calibration_anchors()}
+    meta_anchors = {a["similarity"]: a for a in table.meta.get("anchors", [])}
     for a in anchors:
         extra = meta_anchors.get(a["similarity"], {})
         a.update({k: extra[k] for k in ("target_fmr", "set_by", "method") if k in extra})
     return {
         "regard_version": regard.__version__,
         "detector": detector,
-        "embedder": f"{EMBEDDER}: dlib ResNet v1 (dlib_face_recognition_resnet_model_v1.dat), "
-                    "128-d, 5-point alignment",
-        "face_model_version": FACE_MODEL_VERSION,
+        "embedder": f"{pack.name} ({pack.runtime}), {pack.embedding_size}-d, "
+                    f"{pack.alignment}",
+        "face_model_version": pack.version,
         "max_faces_per_image": MAX_FACES,
         "calibration": {
-            "path": str(calibration.TABLE_PATH),
-            "sha256": _sha256(calibration.TABLE_PATH),
+            "path": str(pack.calibration_file),
+            "sha256": _sha256(pack.calibration_file),
             "measured_on": table.meta.get("measured_on"),
             "data": table.meta.get("data"),
             "anchors": anchors,
@@ -123,15 +122,6 @@ def _sha256(path: Path) -> str | None:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
         return None
-
-
-def _calibration_anchors() -> list[dict[str, Any]]:
-    import json
-
-    try:
-        return json.loads(calibration.TABLE_PATH.read_text())["anchors"]
-    except (OSError, ValueError, KeyError):
-        return []
 
 
 def _face_counts(paths: list[Path], emb: dict[Path, ImageEmbedding]) -> dict[str, Any]:
@@ -207,13 +197,11 @@ def run(config: EvalConfig, start: ProgressStart | None = None,
             start(EMBED, len(embed_paths))
         if detect_paths:
             start(DETECT, len(detect_paths))
-    from regard.service import FACE_MODEL_VERSION
-
     t_models = time.perf_counter()
     analysed: Analysed = analyse_images(
         embed_paths, detect_paths, engine_kwargs={"detector": detector},
         workers=config.workers, cache_dir=config.cache,
-        cache_files=cache_names(detector, EMBEDDER, FACE_MODEL_VERSION, MAX_FACES),
+        cache_files=cache_names(detector, EMBEDDER, default_pack().version, MAX_FACES),
         on_result=advance)
     model_seconds = time.perf_counter() - t_models
     emb = analysed.embeddings

@@ -90,7 +90,9 @@ class Gatekeeper:
         op, policy = record.operation, record.policy
         if op == "CreateCollection":
             tags = dict(params.get("Tags") or {})
-            declared = CollectionPolicy.from_tags(tags)
+            # the face-model choice is made here, not kept as a policy tag
+            declared = CollectionPolicy.from_tags(
+                {k: v for k, v in tags.items() if k != pol.FACE_MODEL})
             if declared.purpose is None:
                 if not self.default_purpose:
                     raise InvalidParameterError(

@@ -15,7 +15,16 @@ change is an audited operation) and there is one source of truth:
                             given means the floor (when it is above Rekognition's default 80)
 ``regard:max-matches``      at most this many matches per search (MaxFaces/MaxUsers capped)
 ``regard:human-review``     "true": matches are marked as requiring human review
+``regard:max-fpir``         the highest expected false-positive identification rate a search
+                            may run at (0-1): a stranger searched against N faces matches
+                            somebody with probability about N x FMR, so the effective threshold
+                            rises with the collection (a search that no calibrated threshold
+                            can keep under the cap is refused)
 ==========================  ===================================================================
+
+``regard:face-model`` chooses the face-model version at creation (CreateCollection's Tags); it is
+not kept as a tag: the collection is bound to that model for good (``regard collections reindex``
+moves its faces to another).
 """
 
 from __future__ import annotations
@@ -33,8 +42,10 @@ CONSENT_REQUIRED = "regard:consent-required"
 THRESHOLD_FLOOR = "regard:threshold-floor"
 MAX_MATCHES = "regard:max-matches"
 HUMAN_REVIEW = "regard:human-review"
+MAX_FPIR = "regard:max-fpir"
+FACE_MODEL = "regard:face-model"
 KNOWN = (PURPOSE, LEGAL_BASIS, RETENTION_DAYS, CONSENT_REQUIRED, THRESHOLD_FLOOR, MAX_MATCHES,
-         HUMAN_REVIEW)
+         HUMAN_REVIEW, MAX_FPIR)
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,7 @@ class CollectionPolicy:
     threshold_floor: float | None = None
     max_matches: int | None = None
     human_review: bool = False
+    max_fpir: float | None = None
 
     @classmethod
     def from_tags(cls, tags: Mapping[str, str] | None) -> "CollectionPolicy":
@@ -63,6 +75,7 @@ class CollectionPolicy:
             threshold_floor=_number(tags, THRESHOLD_FLOOR, float, 0, 100),
             max_matches=_number(tags, MAX_MATCHES, int, 1, 4096),
             human_review=_flag(tags, HUMAN_REVIEW),
+            max_fpir=_number(tags, MAX_FPIR, float, 1e-9, 1),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -70,20 +83,22 @@ class CollectionPolicy:
         return {"Purpose": self.purpose, "LegalBasis": self.legal_basis,
                 "RetentionDays": self.retention_days, "ConsentRequired": self.consent_required,
                 "ThresholdFloor": self.threshold_floor, "MaxMatches": self.max_matches,
-                "HumanReview": self.human_review}
+                "HumanReview": self.human_review, "MaxFpir": self.max_fpir}
 
 
 def policy_tags(purpose: str | None = None, legal_basis: str | None = None,
                 retention_days: int | None = None, consent_required: bool | None = None,
                 threshold_floor: float | None = None, max_matches: int | None = None,
-                human_review: bool | None = None) -> dict[str, str]:
+                human_review: bool | None = None, max_fpir: float | None = None
+                ) -> dict[str, str]:
     """The tags that declare a policy (for the CLI's and REST's named options)."""
     tags = {PURPOSE: purpose, LEGAL_BASIS: legal_basis,
             RETENTION_DAYS: None if retention_days is None else str(retention_days),
             CONSENT_REQUIRED: None if consent_required is None else str(consent_required).lower(),
             THRESHOLD_FLOOR: None if threshold_floor is None else f"{threshold_floor:g}",
             MAX_MATCHES: None if max_matches is None else str(max_matches),
-            HUMAN_REVIEW: None if human_review is None else str(human_review).lower()}
+            HUMAN_REVIEW: None if human_review is None else str(human_review).lower(),
+            MAX_FPIR: None if max_fpir is None else f"{max_fpir:g}"}
     return {k: v for k, v in tags.items() if v is not None}
 
 

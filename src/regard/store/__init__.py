@@ -13,7 +13,6 @@ from typing import Sequence
 import numpy as np
 
 from regard.store.catalog import (
-    EMBEDDING_DIM,
     Catalog,
     CollectionInfo,
     FaceRow,
@@ -26,7 +25,7 @@ from regard.store.index import Hit, IndexOptions, IndexRegistry, VectorIndex
 from regard.vision.models import regard_home
 
 __all__ = [
-    "EMBEDDING_DIM", "Catalog", "CollectionInfo", "FaceRow", "Failure", "Hit", "IndexOptions",
+    "Catalog", "CollectionInfo", "FaceRow", "Failure", "Hit", "IndexOptions",
     "NewFace", "Store", "UserRow", "VectorIndex", "database_url",
 ]
 

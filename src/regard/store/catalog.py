@@ -55,12 +55,12 @@ from regard.errors import (
 )
 from regard.private_files import private_dir, private_file, tighten
 from regard.secure_memory import wipe
+from regard.vision.packs import get_pack
 from regard.store import schema as s
 from regard.store.faults import StorageHealth
 from regard.store.migrations import migrate
 from regard.vision.models import regard_home
 
-EMBEDDING_DIM = 128
 MAX_FACES_PER_USER = 100  # Rekognition's limit
 DEFAULT_BUSY_TIMEOUT_MS = 60_000
 DB_CONNECT_TIMEOUT_S = 10
@@ -193,11 +193,21 @@ class Failure:
 AssociationCheck = Callable[[np.ndarray, np.ndarray], tuple[bool, float | None]]
 
 
-def to_blob(vector: np.ndarray) -> bytes:
+def to_blob(vector: np.ndarray, size: int) -> bytes:
+    """An embedding as stored: ``size`` little-endian float32 (its face-model pack's size)."""
     v = np.asarray(vector, dtype="<f4").reshape(-1)
-    if v.shape[0] != EMBEDDING_DIM or not np.all(np.isfinite(v)):
-        raise InvalidParameterError(f"An embedding must be {EMBEDDING_DIM} finite floats")
+    if v.shape[0] != size or not np.all(np.isfinite(v)):
+        raise InvalidParameterError(f"An embedding of this collection must be {size} finite "
+                                    f"floats, got {v.shape[0]}")
     return v.tobytes()
+
+
+def embedding_size(face_model_version: str) -> int | None:
+    """The embedding size of a face model, None when it is not installed here."""
+    try:
+        return get_pack(face_model_version).embedding_size
+    except InvalidParameterError:
+        return None
 
 
 def embedding_checksum(face_id: str, blob: bytes) -> str:
@@ -216,7 +226,7 @@ def _concatenated(parts: list[np.ndarray]) -> np.ndarray:
     if len(parts) == 1:
         return parts[0]
     if not parts:
-        return np.empty((0, EMBEDDING_DIM), dtype=np.float32)
+        return np.empty((0, 0), dtype=np.float32)
     whole = np.concatenate(parts)
     wipe(*parts)
     return whole
@@ -225,7 +235,7 @@ def _concatenated(parts: list[np.ndarray]) -> np.ndarray:
 def _stack(blobs: Sequence[bytes]) -> np.ndarray:
     """Blobs as one (n, d) array, the caller's to wipe once used (``secure_memory``)."""
     if not blobs:
-        return np.empty((0, EMBEDDING_DIM), dtype=np.float32)
+        return np.empty((0, 0), dtype=np.float32)
     return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1).astype(np.float32)
 
 
@@ -491,7 +501,8 @@ class Catalog:
     def add_faces(self, collection: str, new: Sequence[NewFace]) -> list[FaceRow]:
         """Add faces in one transaction: all of them are stored, or none."""
         now = utcnow()
-        blobs = [to_blob(f.embedding) for f in new]
+        size = get_pack(self.get_collection(collection).face_model_version).embedding_size
+        blobs = [to_blob(f.embedding, size) for f in new]
         rows = [{
             "face_id": f.face_id, "image_id": f.image_id,
             "external_image_id": f.external_image_id, "image_sha256": f.image_sha256,
@@ -903,7 +914,11 @@ class Catalog:
                                       .where(s.changes.c.collection_id == coll.id)).scalar()
             if (max_change or 0) != coll.seq:
                 problems.append(f"collection seq {coll.seq} != last change {max_change}")
-            problems += _embedding_problems(conn, coll.id)
+            size = embedding_size(coll.face_model_version)
+            if size is None:
+                problems.append(f"face model {coll.face_model_version} is not installed: "
+                                "embedding sizes not checked")
+            problems += _embedding_problems(conn, coll.id, size)
             # Faces added before the oldest change kept lost their add change to pruning.
             oldest = conn.execute(select(func.min(s.changes.c.seq))
                                   .where(s.changes.c.collection_id == coll.id)).scalar()
@@ -940,7 +955,8 @@ class Catalog:
         return lines[:MAX_LISTED]
 
 
-def _embedding_problems(conn: Connection, collection_id: int) -> list[str]:
+def _embedding_problems(conn: Connection, collection_id: int, size: int | None
+                        ) -> list[str]:
     """Faces whose embedding is damaged: the wrong size, all zeros, not finite, or not the bytes
     its checksum was computed over (changed on disk, or swapped with another row's)."""
     found: dict[str, list[str]] = {}
@@ -948,7 +964,7 @@ def _embedding_problems(conn: Connection, collection_id: int) -> list[str]:
         select(s.faces.c.face_id, s.faces.c.embedding, s.faces.c.embedding_sha256)
         .where(s.faces.c.collection_id == collection_id).order_by(s.faces.c.face_id))
     for face_id, blob, checksum in result:
-        if len(blob) != EMBEDDING_DIM * 4:
+        if size is not None and len(blob) != size * 4:
             found.setdefault("with a malformed embedding", []).append(face_id)
             continue
         vector = from_blob(blob)

@@ -11,7 +11,7 @@ rebuilt without the dead positions once they exceed ``compact_fraction`` (from
 ``background_from`` vectors on, that rebuild and the flat -> HNSW switch run in a background
 thread while searches go on against the current index, which is then swapped for the new one
 after the changes made meanwhile are applied to it). A deleted face's vector
-is overwritten with ``SCRUBBED`` in FAISS's own storage at once: deleted (erased) biometric data
+is overwritten with its face-model pack's ``scrub_value`` in FAISS's own storage at once: deleted (erased) biometric data
 does not wait in memory for the compaction. In HNSW the node stays in the graph with that vector,
 far from every real embedding, so searches route around it (recall measured in the tests). A
 background rebuild works from a private copy of the live vectors; a face deleted while it builds
@@ -63,7 +63,8 @@ from regard.errors import ResourceNotFoundError
 from regard.private_files import open_private
 from regard.secure_memory import wipe
 from regard.store import schema as s
-from regard.store.catalog import EMBEDDING_DIM, Catalog, Change, Snapshot
+from regard.store.catalog import Catalog, Change, Snapshot
+from regard.vision.packs import FaceModelPack, get_pack
 from regard.store.faults import is_storage_full
 
 log = logging.getLogger(__name__)
@@ -86,9 +87,8 @@ def build_threads() -> int:
     return int(os.environ.get("REGARD_INDEX_BUILD_THREADS", os.cpu_count() or 1))
 
 
-# What a deleted vector is overwritten with: far from every embedding (dlib descriptors have
-# components within +-1), so graph search never keeps such a node among its candidates. Zeros sit
-# near the middle of the embeddings and measurably trap HNSW search (recall@1 0.72 with 5 % dead).
+# What a deleted vector is overwritten with unless its pack says otherwise
+# (``FaceModelPack.scrub_value`` explains the choice).
 SCRUBBED = 1.0e4
 
 
@@ -130,8 +130,10 @@ class Hit:
 class VectorIndex:
     """FaceId-addressed vectors in one FAISS index, with a live bitmap for deletions."""
 
-    def __init__(self, dim: int = EMBEDDING_DIM, options: IndexOptions | None = None) -> None:
+    def __init__(self, dim: int = 128, options: IndexOptions | None = None,
+                 scrub_value: float = SCRUBBED) -> None:
         self.dim = dim
+        self.scrub_value = scrub_value
         self.options = options or IndexOptions()
         self._index: faiss.Index = self._empty(0)
         self._ids = np.empty(0, dtype="S36")
@@ -222,7 +224,7 @@ class VectorIndex:
         """A private copy to checkpoint from without the owner's lock (FAISS's clone copies the
         vectors and links directly: ~40 ms at 100,000 faces, against ~100-300 ms to serialize,
         which would otherwise stall the collection's searches)."""
-        twin = VectorIndex(self.dim, self.options)
+        twin = VectorIndex(self.dim, self.options, self.scrub_value)
         twin._index = faiss.clone_index(self._index)
         twin._ids, twin._live = self._ids[: self._n].copy(), self._live[: self._n].copy()
         twin._n, twin._dead = self._n, self._dead
@@ -231,7 +233,7 @@ class VectorIndex:
     def rebuilt(self, face_ids: np.ndarray, vectors: np.ndarray) -> "VectorIndex":
         """A fresh index, flat or HNSW by size, of what ``live_copy`` gave (the slow part of a
         background rebuild: it needs no lock)."""
-        fresh = VectorIndex(self.dim, self.options)
+        fresh = VectorIndex(self.dim, self.options, self.scrub_value)
         fresh.load(list(face_ids), vectors)
         return fresh
 
@@ -254,11 +256,11 @@ class VectorIndex:
         return fresh
 
     def _scrub(self, positions: np.ndarray) -> None:
-        """Overwrite the vectors at ``positions`` with ``SCRUBBED`` in the index's storage."""
+        """Overwrite the vectors at ``positions`` with ``scrub_value`` in the index's storage."""
         flat = self._index.storage if isinstance(self._index, faiss.IndexHNSWFlat) else self._index
         flat = faiss.downcast_index(flat)
         stored = faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * self.dim)
-        stored.reshape(flat.ntotal, self.dim)[positions] = SCRUBBED
+        stored.reshape(flat.ntotal, self.dim)[positions] = self.scrub_value
 
     def _grow(self, size: int) -> None:
         if size > len(self._ids):
@@ -368,26 +370,39 @@ class VectorIndex:
         self._bitmap = None
 
 
+def _vectors(pack: FaceModelPack, options: IndexOptions) -> VectorIndex:
+    return VectorIndex(pack.embedding_size, options, pack.scrub_value)
+
+
 @dataclass
 class CollectionIndex:
     """The vector indexes of one collection and the change seq they reflect."""
 
     collection_id: int
     seq: int
+    face_model_version: str  # the collection's pack: vector size, scrub value, checkpoint key
     faces: VectorIndex
     users: VectorIndex
     lock: threading.Lock = field(default_factory=threading.Lock)
     rebuilding: bool = False  # a background rebuild of faces or users is in flight
 
     @classmethod
-    def from_snapshot(cls, snap: Snapshot, options: IndexOptions) -> "CollectionIndex":
-        faces, users = VectorIndex(options=options), VectorIndex(options=options)
+    def empty(cls, collection_id: int, pack: FaceModelPack, options: IndexOptions,
+              seq: int = -1) -> "CollectionIndex":
+        return cls(collection_id, seq, pack.version, _vectors(pack, options),
+                   _vectors(pack, options))
+
+    @classmethod
+    def from_snapshot(cls, snap: Snapshot, pack: FaceModelPack, options: IndexOptions
+                      ) -> "CollectionIndex":
+        entry = cls.empty(snap.collection_id, pack, options, snap.seq)
+        faces, users = entry.faces, entry.users
         try:
             faces.load(snap.face_ids, snap.vectors)
             users.load(snap.user_face_ids, snap.user_vectors)
         finally:
             wipe(snap.vectors, snap.user_vectors)
-        return cls(snap.collection_id, snap.seq, faces, users)
+        return entry
 
     def apply(self, changes: Sequence[Change]) -> None:
         """Apply changes in sequence order, batching adds (FaceIds are never reused)."""
@@ -472,16 +487,16 @@ class IndexRegistry:
         entry.rebuilding = True
 
         def build() -> None:
-            saved: tuple[int, int, VectorIndex, VectorIndex] | None = None
+            saved: tuple[int, int, str, VectorIndex, VectorIndex] | None = None
             try:
                 fresh = owner.rebuilt(ids, vectors)
                 with entry.lock:
                     current = getattr(entry, which)
                     setattr(entry, which, current.reconcile(fresh, ids))
-                    if self._path(entry.collection_id) is not None and \
+                    if self.checkpoint_dir is not None and \
                             len(entry.faces) >= self.options.checkpoint_min:
-                        saved = (entry.collection_id, entry.seq, entry.faces.frozen_copy(),
-                                 entry.users.frozen_copy())
+                        saved = (entry.collection_id, entry.seq, entry.face_model_version,
+                                 entry.faces.frozen_copy(), entry.users.frozen_copy())
                 log.info("rebuilt the %s index of %s in the background (%d vectors)", which,
                          collection, len(fresh))
             except Exception:
@@ -495,7 +510,7 @@ class IndexRegistry:
                     entry.rebuilding = False
             if saved is not None:  # a restart then restores the rebuilt index, not the old one
                 try:
-                    self._write_checkpoint(saved[0], saved[1], self._arrays(*saved))
+                    self._write_checkpoint(saved[0], saved[1], saved[2], self._arrays(*saved))
                 except OSError as exc:
                     log.warning("could not checkpoint the index of %s: %s", collection, exc)
 
@@ -544,9 +559,12 @@ class IndexRegistry:
             return
         for path in self.checkpoint_dir.glob(f"{self.catalog.instance_id}-*.npz"):
             try:
-                collection_id = int(path.stem.rsplit("-", 1)[1])
+                collection_id = self._checkpoint_collection(path)
             except ValueError:
                 continue  # not a name this registry writes
+            if collection_id is None:  # written before checkpoints were keyed by face model
+                path.unlink(missing_ok=True)
+                continue
             try:
                 with np.load(path, allow_pickle=False) as arrays:
                     meta = json.loads(bytes(arrays["meta"]).decode())
@@ -562,12 +580,14 @@ class IndexRegistry:
     def discard_checkpoint(self, collection_id: int) -> None:
         """Remove a collection's checkpoint: after a deletion it holds vectors that must go
         (it is rewritten at the next full load, background rebuild or explicit checkpoint)."""
-        path = self._path(collection_id)
-        if path is not None:
+        if self.checkpoint_dir is None:
+            return
+        for path in self.checkpoint_dir.glob(f"{self.catalog.instance_id}-{collection_id}-v*.npz"):
             path.unlink(missing_ok=True)
-            # and one being written: its writer finds it gone and keeps nothing
-            for partial in path.parent.glob(f".{path.name}.*.tmp"):
-                partial.unlink(missing_ok=True)
+        # and one being written: its writer finds it gone and keeps nothing
+        for partial in self.checkpoint_dir.glob(
+                f".{self.catalog.instance_id}-{collection_id}-v*.npz.*.tmp"):
+            partial.unlink(missing_ok=True)
 
     def _remove_abandoned_writes(self) -> None:
         """Delete partial checkpoints that a process died writing (``.NAME.PID.TID.tmp`` of a
@@ -596,8 +616,9 @@ class IndexRegistry:
             entry = self._indexes.get(collection)
             if entry is None:
                 cid, _, _ = self.catalog.state(collection)
-                entry = self._restore(cid) or CollectionIndex(
-                    cid, -1, VectorIndex(options=self.options), VectorIndex(options=self.options))
+                pack = get_pack(self.catalog.get_collection(collection).face_model_version)
+                entry = self._restore(cid, pack) or CollectionIndex.empty(cid, pack,
+                                                                           self.options)
                 self._indexes[collection] = entry
             return entry
 
@@ -622,7 +643,8 @@ class IndexRegistry:
         self._reload(collection, entry, cid)
 
     def _reload(self, collection: str, entry: CollectionIndex, cid: int) -> None:
-        fresh = CollectionIndex.from_snapshot(self.catalog.snapshot(cid), self.options)
+        fresh = CollectionIndex.from_snapshot(self.catalog.snapshot(cid),
+                                              get_pack(entry.face_model_version), self.options)
         entry.collection_id, entry.seq = fresh.collection_id, fresh.seq
         entry.faces, entry.users = fresh.faces, fresh.users
         if len(entry.faces) >= self.options.checkpoint_min:
@@ -631,34 +653,48 @@ class IndexRegistry:
             except OSError as exc:  # a full disk costs the next start a rebuild, not a search
                 log.warning("could not checkpoint the index of %s: %s", collection, exc)
 
-    def _path(self, collection_id: int) -> Path | None:
+    def _path(self, collection_id: int, face_model_version: str) -> Path | None:
+        """Checkpoints are keyed by the face model too: a collection's vectors are only ever
+        restored into an index of the pack that computed them."""
         if self.checkpoint_dir is None:
             return None
-        return self.checkpoint_dir / f"{self.catalog.instance_id}-{collection_id}.npz"
+        return (self.checkpoint_dir
+                / f"{self.catalog.instance_id}-{collection_id}-v{face_model_version}.npz")
+
+    def _checkpoint_collection(self, path: Path) -> int | None:
+        """The collection id in a checkpoint's name; None for a name without a face model
+        (an older format); ``ValueError`` for a name this registry does not write."""
+        rest = path.name[len(self.catalog.instance_id) + 1:-len(".npz")]
+        collection_id, versioned, _ = rest.partition("-v")
+        number = int(collection_id)  # ValueError: not ours
+        return number if versioned else None
 
     def _save(self, entry: CollectionIndex) -> Path | None:
         """Checkpoint ``entry`` (its lock held)."""
-        if self._path(entry.collection_id) is None:
+        if self._path(entry.collection_id, entry.face_model_version) is None:
             return None
-        return self._write_checkpoint(entry.collection_id, entry.seq, self._arrays(
-            entry.collection_id, entry.seq, entry.faces, entry.users))
+        return self._write_checkpoint(
+            entry.collection_id, entry.seq, entry.face_model_version,
+            self._arrays(entry.collection_id, entry.seq, entry.face_model_version, entry.faces,
+                         entry.users))
 
-    def _arrays(self, collection_id: int, seq: int, faces: VectorIndex, users: VectorIndex
-                ) -> dict[str, np.ndarray]:
+    def _arrays(self, collection_id: int, seq: int, face_model_version: str, faces: VectorIndex,
+                users: VectorIndex) -> dict[str, np.ndarray]:
         """What a checkpoint holds: the two indexes as they are at ``seq``."""
         meta = {"format": CHECKPOINT_FORMAT, "instance_id": self.catalog.instance_id,
-                "collection_id": collection_id, "seq": seq}
+                "collection_id": collection_id, "seq": seq,
+                "face_model_version": face_model_version}
         return {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
                 **faces.to_arrays("faces"), **users.to_arrays("users")}
 
-    def _write_checkpoint(self, collection_id: int, seq: int, arrays: dict[str, np.ndarray]
-                          ) -> Path | None:
+    def _write_checkpoint(self, collection_id: int, seq: int, face_model_version: str,
+                          arrays: dict[str, np.ndarray]) -> Path | None:
         """Write a checkpoint current at ``seq``, unless a face was deleted after ``seq``
         meanwhile: the deleting process (or ``after_deletion`` here) may have removed the old
         checkpoint before this one landed, and this one may hold the deleted vectors. Checking
         after the rename closes that race: a deletion committed before the check is seen by it,
         one committed after removes the file itself."""
-        path = self._path(collection_id)
+        path = self._path(collection_id, face_model_version)
         if path is None:
             return None
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -682,9 +718,9 @@ class IndexRegistry:
             return None
         return path
 
-    def _restore(self, collection_id: int) -> CollectionIndex | None:
-        """A checkpointed index (to be caught up by ``_sync``), or None."""
-        path = self._path(collection_id)
+    def _restore(self, collection_id: int, pack: FaceModelPack) -> CollectionIndex | None:
+        """A checkpointed index of ``pack``'s vectors (to be caught up by ``_sync``), or None."""
+        path = self._path(collection_id, pack.version)
         if path is None or not path.is_file():
             return None
         try:
@@ -692,12 +728,14 @@ class IndexRegistry:
                 meta = json.loads(bytes(arrays["meta"]).decode())
                 if (meta.get("format") != CHECKPOINT_FORMAT
                         or meta.get("instance_id") != self.catalog.instance_id
-                        or meta.get("collection_id") != collection_id):
+                        or meta.get("collection_id") != collection_id
+                        or meta.get("face_model_version") != pack.version):
                     return None
-                faces, users = VectorIndex(options=self.options), VectorIndex(options=self.options)
-                faces.from_arrays(arrays, "faces")
-                users.from_arrays(arrays, "users")
+                entry = CollectionIndex.empty(collection_id, pack, self.options,
+                                              int(meta["seq"]))
+                entry.faces.from_arrays(arrays, "faces")
+                entry.users.from_arrays(arrays, "users")
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             log.warning("ignoring unreadable index checkpoint %s: %s", path, exc)
             return None
-        return CollectionIndex(collection_id, int(meta["seq"]), faces, users)
+        return entry

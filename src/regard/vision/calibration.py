@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -49,15 +48,17 @@ def load_table(path: Path = TABLE_PATH) -> CalibrationTable:
     return CalibrationTable(
         distances=np.array([a["distance"] for a in anchors], dtype=np.float64),
         similarities=np.array([a["similarity"] for a in anchors], dtype=np.float64),
-        meta={k: v for k, v in data.items() if k != "anchors"},
+        meta=data,  # the anchors as published too: group, data and method of each
     )
 
 
-@lru_cache(maxsize=1)
 def default_table() -> CalibrationTable:
-    return load_table()
+    """The default face-model pack's table (``regard eval`` and the benchmarks measure it)."""
+    from regard.vision.packs import default_pack
+
+    return default_pack().calibration
 
 
 def similarity(distance: float | np.ndarray) -> np.ndarray:
-    """Similarity 0-100 for Euclidean distance(s) between embeddings, by the shipped table."""
+    """Similarity 0-100 for Euclidean distance(s) between the default pack's embeddings."""
     return default_table().similarity(distance)

@@ -304,6 +304,10 @@ class RegardService:
         tags = dict(p.get("Tags") or {})
         chosen = tags.pop(pol.FACE_MODEL, None)  # a choice made at creation, not a policy
         pack = get_pack(chosen) if chosen else default_pack()
+        if not pack.calibrated:
+            raise InvalidParameterError(
+                f"Face model {pack.version} is not calibrated: run `regard models calibrate "
+                f"{pack.version}` before a collection can use it")
         info = self.store.catalog.create_collection(name, arn, pack.version, tags or None)
         return {"StatusCode": 200, "CollectionArn": info.arn,
                 "FaceModelVersion": info.face_model_version}

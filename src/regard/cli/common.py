@@ -27,7 +27,7 @@ app = typer.Typer(
 err = Console(stderr=True)
 out = Console()
 
-DetectorOpt = typer.Option(None, "--detector", help="yuface | mmod | hog (default: best installed)")
+DetectorOpt = typer.Option(None, "--detector", help="yunet | yuface | mmod | hog (default: yunet)")
 MinFaceOpt = typer.Option(0, "--min-face-size", help="Ignore faces smaller than this (pixels)")
 
 

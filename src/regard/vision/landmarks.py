@@ -38,6 +38,8 @@ _RIGHT_EYE_OUTER, _RIGHT_EYE_INNER, _LEFT_EYE_OUTER, _LEFT_EYE_INNER, _NOSE_BASE
 
 # yuface box -> dlib-style box, measured on 199 LFW dev faces found by both detectors:
 # dlib's square box is 1.127x the yuface width, its centre 0.038w right and 0.090w lower.
+# YuNet's boxes (``yunet``, the same network family) map alike: against dlib HOG boxes on 298 LFW
+# dev faces, its side ratio and centre offsets differ from yuface's by at most 0.6 % of the width.
 _YU_TO_DLIB_SIDE = 1.127
 _YU_TO_DLIB_DX = 0.038
 _YU_TO_DLIB_DY = 0.090

@@ -14,6 +14,7 @@ from regard import Engine
 from regard.errors import InvalidParameterError
 from regard.service import EFFECTIVE_THRESHOLD, EXPECTED_FPIR, SEARCH_STATISTICS
 from regard.vision import calibration
+from regard.vision.packs import get_pack
 
 from conftest import encode, face_crop, paste_faces
 
@@ -164,13 +165,20 @@ def test_min_face_size(astronaut):
     assert len(Engine(min_face_size=100).detect(image).faces) == 1
 
 
-def test_embeddings(engine, astronaut, cameraman):
-    a = engine.embed(astronaut)[0].embedding
-    c = engine.embed(cameraman)[0].embedding
-    assert a.shape == (128,) and a.dtype == np.float32
-    assert np.isfinite(a).all() and np.linalg.norm(a) > 0.5  # dlib does not L2-normalize
-    flipped = engine.embed(np.ascontiguousarray(astronaut[:, ::-1]))[0].embedding
-    assert np.linalg.norm(a - flipped) < 0.3 < 0.6 < np.linalg.norm(a - c)
+@pytest.mark.parametrize("version", ["1.0", "2.0"])
+def test_embeddings(engine, astronaut, cameraman, version):
+    pack = get_pack(version)
+    a = engine.embed(astronaut, pack)[0].embedding
+    c = engine.embed(cameraman, pack)[0].embedding
+    assert a.shape == (pack.embedding_size,) and a.dtype == np.float32
+    if pack.metric == "cosine":
+        assert np.linalg.norm(a) == pytest.approx(1.0, abs=1e-5)
+    else:
+        assert np.isfinite(a).all() and np.linalg.norm(a) > 0.5  # dlib does not L2-normalize
+    flipped = engine.embed(np.ascontiguousarray(astronaut[:, ::-1]), pack)[0].embedding
+    assert engine.similarity(a, flipped, pack) > 80 > 50 > engine.similarity(a, c, pack)
+    if version == "1.0":
+        assert np.linalg.norm(a - flipped) < 0.3 < 0.6 < np.linalg.norm(a - c)
 
 
 def test_compare_same_and_different_person(engine, astronaut, cameraman):
@@ -231,15 +239,16 @@ def test_engine_is_thread_safe(astronaut, cameraman):
         assert np.abs(vec - expected[kind]).max() < 1e-5
 
 
-def test_calibration_table_is_monotone_and_strict():
-    table = calibration.default_table()
-    d = np.linspace(0, 1.6, 500)
+@pytest.mark.parametrize("version", ["1.0", "2.0"])
+def test_calibration_table_is_monotone_and_strict(version):
+    table = get_pack(version).calibration
+    d = np.linspace(0, table.distances[-1] + 0.1, 500)
     s = table.similarity(d)
     assert np.all(np.diff(s) <= 0) and s[0] == 100 and s[-1] == 0
     for sim in (50, 80, 90, 95, 99):
         assert table.similarity(table.distance(sim)) == pytest.approx(sim)
-    # Strict by construction: similarity 80 is well inside face_recognition's tolerance of 0.6.
-    assert table.distance(80) < 0.45
+    if version == "1.0":  # similarity 80 is well inside face_recognition's tolerance of 0.6
+        assert table.distance(80) < 0.45
 
 
 def test_detector_backends_agree_on_the_astronaut(astronaut):

@@ -131,9 +131,12 @@ def _d(similarity: float, eps: float = 1e-4) -> float:
     return calibration.default_table().distance(similarity) - eps
 
 
+FAR = calibration.default_table().distance(25) + 0.1  # beyond every match region shown
+
+
 def test_verification_rates_at_calibrated_thresholds():
-    genuine = [_d(99), _d(80), _d(50), 0.6, np.nan]
-    impostor = [0.9, _d(80), np.nan]
+    genuine = [_d(99), _d(80), _d(50), FAR, np.nan]
+    impostor = [FAR + 0.3, _d(80), np.nan]
     dist = np.array(genuine + impostor)
     same = np.array([True] * 5 + [False] * 3)
     out = ver.evaluate(dist, same, [1, 1, 2, 2, 3, 1, 2, 3])
@@ -169,7 +172,7 @@ def test_best_threshold_matches_brute_force():
 
 
 def test_verification_by_group_labels():
-    dist = np.array([_d(80), 0.6, 0.9, _d(50)])
+    dist = np.array([_d(80), FAR, FAR + 0.3, _d(50)])
     same = np.array([True, True, False, False])
     g1 = [{"gender": "female"}, {"gender": "male"}, {"gender": "female"}, {"gender": "male"}]
     g2 = [{"gender": "female"}, {"gender": "male"}, {"gender": "male"}, {"gender": "male"}]

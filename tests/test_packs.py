@@ -84,7 +84,10 @@ def test_a_collection_is_bound_to_its_pack(svc, second_pack, images, engine):
     assert made["FaceModelVersion"] == "0.9"
     assert "regard:face-model" not in svc.list_tags_for_resource(
         ResourceArn=made["CollectionArn"])["Tags"]  # a choice at creation, not a kept tag
-    assert svc.create_collection(CollectionId="old")["FaceModelVersion"] == "1.0"  # default
+    assert svc.create_collection(CollectionId="old", Tags={"regard:face-model": "1.0"})[
+        "FaceModelVersion"] == "1.0"
+    assert svc.create_collection(CollectionId="plain")["FaceModelVersion"] == \
+        packs.default_pack().version
     for name in ("new", "old"):
         body = svc.index_faces(CollectionId=name, Image={"Bytes": images["astronaut"]},
                                ExternalImageId="astronaut.jpg")
@@ -148,8 +151,11 @@ def _strangers(store: Store, collection: str, n: int, seed: int) -> None:
                                  for v in vectors])
 
 
+DLIB = {"regard:face-model": "1.0"}  # the strangers below are dlib-sized vectors
+
+
 def test_every_search_states_its_expected_fpir(svc, images):
-    svc.create_collection(CollectionId="c")
+    svc.create_collection(CollectionId="c", Tags=DLIB)
     (face,) = face_ids(svc.index_faces(CollectionId="c", Image={"Bytes": images["astronaut"]}))
     _strangers(svc.store, "c", 99, seed=1)
     pack = get_pack("1.0")
@@ -165,7 +171,7 @@ def test_every_search_states_its_expected_fpir(svc, images):
 
 
 def test_max_fpir_raises_the_threshold_as_the_collection_grows(svc, images):
-    svc.create_collection(CollectionId="c", Tags={"regard:max-fpir": "0.01"})
+    svc.create_collection(CollectionId="c", Tags={"regard:max-fpir": "0.01", **DLIB})
     svc.index_faces(CollectionId="c", Image={"Bytes": images["astronaut"]})
     pack = get_pack("1.0")
     seen = []
@@ -216,7 +222,8 @@ def app_():
 def test_models_list_and_show_publish_the_error_rates(second_pack):
     listed = json.loads(runner.invoke(app_(), ["models", "list", "--json"]).stdout)["Models"]
     by_version = {m["FaceModelVersion"]: m for m in listed}
-    assert by_version["1.0"]["Default"] and not by_version["0.9"]["Default"]
+    assert by_version[packs.default_pack().version]["Default"]
+    assert not by_version["0.9"]["Default"] and not by_version["1.0"]["Default"]
     assert by_version["1.0"]["FMR"]["80"] == pytest.approx(1e-3)
     shown = json.loads(runner.invoke(app_(), ["models", "show", "1.0", "--json"]).stdout)
     assert shown["EmbeddingSize"] == 128 and shown["Licence"].startswith("public domain")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
+from regard.vision.packs import default_pack
 from regard.errors import InvalidImageFormatError
 from regard.governance.gatekeeper import Caller, Gatekeeper
 from regard.governance.ledger import Ledger, LedgerIntegrityError
@@ -179,7 +180,7 @@ def test_embedding_checksums_are_filled_on_upgrade_and_find_a_zeroed_embedding(s
     assert catalog.consistency_problems("c") == []
     with catalog.engine.begin() as conn:
         conn.execute(text("UPDATE faces SET embedding = :zero WHERE face_id = :face"),
-                     {"zero": bytes(512), "face": face})
+                     {"zero": bytes(4 * default_pack().embedding_size), "face": face})
     assert [p for p in catalog.consistency_problems("c") if face in p] == [
         f"1 face(s) with an all-zero embedding: {face}",
         f"1 face(s) whose embedding fails its checksum (damaged or swapped): {face}"]

@@ -21,9 +21,12 @@ from regard.errors import (
 )
 from regard.service import RegardService, face_ids
 from regard.store import Store
+from regard.vision.packs import default_pack
 
 from conftest import encode, face_crop, paste_faces
 from test_engine import assert_shape
+
+DEFAULT = default_pack().version  # new collections' face model
 
 
 @pytest.fixture()
@@ -59,7 +62,7 @@ def _index(svc: RegardService, image: bytes, ext: str | None = None, **kw) -> di
 def test_collection_lifecycle(svc):
     body = svc.create_collection(CollectionId="c", Tags={"team": "a"})
     assert_shape(body, "CreateCollectionResponse")
-    assert body["StatusCode"] == 200 and body["FaceModelVersion"] == "1.0"
+    assert body["StatusCode"] == 200 and body["FaceModelVersion"] == DEFAULT
     assert body["CollectionArn"].endswith(":collection/c")
     with pytest.raises(ResourceAlreadyExistsError):
         svc.create_collection(CollectionId="c")
@@ -80,7 +83,7 @@ def test_list_collections_paginates(svc):
         svc.create_collection(CollectionId=name)
     first = svc.list_collections(MaxResults=2)
     assert_shape(first, "ListCollectionsResponse")
-    assert first["CollectionIds"] == ["a", "b"] and first["FaceModelVersions"] == ["1.0", "1.0"]
+    assert first["CollectionIds"] == ["a", "b"] and first["FaceModelVersions"] == [DEFAULT, DEFAULT]
     rest = svc.list_collections(MaxResults=2, NextToken=first["NextToken"])
     assert rest["CollectionIds"] == ["c"] and "NextToken" not in rest
     assert svc.list_collections()["CollectionIds"] == ["a", "b", "c"]
@@ -129,7 +132,7 @@ def test_index_faces_records_and_search_by_image(svc, images):
     assert_shape(body, "SearchFacesByImageResponse")
     assert [m["Face"]["FaceId"] for m in body["FaceMatches"]] == [face["FaceId"]]
     assert body["FaceMatches"][0]["Similarity"] > 95
-    assert body["FaceMatches"][0]["Face"]["IndexFacesModelVersion"] == "1.0"
+    assert body["FaceMatches"][0]["Face"]["IndexFacesModelVersion"] == DEFAULT
     assert body["SearchedFaceConfidence"] > 50 and 0 < body["SearchedFaceBoundingBox"]["Width"] < 1
     every = svc.search_faces_by_image(CollectionId="c", Image={"Bytes": images["flipped"]},
                                       FaceMatchThreshold=0)["FaceMatches"]

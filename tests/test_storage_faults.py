@@ -278,7 +278,8 @@ def test_a_zeroed_or_swapped_embedding_is_named_by_collections_check(home, engin
     code, output = cli("collections", "check")
     assert code == 0, output
     with sqlite3.connect(home / "regard.db") as con:
-        con.execute("UPDATE faces SET embedding = zeroblob(512) WHERE face_id = ?", (first,))
+        con.execute("UPDATE faces SET embedding = zeroblob(length(embedding)) WHERE face_id = ?",
+                    (first,))
         (a,), (b,) = [con.execute("SELECT embedding FROM faces WHERE face_id = ?", (f,)).fetchone()
                       for f in (second, third)]
         con.execute("UPDATE faces SET embedding = ? WHERE face_id = ?", (b, second))

@@ -9,6 +9,7 @@ import threading
 import numpy as np
 import pytest
 
+from regard.vision.packs import get_pack
 from regard import Engine
 from regard.errors import InvalidParameterError
 from regard.vision.detect import YuNetDetector, available_detectors, default_detector_name
@@ -160,8 +161,9 @@ def test_yunet_is_the_default_detector_everywhere():
 
 def test_embeddings_match_the_yuface_pipeline(astronaut):
     pytest.importorskip("yuface")
-    ours = Engine(detector="yunet").embed(astronaut)
-    theirs = Engine(detector="yuface").embed(astronaut)
+    dlib = get_pack("1.0")  # dlib's aligner is what the box mapping feeds
+    ours = Engine(detector="yunet").embed(astronaut, dlib)
+    theirs = Engine(detector="yuface").embed(astronaut, dlib)
     assert len(ours) == len(theirs) == 1
     # same person, same photo: far inside the same-person distance (~0.4-0.6)
     assert np.linalg.norm(ours[0].embedding - theirs[0].embedding) < 0.1

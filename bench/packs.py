@@ -27,43 +27,24 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import OUT, print_table, require_data, write_json  # noqa: E402
+import calibrate  # noqa: E402
+from _common import print_table, require_data, write_json  # noqa: E402
 
 from regard.analysis import Engine  # noqa: E402
-from regard.batch import map_images  # noqa: E402
-from regard.evaluation.embeddings import ImageEmbedding, central_face  # noqa: E402
+from regard.datasets import lfw_images  # noqa: E402
+from regard.evaluation.embeddings import ImageEmbedding  # noqa: E402
 from regard.evaluation.identification import evaluate  # noqa: E402
 from regard.evaluation.layouts import gallery_from_verification, read_verification  # noqa: E402
+from regard.vision.detect import default_detector_name  # noqa: E402
 from regard.vision.packs import FaceModelPack, get_pack, packs  # noqa: E402
 
 THRESHOLDS = (80.0, 90.0, 99.0)
 
 
-def _task(engine: Engine, item: tuple[str, str]) -> np.ndarray | None:
-    path, version = item
-    found = engine.detect(path, embed=True, pack=get_pack(version))
-    face = central_face(found.faces, found.width, found.height)
-    return None if face is None else face.embedding
-
-
-def embed(paths: list[Path], pack: FaceModelPack) -> tuple[np.ndarray, float]:
-    """(N, d) embeddings with NaN rows where no face was found; seconds per image (0: cached)."""
-    OUT.mkdir(exist_ok=True)
-    cache = OUT / f"lfw_dev_pack_{pack.version}.npz"
-    keys = np.array([str(p) for p in paths])
-    if cache.exists():
-        data = np.load(cache, allow_pickle=False)
-        if data["keys"].shape == keys.shape and (data["keys"] == keys).all():
-            return data["emb"], float(data["seconds"])
-    started = time.perf_counter()
-    rows = np.full((len(paths), pack.embedding_size), np.nan, dtype=np.float32)
-    for i, vector in enumerate(map_images(_task, [(str(p), pack.version) for p in paths],
-                                          workers=2, chunksize=8)):
-        if isinstance(vector, np.ndarray):
-            rows[i] = vector
-    seconds = (time.perf_counter() - started) / max(len(paths), 1)
-    np.savez(cache, keys=keys, emb=rows, seconds=seconds)
-    return rows, seconds
+def embed(paths: list[Path], pack: FaceModelPack) -> np.ndarray:
+    """(N, d) embeddings with NaN rows where no face was found (bench/calibrate.py's cache)."""
+    return calibrate.embed(paths, "lfw_dev", pack, default_detector_name(), workers=2,
+                           refresh=False)[0]
 
 
 def ms_per_face(pack: FaceModelPack, paths: list[Path], n: int = 40) -> float:
@@ -102,14 +83,15 @@ def main() -> None:
     args = ap.parse_args()
     root = require_data()
     vset = read_verification(root / "verification" / "lfw")
-    paths = sorted(vset.identities())
-    index = {p: i for i, p in enumerate(paths)}
+    paths = lfw_images(root)  # the order bench/calibrate.py caches them in
+    index = {p.resolve(): i for i, p in enumerate(paths)}
+    index.update({p: i for i, p in enumerate(paths)})
     chosen = ([get_pack(v) for v in args.packs.split(",")] if args.packs
               else [p for p in packs() if p.calibrated])
     results = {}
     rows = []
     for pack in chosen:
-        emb, seconds = embed(paths, pack)
+        emb = embed(paths, pack)
         a = np.array([index[p.image1] for p in vset.pairs])
         b = np.array([index[p.image2] for p in vset.pairs])
         same = np.array([p.same for p in vset.pairs])
@@ -124,8 +106,8 @@ def main() -> None:
         bound = worst_group_fmr(pack, 80, bound=True)
         result["worst_group@80"] = worst
         result["utkface_bound@80"] = bound
-        embeddings = {p: ImageEmbedding(None if np.isnan(emb[i, 0]) else emb[i], 1, None)
-                      for i, p in enumerate(paths)}
+        embeddings = {p: ImageEmbedding(None if np.isnan(emb[index[p], 0]) else emb[index[p]],
+                                        1, None) for p in vset.identities()}
         ident = evaluate(gallery_from_verification(vset), embeddings, (80.0,), pack=pack)
         result["rank1"] = ident["rank1"]["rate"]
         result["FNIR@80"] = ident["thresholds"][0]["fnir"]["rate"]

@@ -14,7 +14,6 @@ cannot bind a collection: an uncalibrated similarity would have no published mea
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ import numpy as np
 from regard.errors import InvalidParameterError, ModelError
 from regard.private_files import private_dir, private_file
 from regard.vision.landmarks import Aligner, Landmarks
-from regard.vision.models import regard_home
+from regard.vision.models import file_sha256, regard_home
 
 PACKS_DIR = ("models", "packs")
 ALIGNMENTS = ("arcface-112", "dlib-150")
@@ -103,14 +102,6 @@ def recipe_from(name: str | None, custom: dict[str, Any] | None = None) -> Recip
 
 def packs_dir(home: Path | None = None) -> Path:
     return (home or regard_home()).joinpath(*PACKS_DIR)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class OnnxPackEmbedder:
@@ -196,7 +187,7 @@ def install(model_file: Path, version: str, recipe: Recipe, *, name: str | None 
     that it gives ``embedding_size`` numbers per chip) and copy it under the home folder."""
     if not model_file.is_file():
         raise InvalidParameterError(f"{model_file} is not a file")
-    digest = sha256_of(model_file)
+    digest = file_sha256(model_file)
     if recipe.sha256 and digest != recipe.sha256:
         raise InvalidParameterError(
             f"{model_file} is not the model recipe {recipe.name} describes: its SHA-256 is "

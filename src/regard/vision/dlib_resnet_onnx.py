@@ -22,7 +22,6 @@ Conversion notes (the dlib semantics that an off-the-shelf ResNet would get wron
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -34,6 +33,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from regard.private_files import private_dir
+from regard.vision.models import file_sha256
 
 from regard.vision.dlib_dat import DlibNet, Layer, match_architecture, read_net
 
@@ -259,14 +259,6 @@ def build_resnet_onnx(dat_path: str | Path) -> bytes:
     return model.SerializeToString()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def cached_onnx(
     dat_path: Path,
     cache_dir: Path,
@@ -276,7 +268,7 @@ def cached_onnx(
 ) -> Path | bytes:
     """The converted model's path under ``cache_dir``, built once per ``.dat`` content (SHA-256)
     and converter version. Falls back to returning the bytes when the cache is not writable."""
-    target = cache_dir / f"{stem}-v{version}-{_sha256(dat_path)[:32]}.onnx"
+    target = cache_dir / f"{stem}-v{version}-{file_sha256(dat_path)[:32]}.onnx"
     if target.is_file():
         return target
     data = build(dat_path)

@@ -29,6 +29,17 @@ def model_path(filename: str) -> str:
     return str(path)
 
 
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a (model) file, read in blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def regard_home() -> Path:
     """Data directory (``REGARD_HOME``, default ``~/.regard``): catalog, caches, keys."""
     return Path(os.environ.get("REGARD_HOME") or Path.home() / ".regard")

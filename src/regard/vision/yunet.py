@@ -26,10 +26,11 @@ Thread-safe: ``InferenceSession.run`` is, and nothing else is shared.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
+
+from regard.vision import models
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "yunet"
 MODEL_FILE = WEIGHTS_DIR / "yunet_n_dynamic.onnx"
@@ -46,7 +47,7 @@ DEFAULT_NMS_IOU = 0.3
 
 
 def file_sha256(path: Path = MODEL_FILE) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return models.file_sha256(path)
 
 
 def pad_input(rgb: np.ndarray) -> np.ndarray:

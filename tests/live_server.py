@@ -31,7 +31,7 @@ class LiveServer:
                  object_store: ObjectStore | None = None,
                  default_purpose: str | None = "integration tests",
                  database_url: str | None = None, tls_cert: str | None = None,
-                 tls_key: str | None = None) -> None:
+                 tls_key: str | None = None, forwarded_allow_ips: str | None = None) -> None:
         store = Store(database_url or f"sqlite:///{home / 'catalog.db'}", checkpoint_dir=False)
         service = RegardService(engine, store, object_store=object_store,
                                 default_purpose=default_purpose)
@@ -39,7 +39,7 @@ class LiveServer:
         self.port = free_port()
         self._uvicorn = uvicorn.Server(uvicorn_config(
             self.server, "127.0.0.1", self.port, log_level="warning", tls_cert=tls_cert,
-            tls_key=tls_key))
+            tls_key=tls_key, forwarded_allow_ips=forwarded_allow_ips))
         self.url = f"{'https' if tls_cert else 'http'}://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._uvicorn.run, daemon=True)
 

@@ -188,6 +188,26 @@ def test_unsigned_target_or_audit_headers_are_refused(live):
     assert all(e.purpose != "forged after signing" for e in entries)
 
 
+def test_forwarded_for_is_believed_only_from_configured_proxies(live, tmp_path, engine):
+    """uvicorn's default trusts X-Forwarded-For from 127.0.0.1: any local process could choose
+    the client address the ledger records."""
+    headers = signed_headers(live.url, TARGET + "ListCollections", live.key, live.secret)
+    forged = {**headers, "X-Forwarded-For": "203.0.113.9"}
+    assert httpx.post(live.url + "/", headers=forged, content=b"{}").status_code == 200
+    entry = list(live.server.service.gate.ledger.entries(operations=["ListCollections"]))[-1]
+    assert entry.client == "127.0.0.1"
+    with LiveServer(tmp_path, engine, forwarded_allow_ips="127.0.0.1") as proxied:
+        key, secret = proxied.server.keys.create("behind a proxy")
+        headers = signed_headers(proxied.url, TARGET + "ListCollections", key.access_key_id,
+                                 secret)
+        reply = httpx.post(proxied.url + "/", content=b"{}",
+                           headers={**headers, "X-Forwarded-For": "203.0.113.9"})
+        assert reply.status_code == 200
+        entry = list(proxied.server.service.gate.ledger.entries(
+            operations=["ListCollections"]))[-1]
+        assert entry.client == "203.0.113.9"
+
+
 # -- 5. TLS -------------------------------------------------------------------------------------------
 def _self_signed(tmp: Path) -> tuple[Path, Path]:
     from cryptography import x509

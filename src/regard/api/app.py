@@ -118,10 +118,15 @@ def create_app(server: Server) -> FastAPI:
 
 
 def uvicorn_config(server: Server, host: str, port: int, *, log_level: str = "info",
-                   tls_cert: str | None = None, tls_key: str | None = None) -> Any:
+                   tls_cert: str | None = None, tls_key: str | None = None,
+                   forwarded_allow_ips: str | None = None) -> Any:
     """How ``regard serve`` (and the tests' live servers) run the app: uvicorn's h11 protocol
     with Regard's connection defences (``api.connections``), file descriptors raised to fit
-    them, log floods limited, and TLS when a certificate is given."""
+    them, log floods limited, and TLS when a certificate is given.
+
+    ``X-Forwarded-For`` is believed only from ``forwarded_allow_ips`` (a reverse proxy's
+    addresses): uvicorn's default trusts it from 127.0.0.1, so any local process could write
+    the client address the audit ledger records."""
     import uvicorn
 
     limits = server.settings.connections.within(raise_descriptor_limit())
@@ -130,7 +135,9 @@ def uvicorn_config(server: Server, host: str, port: int, *, log_level: str = "in
         create_app(server), host=host, port=port, log_level=log_level,
         http=guarded_protocol(limits, server.metrics),
         timeout_keep_alive=int(max(1, limits.keep_alive_seconds)),
-        ssl_certfile=tls_cert, ssl_keyfile=tls_key)
+        ssl_certfile=tls_cert, ssl_keyfile=tls_key,
+        proxy_headers=forwarded_allow_ips is not None,
+        forwarded_allow_ips=forwarded_allow_ips or "")
 
 
 def _refuse_browsers_from_elsewhere(app: FastAPI) -> None:

@@ -94,6 +94,10 @@ def serve(
              "proxy, where every client has the proxy's address)"),
     header_seconds: float = typer.Option(
         10, "--header-timeout", help="Seconds a connection has to send its request headers"),
+    forwarded_allow_ips: Optional[str] = typer.Option(
+        None, "--forwarded-allow-ips",
+        help="Addresses of reverse proxies whose X-Forwarded-For names the client (comma-"
+             "separated; default: none, the ledger records the connection's own address)"),
     buffered_mib: int = typer.Option(
         128, "--max-buffered-mib",
         help="Request bodies held in memory by all requests together (MiB); beyond: "
@@ -158,7 +162,8 @@ def serve(
               "docs: /docs)")
     uvicorn.Server(uvicorn_config(server, host, port, log_level=log_level,
                                   tls_cert=str(tls_cert) if tls_cert else None,
-                                  tls_key=str(tls_key) if tls_key else None)).run()
+                                  tls_key=str(tls_key) if tls_key else None,
+                                  forwarded_allow_ips=forwarded_allow_ips)).run()
 
 
 def _restart_with_clearing_allocator() -> None:

@@ -321,6 +321,9 @@ def test_altered_ledger_rows_are_named_by_audit_verify(home, engine, images):
     assert code == 1
     assert "entry 2 was altered: its result is not valid JSON" in output
     assert "entry 3 was altered" in output
+    # an export names the damaged entry instead of failing with a traceback or leaving it out
+    code, output = cli("audit", "export")
+    assert code == 1 and "entry 2 was altered" in output and "Traceback" not in output
 
 
 def test_a_damaged_ledger_page_is_named_by_audit_verify(home, engine, images):

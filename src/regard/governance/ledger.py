@@ -195,10 +195,12 @@ class Ledger:
                 operations: Iterable[str] | None = None, after: int = 0
                 ) -> Iterator[AuditEntry]:
         """Entries in sequence order (read in pages), optionally within [since, until) and
-        after a sequence number."""
+        after a sequence number. A row altered outside Regard (JSON that does not parse, a value
+        of the wrong type) stops the read with ``LedgerIntegrityError`` naming the entry: an
+        export must neither crash nor leave it out in silence."""
         ops = list(operations) if operations is not None else None
         while True:
-            stmt = select(s.audit_log).where(s.audit_log.c.seq > after)
+            stmt = _RAW.where(s.audit_log.c.seq > after)
             if since is not None:
                 stmt = stmt.where(s.audit_log.c.time >= utc_iso(since))
             if until is not None:
@@ -208,7 +210,11 @@ class Ledger:
             with self.catalog.read_transaction() as conn:
                 rows = conn.execute(stmt.order_by(s.audit_log.c.seq).limit(PAGE)).all()
             for row in rows:
-                yield _entry(row._mapping)
+                entry = _parsed(row._mapping)
+                if isinstance(entry, _Unreadable):
+                    raise LedgerIntegrityError(f"{entry.reason}; `regard audit verify` lists "
+                                               "every damaged entry")
+                yield entry
             if len(rows) < PAGE:
                 return
             after = rows[-1].seq
@@ -313,10 +319,6 @@ class Ledger:
 
 
 SEARCH_OPERATIONS = ("SearchFaces", "SearchFacesByImage", "SearchUsers", "SearchUsersByImage")
-
-
-def _entry(m: Any) -> AuditEntry:
-    return AuditEntry(**{k: m[k] for k in AuditEntry.__dataclass_fields__})
 
 
 @dataclass(frozen=True)

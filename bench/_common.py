@@ -12,6 +12,7 @@ from regard.analysis import Engine
 from regard.batch import map_images
 from regard.datasets import data_root
 from regard.evaluation.embeddings import central_face
+from regard.vision.packs import FaceModelPack, default_pack, get_pack
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -23,10 +24,13 @@ def require_data() -> Path:
     return root
 
 
-def central_embedding_task(engine: Engine, path: Path) -> np.ndarray | None:
-    result = engine.detect(path, embed=True)
+def central_embedding_task(engine: Engine, item: tuple[str, str]) -> np.ndarray | None:
+    """The central face's embedding by the pack of version item[1] (module level: it runs in
+    the workers)."""
+    path, version = item
+    result = engine.detect(path, embed=True, pack=get_pack(version))
     face = central_face(result.faces, result.width, result.height)
-    return None if face is None else face.embedding
+    return None if face is None else np.asarray(face.embedding, dtype=np.float32)
 
 
 def cached_embeddings(paths: list[Path], cache_name: str) -> tuple[Path, np.ndarray,
@@ -43,14 +47,18 @@ def cached_embeddings(paths: list[Path], cache_name: str) -> tuple[Path, np.ndar
 
 
 def embed_images(paths: list[Path], cache_name: str, engine_kwargs: dict | None = None,
-                 workers: int = 2, refresh: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(embeddings (N,128) with NaN rows where no face was found, found mask), cached in bench/out."""
+                 workers: int = 2, refresh: bool = False, pack: FaceModelPack | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings (N, d) by ``pack`` (default: the default pack) with NaN rows where no face
+    was found, found mask), cached in bench/out."""
+    pack = pack or default_pack()
     cache, keys, cached = cached_embeddings(paths, cache_name)
-    if cached is not None and not refresh:
+    if cached is not None and not refresh and cached.shape[1] == pack.embedding_size:
         return cached, ~np.isnan(cached[:, 0])
-    emb = np.full((len(paths), 128), np.nan, dtype=np.float32)
+    emb = np.full((len(paths), pack.embedding_size), np.nan, dtype=np.float32)
     t0 = time.perf_counter()
-    for i, vec in enumerate(map_images(central_embedding_task, paths, workers=workers,
+    items = [(str(p), pack.version) for p in paths]
+    for i, vec in enumerate(map_images(central_embedding_task, items, workers=workers,
                                        engine_kwargs=engine_kwargs or {}, chunksize=8)):
         if isinstance(vec, np.ndarray):
             emb[i] = vec

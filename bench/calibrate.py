@@ -68,9 +68,8 @@ from statistics import NormalDist
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import OUT, cached_embeddings, print_table, require_data, write_json  # noqa: E402
+from _common import OUT, embed_images, print_table, require_data, write_json  # noqa: E402
 
-from regard.batch import map_images  # noqa: E402
 from regard.datasets import (  # noqa: E402
     london_face_set,
     lfw_genders,
@@ -87,7 +86,7 @@ from regard.evaluation.calibration_fit import (  # noqa: E402
     MIN_EXPECTED_FALSE_MATCHES,
     group_threshold,
 )
-from regard.evaluation.embeddings import ImageEmbedding, central_face  # noqa: E402
+from regard.evaluation.embeddings import ImageEmbedding  # noqa: E402
 from regard.vision.calibration import CalibrationTable, load_table  # noqa: E402
 from regard.vision.detect import default_detector_name  # noqa: E402
 from regard.vision.packs import FaceModelPack, get_pack  # noqa: E402
@@ -100,35 +99,12 @@ REPORTED = (80.0, 90.0, 99.0)
 
 
 # -- embeddings ---------------------------------------------------------------------------------
-def pack_central_embedding(engine, item: tuple[str, str]) -> np.ndarray | None:
-    """The central face's embedding by the pack of version item[1] (module level: runs in the
-    workers)."""
-    path, version = item
-    result = engine.detect(path, embed=True, pack=get_pack(version))
-    face = central_face(result.faces, result.width, result.height)
-    return None if face is None else np.asarray(face.embedding, dtype=np.float32)
-
-
 def embed(paths: list[Path], dataset: str, pack: FaceModelPack, detector: str, workers: int,
           refresh: bool) -> tuple[np.ndarray, np.ndarray]:
     """(N, embedding_size) embeddings, NaN rows where no face was found, and the found mask;
     cached in bench/out by dataset, pack version and detector."""
-    cache, keys, cached = cached_embeddings(paths, f"calibrate_{dataset}_pack{pack.version}_"
-                                                   f"{detector}")
-    if cached is not None and not refresh and cached.shape[1] == pack.embedding_size:
-        return cached, ~np.isnan(cached[:, 0])
-    emb = np.full((len(paths), pack.embedding_size), np.nan, dtype=np.float32)
-    t0 = time.perf_counter()
-    items = [(str(p), pack.version) for p in paths]
-    for i, vec in enumerate(map_images(pack_central_embedding, items, workers=workers,
-                                       engine_kwargs={"detector": detector}, chunksize=8)):
-        if isinstance(vec, np.ndarray):
-            emb[i] = vec
-    found = ~np.isnan(emb[:, 0])
-    np.savez(cache, keys=keys, emb=emb, found=found)
-    print(f"embedded {len(paths)} {dataset} images ({found.sum()} with a face) in "
-          f"{time.perf_counter() - t0:.1f} s -> {cache}", file=sys.stderr)
-    return emb, found
+    return embed_images(paths, f"calibrate_{dataset}_pack{pack.version}_{detector}",
+                        {"detector": detector}, workers, refresh, pack)
 
 
 def distance_matrix(emb: np.ndarray) -> np.ndarray:

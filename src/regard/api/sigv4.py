@@ -62,35 +62,11 @@ class SignedRequest:
 
 
 @dataclass(frozen=True)
-class Credential:
-    """What the headers alone establish: a well-formed, current signature by a known key. The
-    Rekognition door checks this before it reads the body, so an anonymous client cannot make
-    the server buffer one."""
-
-    key: AccessKey
-    secret: str
-    region: str
-    stamp: str
-    signed: list[str]
-    signature: str
-    headers: dict[str, list[str]]
-
-
-def verify(request: SignedRequest, keys: KeyStore, service: str = "rekognition",
-           now: datetime | None = None) -> AccessKey:
-    """The access key that signed ``request``, or the AWS error that explains why not."""
-    credential = check_headers(request.headers, keys, service, now)
-    return verify_signature(request, credential, service)
-
-
-def check_headers(raw_headers: list[tuple[str, str]], keys: KeyStore,
-                  service: str = "rekognition", now: datetime | None = None) -> Credential:
-    """Everything that can be checked before the body arrives (see ``Credential``)."""
-    return with_key(parse_headers(raw_headers, service, now), keys)
-
-
-@dataclass(frozen=True)
 class ParsedHeaders:
+    """What the headers alone establish: a well-formed, current signature whose every x-amz-*
+    and x-regard-* header is signed. The Rekognition door checks this before it reads the body,
+    so an anonymous client cannot make the server buffer one."""
+
     access_key_id: str
     region: str
     stamp: str
@@ -99,12 +75,27 @@ class ParsedHeaders:
     headers: dict[str, list[str]]
 
 
+@dataclass(frozen=True)
+class Credential:
+    """Parsed headers whose key is known and active, with the secret to check the signature."""
+
+    parsed: ParsedHeaders
+    key: AccessKey
+    secret: str
+
+
+def verify(request: SignedRequest, keys: KeyStore, service: str = "rekognition",
+           now: datetime | None = None) -> AccessKey:
+    """The access key that signed ``request``, or the AWS error that explains why not."""
+    credential = with_key(parse_headers(request.headers, service, now), keys)
+    return verify_signature(request, credential, service)
+
+
 def with_key(parsed: ParsedHeaders, keys: KeyStore) -> Credential:
     """The credential of well-formed headers, once their key is known and active (a database
     read, so the door runs it off the event loop)."""
     key, secret = keys.secret(parsed.access_key_id)
-    return Credential(key, secret, parsed.region, parsed.stamp, parsed.signed, parsed.signature,
-                      parsed.headers)
+    return Credential(parsed, key, secret)
 
 
 def parse_headers(raw_headers: list[tuple[str, str]], service: str = "rekognition",
@@ -166,7 +157,8 @@ def parse_headers(raw_headers: list[tuple[str, str]], service: str = "rekognitio
 def verify_signature(request: SignedRequest, credential: Credential,
                      service: str = "rekognition") -> AccessKey:
     """The key of ``credential`` when the signature covers ``request`` (body included)."""
-    headers = credential.headers
+    parsed = credential.parsed
+    headers = parsed.headers
     body_hash = hashlib.sha256(request.body).hexdigest()
     declared = headers.get("x-amz-content-sha256")
     if declared is not None and declared[-1] != body_hash:
@@ -178,14 +170,14 @@ def verify_signature(request: SignedRequest, credential: Credential,
         url=f"http://{','.join(headers.get('host', ['']))}{request.path}"
             + (f"?{request.query}" if request.query else ""),
         data=request.body,
-        headers={name: ",".join(headers.get(name, [])) for name in credential.signed},
+        headers={name: ",".join(headers.get(name, [])) for name in parsed.signed},
     )
-    aws_request.context["timestamp"] = credential.stamp
+    aws_request.context["timestamp"] = parsed.stamp
     signer = SigV4Auth(Credentials(credential.key.access_key_id, credential.secret), service,
-                       credential.region)
+                       parsed.region)
     canonical = signer.canonical_request(aws_request)
     expected = signer.signature(signer.string_to_sign(aws_request, canonical), aws_request)
-    if not hmac.compare_digest(expected, credential.signature):
+    if not hmac.compare_digest(expected, parsed.signature):
         raise InvalidSignatureError(
             "The request signature we calculated does not match the signature you provided. "
             "Check your AWS Secret Access Key and signing method. Consult the service "

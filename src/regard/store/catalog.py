@@ -55,11 +55,11 @@ from regard.errors import (
 )
 from regard.private_files import private_dir, private_file, tighten
 from regard.secure_memory import wipe
-from regard.vision.packs import get_pack
 from regard.store import schema as s
 from regard.store.faults import StorageHealth
 from regard.store.migrations import migrate
 from regard.vision.models import regard_home
+from regard.vision.packs import get_pack
 
 MAX_FACES_PER_USER = 100  # Rekognition's limit
 DEFAULT_BUSY_TIMEOUT_MS = 60_000
@@ -501,19 +501,20 @@ class Catalog:
     def add_faces(self, collection: str, new: Sequence[NewFace]) -> list[FaceRow]:
         """Add faces in one transaction: all of them are stored, or none."""
         now = utcnow()
-        size = get_pack(self.get_collection(collection).face_model_version).embedding_size
-        blobs = [to_blob(f.embedding, size) for f in new]
-        rows = [{
-            "face_id": f.face_id, "image_id": f.image_id,
-            "external_image_id": f.external_image_id, "image_sha256": f.image_sha256,
-            "bbox_left": float(f.bbox[0]), "bbox_top": float(f.bbox[1]),
-            "bbox_width": float(f.bbox[2]), "bbox_height": float(f.bbox[3]),
-            "confidence": float(f.confidence), "embedding": blob,
-            "embedding_sha256": embedding_checksum(f.face_id, blob),
-            "created": now, "expires": f.expires, "consent_ref": f.consent_ref, "user_id": None,
-        } for f, blob in zip(new, blobs)]
         with self._write() as conn:
             coll = self._lock(conn, collection)
+            size = get_pack(coll.face_model_version).embedding_size
+            blobs = [to_blob(f.embedding, size) for f in new]
+            rows = [{
+                "face_id": f.face_id, "image_id": f.image_id,
+                "external_image_id": f.external_image_id, "image_sha256": f.image_sha256,
+                "bbox_left": float(f.bbox[0]), "bbox_top": float(f.bbox[1]),
+                "bbox_width": float(f.bbox[2]), "bbox_height": float(f.bbox[3]),
+                "confidence": float(f.confidence), "embedding": blob,
+                "embedding_sha256": embedding_checksum(f.face_id, blob),
+                "created": now, "expires": f.expires, "consent_ref": f.consent_ref,
+                "user_id": None,
+            } for f, blob in zip(new, blobs)]
             seqs = self._advance(conn, coll, [(s.OP_ADD, r["face_id"]) for r in rows],
                                  face_delta=len(rows))
             for row, q in zip(rows, seqs):
@@ -932,7 +933,6 @@ class Catalog:
             if orphan:
                 problems.append(f"{orphan} faces without their add change")
         return problems
-
 
     def integrity_problems(self, *, quick: bool = False) -> list[str]:
         """SQLite's own check of the file's pages and indexes (``quick``: ``quick_check``, linear

@@ -66,11 +66,12 @@ class FaceModelPack:
 
     @property
     def calibration(self) -> CalibrationTable:
-        if not self.calibrated:
+        try:  # read once (cached): no file check per similarity on the search path
+            return _table(self.calibration_file)
+        except FileNotFoundError:
             raise InvalidParameterError(
                 f"Face model {self.version} is not calibrated yet: run `regard models calibrate "
-                f"{self.version}` on identity-labelled data first")
-        return _table(self.calibration_file)
+                f"{self.version}` on identity-labelled data first") from None
 
     def similarities(self, distances: float | np.ndarray | Sequence[float]) -> np.ndarray:
         """Calibrated similarity 0-100 for Euclidean distance(s) between this pack's
@@ -133,7 +134,7 @@ class FaceModelPack:
             "Calibrated": self.calibrated,
             "Calibration": {
                 "MeasuredOn": meta.get("measured_on"), "Data": meta.get("data"),
-                "Anchors": [{k: v for k, v in a.items()} for a in meta.get("anchors", [])],
+                "Anchors": [dict(a) for a in meta.get("anchors", [])],
                 "ErrorRates": _error_rates(meta.get("measurements", {})),
             },
         }

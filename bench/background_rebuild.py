@@ -60,7 +60,7 @@ def main() -> None:
         assert entry.faces.rebuild_due
 
         # inline, as before: the same contents rebuilt in this thread, on a copy
-        copy = VectorIndex(options=entry.faces.options)
+        copy = VectorIndex(entry.faces.dim, options=entry.faces.options)
         live_ids, live_vectors = entry.faces.live_copy()
         t = time.perf_counter()
         copy.load(list(live_ids), live_vectors)

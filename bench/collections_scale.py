@@ -214,7 +214,7 @@ def bench_size(n: int, sampler: Sampler, queries: int, efs: list[int], home: Pat
     hnsw = entry.faces if entry.faces.kind == "hnsw" else None
     t = time.perf_counter()
     if hnsw is None:
-        hnsw = VectorIndex(options=IndexOptions(hnsw_threshold=1))
+        hnsw = VectorIndex(128, options=IndexOptions(hnsw_threshold=1))
         hnsw.load([str(i) for i in range(n)], vectors)
         row["hnsw_build_s"] = time.perf_counter() - t
     sweep = []

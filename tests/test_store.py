@@ -266,7 +266,7 @@ def test_flat_index_is_exact_and_filters_deletions():
     rng = np.random.default_rng(0)
     vecs = rng.normal(size=(500, 128)).astype(np.float32)
     ids = [str(uuid.uuid4()) for _ in vecs]
-    index = VectorIndex(options=IndexOptions(compact_fraction=0.5))
+    index = VectorIndex(128, options=IndexOptions(compact_fraction=0.5))
     index.add(ids, vecs)
     assert index.kind == "flat" and len(index) == 500
     q = rng.normal(size=128).astype(np.float32)
@@ -285,7 +285,7 @@ def test_compaction_and_switch_to_hnsw():
     rng = np.random.default_rng(1)
     vecs = rng.normal(size=(400, 128)).astype(np.float32)
     ids = [str(uuid.uuid4()) for _ in vecs]
-    index = VectorIndex(options=IndexOptions(hnsw_threshold=300, compact_fraction=0.1))
+    index = VectorIndex(128, options=IndexOptions(hnsw_threshold=300, compact_fraction=0.1))
     index.add(ids[:200], vecs[:200])
     assert index.kind == "flat"
     index.add(ids[200:], vecs[200:])
@@ -303,7 +303,7 @@ def test_hnsw_with_tombstones_never_returns_deleted():
     rng = np.random.default_rng(2)
     vecs = rng.normal(size=(2000, 128)).astype(np.float32)
     ids = [str(uuid.uuid4()) for _ in vecs]
-    index = VectorIndex(options=IndexOptions(hnsw_threshold=1000, compact_fraction=0.5))
+    index = VectorIndex(128, options=IndexOptions(hnsw_threshold=1000, compact_fraction=0.5))
     index.add(ids, vecs)
     dead = set(ids[::3])
     index.remove(list(dead))
@@ -316,7 +316,7 @@ def test_removed_vectors_are_overwritten_and_hnsw_still_finds_the_rest():
     n = 6000  # isotropic: the hard case for graph search
     vecs = (rng.normal(size=(n, 128)) * 0.05 + 0.03).astype(np.float32)
     ids = [str(uuid.uuid4()) for _ in vecs]
-    index = VectorIndex(options=IndexOptions(hnsw_threshold=1000))
+    index = VectorIndex(128, options=IndexOptions(hnsw_threshold=1000))
     index.add(ids, vecs)
     dead = rng.choice(n, int(0.09 * n), replace=False)  # below compaction (10 %)
     index.remove([ids[i] for i in dead])

@@ -10,9 +10,9 @@ are the exact top-k among live vectors, not a top-k that was thinned afterwards)
 rebuilt without the dead positions once they exceed ``compact_fraction`` (from
 ``background_from`` vectors on, that rebuild and the flat -> HNSW switch run in a background
 thread while searches go on against the current index, which is then swapped for the new one
-after the changes made meanwhile are applied to it). A deleted face's vector
-is overwritten with its face-model pack's ``scrub_value`` in FAISS's own storage at once: deleted (erased) biometric data
-does not wait in memory for the compaction. In HNSW the node stays in the graph with that vector,
+after the changes made meanwhile are applied to it). A deleted face's vector is overwritten
+with its face-model pack's ``scrub_value`` in FAISS's own storage at once: deleted (erased)
+biometric data does not wait in memory for the compaction. In HNSW the node stays in the graph with that vector,
 far from every real embedding, so searches route around it (recall measured in the tests). A
 background rebuild works from a private copy of the live vectors; a face deleted while it builds
 stays in that copy until the swap (seconds at 100,000 faces, minutes at a million), when it is
@@ -64,8 +64,8 @@ from regard.private_files import open_private
 from regard.secure_memory import wipe
 from regard.store import schema as s
 from regard.store.catalog import Catalog, Change, Snapshot
-from regard.vision.packs import FaceModelPack, get_pack
 from regard.store.faults import is_storage_full
+from regard.vision.packs import FaceModelPack, get_pack
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class Hit:
 class VectorIndex:
     """FaceId-addressed vectors in one FAISS index, with a live bitmap for deletions."""
 
-    def __init__(self, dim: int = 128, options: IndexOptions | None = None,
+    def __init__(self, dim: int, options: IndexOptions | None = None,
                  scrub_value: float = SCRUBBED) -> None:
         self.dim = dim
         self.scrub_value = scrub_value

@@ -1,6 +1,7 @@
 """Embedding distance <-> similarity (0-100), from a table measured on real impostor/genuine pairs.
 
-The table (``calibration.json`` beside this file) is written by ``bench/calibrate.py``. Each anchor
+Each face-model pack has its own table (``FaceModelPack.calibration_file``, written by
+``bench/calibrate.py`` or ``regard models calibrate``). Each anchor
 ties a similarity to the Euclidean distance at which the *worst-off* demographic group in the
 calibration data reaches a stated false-match rate, so that a threshold has one published meaning
 for everyone (e.g. similarity 80 => FMR <= 1e-3 in every measured group). Between anchors the
@@ -15,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-TABLE_PATH = Path(__file__).with_name("calibration.json")
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class CalibrationTable:
         return float(np.interp(similarity, self.similarities[::-1], self.distances[::-1]))
 
 
-def load_table(path: Path = TABLE_PATH) -> CalibrationTable:
+def load_table(path: Path) -> CalibrationTable:
     data = json.loads(path.read_text())
     anchors = sorted(data["anchors"], key=lambda a: a["distance"])
     return CalibrationTable(

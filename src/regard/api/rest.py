@@ -243,7 +243,7 @@ class CreateCollectionBody(PolicyBody):
     FaceModelVersion: str | None = Field(
         None, pattern=r"^[0-9.]+$", max_length=32,
         description="The face model the collection is bound to (default: the default pack; "
-                    "`GET /v1/models` lists them)")
+                    "`regard models list` lists them)")
     Purpose: str = Field(..., min_length=1, max_length=256,  # type: ignore[assignment]
                          description="What the collection is for (required)")
     Tags: dict[str, str] | None = _field("CreateCollection", "Tags", "Your own tags", None)

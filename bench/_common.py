@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from regard.analysis import Engine
 from regard.batch import map_images
 from regard.datasets import data_root
-from regard.evaluation.embeddings import central_face
-from regard.vision.packs import FaceModelPack, default_pack, get_pack
+from regard.evaluation.embeddings import central_embedding
+from regard.vision.packs import FaceModelPack, default_pack
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -22,15 +21,6 @@ def require_data() -> Path:
     if root is None:
         sys.exit("No evaluation data: set REGARD_DATA to the dev data folder (see README)")
     return root
-
-
-def central_embedding_task(engine: Engine, item: tuple[str, str]) -> np.ndarray | None:
-    """The central face's embedding by the pack of version item[1] (module level: it runs in
-    the workers)."""
-    path, version = item
-    result = engine.detect(path, embed=True, pack=get_pack(version))
-    face = central_face(result.faces, result.width, result.height)
-    return None if face is None else np.asarray(face.embedding, dtype=np.float32)
 
 
 def cached_embeddings(paths: list[Path], cache_name: str) -> tuple[Path, np.ndarray,
@@ -58,7 +48,7 @@ def embed_images(paths: list[Path], cache_name: str, engine_kwargs: dict | None 
     emb = np.full((len(paths), pack.embedding_size), np.nan, dtype=np.float32)
     t0 = time.perf_counter()
     items = [(str(p), pack.version) for p in paths]
-    for i, vec in enumerate(map_images(central_embedding_task, items, workers=workers,
+    for i, vec in enumerate(map_images(central_embedding, items, workers=workers,
                                        engine_kwargs=engine_kwargs or {}, chunksize=8)):
         if isinstance(vec, np.ndarray):
             emb[i] = vec

@@ -42,7 +42,6 @@ from _common import (  # noqa: E402
     OUT,
     cached_embeddings,
     central_box_index,
-    central_face,
     embed_images,
     peer_box,
     print_table,
@@ -53,6 +52,7 @@ from _common import (  # noqa: E402
 )
 
 from regard.datasets import Pair, lfw_images, lfw_pairs  # noqa: E402
+from regard.evaluation.embeddings import central_face  # noqa: E402
 from regard.evaluation.verification import accept_at, best_threshold  # noqa: E402
 from regard.vision import calibration  # noqa: E402
 

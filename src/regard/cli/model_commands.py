@@ -151,16 +151,6 @@ def models_add(
               f"calibrate it before use: regard models calibrate {version} --labels DIR")
 
 
-def _embed_central(engine: Any, item: tuple[str, str]) -> Any:
-    """Worker task: the pack's embedding of the face an identity-labelled image is about."""
-    from regard.evaluation.embeddings import central_face
-
-    path, version = item
-    found = engine.detect(path, embed=True, pack=get_pack(version))
-    face = central_face(found.faces, found.width, found.height)
-    return None if face is None else face.embedding
-
-
 @models_app.command("calibrate")
 def models_calibrate(
     version: str = typer.Argument(..., help="An installed model's FaceModelVersion"),
@@ -178,6 +168,7 @@ def models_calibrate(
     from regard.batch import default_workers, map_images
     from regard.errors import RegardError
     from regard.evaluation.calibration_fit import fit_table, identity_labelled_distances
+    from regard.evaluation.embeddings import central_embedding
     from regard.evaluation.layouts import LayoutError, read_labels
     from regard.private_files import private_file
     from regard.vision.custom_models import InstalledModel, packs_dir
@@ -209,7 +200,7 @@ def models_calibrate(
             cells.append(f"{root.name} " + ", ".join(
                 f"{k}={v}" for k, v in sorted(image.groups.items())) if image.groups
                 else root.name)
-    results = list(map_images(_embed_central, [(p, version) for p in paths],
+    results = list(map_images(central_embedding, [(p, version) for p in paths],
                               workers=workers or default_workers()))
     rows = np.full((len(paths), pack.embedding_size), np.nan, dtype=np.float32)
     for i, vector in enumerate(results):

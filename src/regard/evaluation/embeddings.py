@@ -34,7 +34,7 @@ import numpy as np
 from regard.analysis import Engine, Face
 from regard.batch import default_workers, map_images
 from regard.errors import RegardError
-from regard.vision.packs import default_pack
+from regard.vision.packs import default_pack, get_pack
 
 EMBED = "embed"
 DETECT = "detect"
@@ -53,6 +53,15 @@ def central_face(faces: list[Face], width: int, height: int) -> Face | None:
 
     return min(faces, key=key)
 
+
+
+def central_embedding(engine: Engine, item: tuple[str, str]) -> np.ndarray | None:
+    """The embedding, by the face model of version ``item[1]``, of the face the image at
+    ``item[0]`` is about (``central_face``); a module-level task for ``batch.map_images``."""
+    path, version = item
+    found = engine.detect(path, embed=True, pack=get_pack(version))
+    face = central_face(found.faces, found.width, found.height)
+    return None if face is None else np.asarray(face.embedding, dtype=np.float32)
 
 @dataclass
 class ImageEmbedding:

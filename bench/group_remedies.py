@@ -68,10 +68,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import OUT, central_face, print_table, require_data, write_json  # noqa: E402
-from calibrate import ADULT_AGE, empirical_threshold, group_threshold  # noqa: E402
-from calibrate import pair_distances as all_pair_distances  # noqa: E402
+from _common import OUT, print_table, require_data, write_json  # noqa: E402
+from calibrate import ADULT_AGE  # noqa: E402
 from verification import cross_validate  # noqa: E402
+
+from regard.evaluation.calibration_fit import empirical_threshold, group_threshold  # noqa: E402
+from regard.evaluation.embeddings import central_face  # noqa: E402
+from regard.evaluation.groups import pairwise_distances as all_pair_distances  # noqa: E402
 
 from regard.analysis import Engine, Face  # noqa: E402
 from regard.batch import map_images  # noqa: E402

@@ -33,14 +33,14 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
-    from regard.governance.gatekeeper import Caller
+    from regard.context import CallContext
     from regard.governance.ledger import Ledger
     from regard.service import RegardService
     from regard.store import NewFace, Store
 
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(f"sqlite:///{tmp}/bench.db", checkpoint_dir=False)
-        ledger = Ledger(store.catalog, key=b"b" * 32)
+        ledger = Ledger(store.database, key=b"b" * 32)
         result = {"FaceIds": ["3f1c2a9e-0000-4000-8000-000000000000"], "TopSimilarity": 97.5,
                   "Threshold": 80.0}
         start = time.perf_counter()
@@ -62,7 +62,7 @@ def main() -> None:
         rows = store.add_faces("c", [NewFace(v, (0.1, 0.1, 0.2, 0.2), 99.0, "img")
                                      for v in vectors])
         probe = rows[0].face_id
-        caller = Caller(principal="RGKBENCH", purpose="benchmark")
+        caller = CallContext(principal="RGKBENCH", purpose="benchmark")
         params = {"CollectionId": "c", "FaceId": probe, "MaxFaces": 10}
 
         def gated() -> object:

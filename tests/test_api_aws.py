@@ -23,7 +23,6 @@ import pytest
 from botocore import UNSIGNED
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
@@ -40,20 +39,10 @@ from regard.object_store import LocalObjectStore
 from regard.store.catalog import Catalog
 
 from conftest import encode, face_crop, paste_faces
+from aws_clients import error_code, rekognition
 from live_server import LiveServer, free_port
 
 TARGET = "RekognitionService."
-
-
-def rekognition(url: str, key: str | None, secret: str | None, **config: object):
-    config.setdefault("retries", {"max_attempts": 1, "mode": "standard"})
-    cfg = Config(max_pool_connections=64, **config)  # type: ignore[arg-type]
-    return boto3.client("rekognition", endpoint_url=url, region_name="eu-west-1",
-                        aws_access_key_id=key, aws_secret_access_key=secret, config=cfg)
-
-
-def error_code(exc: pytest.ExceptionInfo[ClientError]) -> str:
-    return exc.value.response["Error"]["Code"]
 
 
 @pytest.fixture(scope="module")
@@ -391,7 +380,7 @@ def test_a_server_overwrites_faces_deleted_by_another_replica_unsearched(tmp_pat
         faces = random_faces(10, seed=90)
         store.add_faces("c", faces)
         store.search("c", faces[0].embedding, 1)  # loaded in the server's memory
-        replica = Store(store.catalog.url, checkpoint_dir=False)
+        replica = Store(store.database.url, checkpoint_dir=False)
         replica.delete_faces("c", [faces[0].face_id])  # through another process
         replica.close()
         entry = store.indexes._indexes["c"]
@@ -502,3 +491,21 @@ def test_s3_objects_are_refused_clearly_without_an_object_store(tmp_path, engine
                 Image={"S3Object": {"Bucket": "photos", "Name": "n.jpg"}})
         assert error_code(exc) == "InvalidS3ObjectException"
         assert "REGARD_S3_ROOT" in str(exc.value)
+
+
+def test_human_review_travels_as_a_header_and_regards_own_operations_stay_off_this_door(
+        live, rek, admin, images):
+    """The service marks matches for human review (every door sees it); this door sends it as
+    a header, since its body is AWS's. Regard's own operations (Erase, keys, the ledger) are
+    not Rekognition operations and are unknown here."""
+    rek.create_collection(CollectionId="reviewed", Tags={"regard:purpose": "tests",
+                                                         "regard:human-review": "true"})
+    rek.index_faces(CollectionId="reviewed", Image={"Bytes": images["face"]})
+    found = rek.search_faces_by_image(CollectionId="reviewed", Image={"Bytes": images["face"]})
+    assert found["ResponseMetadata"]["HTTPHeaders"]["x-regard-human-review-required"] == "true"
+    assert "HumanReviewRequired" not in found and found["FaceMatches"]
+    rek.delete_collection(CollectionId="reviewed")
+    for target in ("RekognitionService.Erase", "RekognitionService.CreateAccessKey",
+                   "RekognitionService.AuditExport"):
+        reply = send(signed_post(live.url, target, b"{}", *admin))
+        assert reply.status_code == 400 and reply.json()["__type"] == "UnknownOperationException"

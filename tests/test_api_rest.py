@@ -6,6 +6,7 @@ OpenAPI document."""
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import functools
 import os
 import re
@@ -30,8 +31,10 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from regard import Engine
-from regard.api.server import IMAGE_OPERATIONS, ServerSettings
-from regard.service import Caller, RegardService, face_ids
+from regard.api.server import ServerSettings
+from regard.context import CallContext
+from regard.operations import registry
+from regard.service import RegardService, face_ids
 from regard.api import rest
 from regard.service import SEARCH_STATISTICS
 from regard.spec import output_schema
@@ -239,27 +242,37 @@ def test_users(client, images):
     ok(client.delete("/v1/collections/people"), "DeleteCollection")
 
 
-def record_callers(service: RegardService, monkeypatch: pytest.MonkeyPatch) -> list[Caller]:
-    """The Caller of every operation from now on, as governance will see it."""
-    seen: list[Caller] = []
-    original = service._authorize_and_audit
+def record_callers(service: RegardService, monkeypatch: pytest.MonkeyPatch
+                   ) -> list[CallContext]:
+    """The CallContext of every operation from now on, as the gate sees it."""
+    seen: list[CallContext] = []
+    original = service.gate.authorize
 
-    def spy(operation, params, run, caller):
-        seen.append(caller)
-        return original(operation, params, run, caller)
+    def spy(call):
+        seen.append(call.context)
+        return original(call)
 
-    monkeypatch.setattr(service, "_authorize_and_audit", spy)
+    monkeypatch.setattr(service.gate, "authorize", spy)
     return seen
+
+
+def without_request_id(contexts: list[CallContext]) -> list[CallContext]:
+    return [dataclasses.replace(c, request_id="") for c in contexts]
 
 
 def test_caller_carries_key_purpose_case_and_source(live, client, credentials, monkeypatch):
     seen = record_callers(live.server.service, monkeypatch)
-    ok(client.get("/v1/collections"), "ListCollections")
+    first = client.get("/v1/collections")
+    ok(first, "ListCollections")
     ok(client.get("/v1/collections", headers={"X-Regard-Purpose": "fraud review",
                                               "X-Regard-Case": "T-42"}), "ListCollections")
     key_id = credentials[0]
-    assert seen == [Caller(key_id, "127.0.0.1", "testing", None, scopes=("admin",)),
-                    Caller(key_id, "127.0.0.1", "fraud review", "T-42", scopes=("admin",))]
+    assert without_request_id(seen) == [
+        CallContext(key_id, scopes=("admin",), purpose="testing", client="127.0.0.1",
+                    request_id=""),
+        CallContext(key_id, scopes=("admin",), purpose="fraud review", case="T-42",
+                    client="127.0.0.1", request_id="")]
+    assert seen[0].request_id == first.headers["x-request-id"]
 
 
 # -- authentication -----------------------------------------------------------------------------
@@ -303,18 +316,20 @@ def test_insecure_local_needs_no_credentials(tmp_path, engine, images, monkeypat
            "DetectFaces")
         spec = httpx.get(f"{live.url}/openapi.json").json()
         assert "security" not in spec["paths"]["/v1/detect"]["post"]
-    assert seen == [Caller("anonymous", "127.0.0.1", None, None)]
+    assert without_request_id(seen) == [CallContext("anonymous", client="127.0.0.1",
+                                                    request_id="")]
 
 
 # -- errors -------------------------------------------------------------------------------------
-def test_busy_server_answers_429(tmp_path, engine, images):
+def test_busy_server_answers_429(tmp_path, engine, images, monkeypatch):
     """A full image pool refuses at once with ThrottlingException (429, Retry-After)."""
     release = threading.Event()
     with LiveServer(tmp_path, engine, ServerSettings(workers=1, queue=0)) as live:
         key, secret = live.server.keys.create()
         headers = {"Authorization": f"Bearer {key.access_key_id}:{secret}"}
-        live.server.service._handlers["DetectFaces"] = lambda p: release.wait(30) and {
-            "FaceDetails": []}
+        detect = live.server.service.engine.detect
+        monkeypatch.setattr(live.server.service.engine, "detect",
+                            lambda rgb: release.wait(30) and detect(rgb))
         url = f"{live.url}/v1/detect"
         files = {"image": upload(images["crop"])}
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -521,7 +536,7 @@ def test_schemathesis(fuzz_schema, fuzz_auth, fuzz_known, images, operation_id):
     known = {name: fuzz_known[name] for name in re.findall(r"{(\w+)}", operation.path)}
     existing = operation.as_strategy(GenerationMode.POSITIVE, path_parameters=known)
     strategies = [operation.as_strategy(mode) for mode in GenerationMode] + [existing]
-    if operation_id in IMAGE_OPERATIONS:
+    if registry.get(operation_id) is not None and registry.get(operation_id).pool == "image":
         strategies.append(existing.map(functools.partial(_with_image, images["crop"])))
     cases = st.one_of(strategies)
 

@@ -11,7 +11,6 @@ import json
 import os
 import ssl
 import stat
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -25,13 +24,12 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from PIL import Image
 
-from regard.api.server import ServerSettings
 from regard.object_store import LocalObjectStore
 
 from attackers import IdleFlood, ServeProcess, flood_bodies, signed_headers
 from conftest import encode, face_crop
 from live_server import LiveServer
-from test_imaging import _png16
+from crafted_images import png16
 
 TARGET = "RekognitionService."
 MB = 1024 * 1024
@@ -297,7 +295,7 @@ def test_a_fifo_in_the_object_store_does_not_block_workers(live, astronaut):
 def test_16_bit_png_faces_are_found_through_the_api(live, astronaut):
     grey = np.asarray(Image.fromarray(astronaut).convert("L"), dtype=np.uint16)
     rek = rekognition(live.url, live.key, live.secret)
-    assert len(rek.detect_faces(Image={"Bytes": _png16(grey * 257)})["FaceDetails"]) == 1
+    assert len(rek.detect_faces(Image={"Bytes": png16(grey * 257)})["FaceDetails"]) == 1
 
 
 # -- 11. small ones ----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from regard.cli import app
 
 from conftest import encode, face_crop, paste_faces
-from test_engine import assert_shape
+from shapes import assert_shape
 
 runner = CliRunner()
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from regard.cli import app, external_image_id
 
 from conftest import encode
-from test_engine import assert_shape
+from shapes import assert_shape
 
 runner = CliRunner()
 

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from regard.datasets import lfw_pairs, wider_images
-from regard.vision import calibration
 from regard.vision.packs import get_pack
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]

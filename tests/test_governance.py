@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy import select, text
 
 from regard.errors import AccessDeniedError, InvalidParameterError, RegardError
-from regard.governance.gatekeeper import Caller, Gatekeeper
+from regard.context import CallContext
+from regard.governance.gatekeeper import Gatekeeper
 from regard.governance.ledger import Ledger, LedgerIntegrityError, chain_hash
 from regard.service import RegardService, face_ids
 from regard.store import Store
@@ -43,7 +44,7 @@ def clock() -> Clock:
 @pytest.fixture()
 def svc(tmp_path: Path, engine, clock) -> RegardService:
     store = Store(f"sqlite:///{tmp_path / 'regard.db'}", checkpoint_dir=tmp_path / "index")
-    gate = Gatekeeper(Ledger(store.catalog, key=KEY), clock=clock)
+    gate = Gatekeeper(Ledger(store.database, key=KEY), clock=clock)
     service = RegardService(engine, store, gatekeeper=gate)
     yield service
     store.close()
@@ -82,7 +83,7 @@ def ledger(tmp_path: Path) -> Ledger:
 
 
 def sql(ledger: Ledger, statement: str, **params: object) -> None:
-    with ledger.catalog.engine.begin() as conn:
+    with ledger.database.engine.begin() as conn:
         conn.execute(text(statement), params)
 
 
@@ -143,7 +144,7 @@ def test_entries_appended_outside_regard_are_found(ledger):
     extra["hash"] = chain_hash(last.hash, extra)
     extra["result"] = json.dumps(extra["result"])
     extra["image_sha256"] = json.dumps(extra["image_sha256"])
-    with ledger.catalog.engine.begin() as conn:
+    with ledger.database.engine.begin() as conn:
         conn.execute(s.audit_log.insert().values(
             **{**extra, "result": json.loads(extra["result"]),
                "image_sha256": json.loads(extra["image_sha256"])}))
@@ -152,13 +153,13 @@ def test_entries_appended_outside_regard_are_found(ledger):
 
 
 def test_another_key_does_not_verify(ledger):
-    assert not Ledger(ledger.catalog, key=b"x" * 32).verify().ok
+    assert not Ledger(ledger.database, key=b"x" * 32).verify().ok
 
 
 # -- every operation is recorded ----------------------------------------------------------------
 def test_operations_are_recorded_with_who_why_and_what(svc, images):
-    alice = Caller(principal="RGKALICE", source="10.1.2.3", purpose="door access",
-                   case="T-7")
+    alice = CallContext(principal="RGKALICE", client="10.1.2.3", purpose="door access",
+                        case="T-7")
     create(svc)
     indexed = svc.call("IndexFaces", {"CollectionId": "c", "Image": {"Bytes": images["face"]},
                                       "ExternalImageId": "eileen"}, alice)
@@ -197,7 +198,7 @@ def test_concurrent_searches_are_each_recorded_once(svc, images):
             for i in range(5):
                 svc.call("SearchFacesByImage",
                          {"CollectionId": "c", "Image": {"Bytes": images["flipped"]}},
-                         Caller(principal=f"worker-{n}", case=f"{n}-{i}"))
+                         CallContext(principal=f"worker-{n}", case=f"{n}-{i}"))
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
@@ -249,8 +250,8 @@ def test_consent_reference_required_and_stored(svc, images):
     with pytest.raises(InvalidParameterError, match="consent"):
         svc.index_faces(CollectionId="c", Image={"Bytes": images["face"]})
     body = svc.call("IndexFaces", {"CollectionId": "c", "Image": {"Bytes": images["face"]}},
-                    Caller(consent="form-2026-118"))
-    with svc.store.catalog.engine.connect() as conn:
+                    CallContext.operator(consent="form-2026-118"))
+    with svc.store.database.engine.connect() as conn:
         stored = conn.execute(select(s.faces.c.consent_ref)).scalars().all()
     assert stored == ["form-2026-118"] and len(face_ids(body)) == 1
 
@@ -259,7 +260,7 @@ def test_policy_changes_go_through_tags_and_are_validated(svc):
     create(svc)
     arn = svc.collection_arn("c")
     svc.tag_resource(ResourceArn=arn, Tags={"regard:threshold-floor": "95", "owner": "it"})
-    assert svc.policy("c").threshold_floor == 95
+    assert svc.list_tags_for_resource(ResourceArn=arn)["Tags"]["regard:threshold-floor"] == "95"
     for bad in ({"regard:threshold-floor": "high"}, {"regard:retention-days": "0"},
                 {"regard:color": "blue"}, {"regard:human-review": "yes"}):
         with pytest.raises(InvalidParameterError):
@@ -279,14 +280,14 @@ def test_policy_changes_go_through_tags_and_are_validated(svc):
 def test_scopes_and_allow_lists(svc, images):
     create(svc, "c")
     create(svc, "d")
-    searcher = Caller(principal="RGKSEARCH", scopes=("search",), collections=("c",))
+    searcher = CallContext(principal="RGKSEARCH", scopes=("search",), collections=("c",))
     with pytest.raises(AccessDeniedError, match="faces:write"):
         svc.call("IndexFaces", {"CollectionId": "c", "Image": {"Bytes": images["face"]}},
                  searcher)
     with pytest.raises(AccessDeniedError, match="may not use the collection 'd'"):
         svc.call("SearchFacesByImage", {"CollectionId": "d",
                                         "Image": {"Bytes": images["face"]}}, searcher)
-    reader = Caller(principal="RGKREAD", scopes=("collections:read",), collections=("d",))
+    reader = CallContext(principal="RGKREAD", scopes=("collections:read",), collections=("d",))
     assert svc.call("ListCollections", {}, reader)["CollectionIds"] == ["d"]
     denied = [e for e in entries(svc) if e.result.get("Error") == "AccessDeniedException"]
     assert [(e.principal, e.operation, e.result["Scope"]) for e in denied] == [
@@ -299,11 +300,11 @@ def test_retention_sweep_with_a_controlled_clock(svc, images, clock):
     create(svc, "forever")
     old = face_ids(svc.index_faces(CollectionId="short", Image={"Bytes": images["face"]}))
     keep = face_ids(svc.index_faces(CollectionId="forever", Image={"Bytes": images["face"]}))
-    assert svc.sweep_retention() == {"Collections": []}
+    assert svc.sweep_retention(svc.context) == {"Collections": []}
     clock.now += timedelta(days=29)
-    assert svc.sweep_retention() == {"Collections": []}
+    assert svc.sweep_retention(svc.context) == {"Collections": []}
     clock.now += timedelta(days=2)
-    swept = svc.sweep_retention()
+    swept = svc.sweep_retention(svc.context)
     assert swept == {"Collections": [{"CollectionId": "short", "DeletedFaces": old}]}
     assert svc.list_faces(CollectionId="short")["Faces"] == []
     assert face_ids({"FaceRecords": [{"Face": f} for f in
@@ -321,7 +322,7 @@ def test_deleted_faces_and_collections_leave_no_bytes_on_disk(svc, images, tmp_p
     face = face_ids(svc.index_faces(CollectionId="c", Image={"Bytes": images["face"]}))
     other = face_ids(svc.index_faces(CollectionId="c", Image={"Bytes": images["cameraman"]}))
     svc.store.indexes.checkpoint("c")
-    with svc.store.catalog.engine.connect() as conn:
+    with svc.store.database.engine.connect() as conn:
         blobs = dict(conn.execute(select(s.faces.c.face_id, s.faces.c.embedding)).all())
 
     def on_disk() -> bytes:
@@ -341,7 +342,7 @@ def test_shortening_retention_applies_to_faces_already_indexed(svc, images, cloc
     svc.index_faces(CollectionId="c", Image={"Bytes": images["face"]})
     clock.now += timedelta(days=10)
     svc.tag_resource(ResourceArn=svc.collection_arn("c"), Tags={"regard:retention-days": "7"})
-    assert len(svc.sweep_retention()["Collections"][0]["DeletedFaces"]) == 1
+    assert len(svc.sweep_retention(svc.context)["Collections"][0]["DeletedFaces"]) == 1
 
 
 # -- erasure ------------------------------------------------------------------------------------
@@ -356,9 +357,9 @@ def test_erasure_leaves_nothing_of_the_subject(svc, images, tmp_path):
     svc.create_user(CollectionId="c", UserId="alice-user")
     svc.associate_faces(CollectionId="c", UserId="alice-user", FaceIds=alice)
     svc.call("SearchFacesByImage", {"CollectionId": "c", "Image": {"Bytes": images["face"]}},
-             Caller(principal="RGKPOLICE", purpose="investigation", case="C-1"))
+             CallContext(principal="RGKPOLICE", purpose="investigation", case="C-1"))
     checkpoint = svc.store.indexes.checkpoint("c")  # the index, loaded, also on disk
-    with svc.store.catalog.engine.connect() as conn:
+    with svc.store.database.engine.connect() as conn:
         blobs = conn.execute(select(s.faces.c.embedding).where(
             s.faces.c.face_id.in_(alice))).scalars().all()
     assert len(blobs) == 2
@@ -366,9 +367,8 @@ def test_erasure_leaves_nothing_of_the_subject(svc, images, tmp_path):
     loaded = svc.store.indexes.synced("c")
     assert any(np.array_equal(row, e) for row in loaded.users.stored_vectors() for e in erased)
 
-    body = svc.erase(external_image_id="alice",
-                     caller=Caller(principal="local:dpo", purpose="GDPR art. 17 request",
-                                   case="E-9"))
+    dpo = CallContext.operator("local:dpo", purpose="GDPR art. 17 request", case="E-9")
+    body = svc.acting_as(dpo).erase(ExternalImageId="alice")
     assert body["Collections"] == [{"CollectionId": "c", "DeletedFaces": sorted(alice),
                                     "DeletedUsers": ["alice-user"]}]
     # the loaded index, before any search: the vectors are overwritten, not merely hidden
@@ -397,7 +397,7 @@ def test_erasure_leaves_nothing_of_the_subject(svc, images, tmp_path):
     assert erased.result["FaceIds"] == sorted(alice)
     assert erased.result["SubjectExternalImageId"] == "alice"
     assert (erased.purpose, erased.case_ref) == ("GDPR art. 17 request", "E-9")
-    who = svc.who_searched(external_image_id="alice")["Entries"]
+    who = svc.who_searched(ExternalImageId="alice")["Entries"]
     assert [(e["principal"], e["purpose"], e["case_ref"]) for e in who] == [
         ("RGKPOLICE", "investigation", "C-1")]
     assert svc.gate.ledger.verify().ok
@@ -410,17 +410,17 @@ def test_erasure_by_user_and_its_errors(svc, images):
     svc.index_faces(CollectionId="d", Image={"Bytes": images["face"]}, ExternalImageId="x")
     svc.create_user(CollectionId="c", UserId="u")
     svc.associate_faces(CollectionId="c", UserId="u", FaceIds=faces)
-    body = svc.erase(user_id="u")
+    body = svc.erase(UserId="u")
     assert body["FaceIds"] == faces and body["UserIds"] == ["u"]
     assert svc.describe_collection(CollectionId="d")["FaceCount"] == 1
     with pytest.raises(InvalidParameterError):
         svc.erase()
     with pytest.raises(InvalidParameterError):
-        svc.erase(user_id="u", external_image_id="x")
-    limited = Caller(scopes=("faces:write",), collections=("c",))
-    assert svc.erase(external_image_id="x", caller=limited)["FaceIds"] == []  # d not allowed
+        svc.erase(UserId="u", ExternalImageId="x")
+    limited = svc.acting_as(CallContext("local", scopes=("faces:write",), collections=("c",)))
+    assert limited.erase(ExternalImageId="x")["FaceIds"] == []  # d not allowed
     with pytest.raises(AccessDeniedError):
-        svc.erase(external_image_id="x", collection="d", caller=limited)
+        limited.erase(ExternalImageId="x", CollectionId="d")
 
 
 # -- an operation's changes and its ledger entry commit together ----------------------------------
@@ -450,11 +450,11 @@ def test_an_erasure_is_whole_or_not_at_all(svc, images, monkeypatch):
                         ExternalImageId="alice")
     fail_appends(monkeypatch, "Erase")
     with pytest.raises(OSError):
-        svc.erase(external_image_id="alice")
+        svc.erase(ExternalImageId="alice")
     for name in ("c", "d"):  # nothing was erased unrecorded: the request can simply be retried
         assert svc.describe_collection(CollectionId=name)["FaceCount"] == 1
     monkeypatch.undo()
-    assert len(svc.erase(external_image_id="alice")["FaceIds"]) == 2
+    assert len(svc.erase(ExternalImageId="alice")["FaceIds"]) == 2
     assert [svc.describe_collection(CollectionId=n)["FaceCount"] for n in ("c", "d")] == [0, 0]
     assert entries(svc, "Erase")[-1].result["Outcome"] == "OK"
 
@@ -474,7 +474,7 @@ def append(self, **kw):
 original, Ledger.append = Ledger.append, append
 db, index, image = sys.argv[1:]
 store = Store(f"sqlite:///{db}", checkpoint_dir=index)
-service = RegardService(None, store, gatekeeper=Gatekeeper(Ledger(store.catalog, key=b"k" * 32)))
+service = RegardService(None, store, gatekeeper=Gatekeeper(Ledger(store.database, key=b"k" * 32)))
 service.index_faces(CollectionId="c", Image={"Bytes": open(image, "rb").read()})
 """
 
@@ -494,3 +494,42 @@ def test_a_crash_between_change_and_entry_leaves_neither(svc, images, tmp_path):
     assert svc.store.catalog.state("c")[1:] == (0, 0)
     assert entries(svc, "IndexFaces") == [] and svc.gate.ledger.verify().ok
     assert len(face_ids(svc.index_faces(CollectionId="c", Image={"Bytes": images["face"]}))) == 1
+
+
+# -- the call context: explicit, and failing closed ---------------------------------------------
+def test_a_call_without_a_context_is_refused_and_runs_nothing(svc, images):
+    create(svc)
+    before = len(entries(svc))
+    for attempt in (lambda: svc.call("IndexFaces", {"CollectionId": "c",
+                                                    "Image": {"Bytes": images["face"]}}),
+                    lambda: svc.call("ListCollections", {}, None),
+                    lambda: svc.run_audited("DetectFaces", {}, None, lambda: {}),
+                    lambda: svc.sweep_retention(None)):
+        with pytest.raises(AccessDeniedError, match="CallContext"):
+            attempt()
+    assert len(entries(svc)) == before  # nobody to record: nothing ran
+    assert svc.describe_collection(CollectionId="c")["FaceCount"] == 0
+
+
+def test_the_methods_run_as_the_services_context_or_another(svc, images):
+    create(svc)
+    svc.list_collections()
+    auditor = CallContext("RGKAUDITOR", scopes=("audit:read",), purpose="quarterly audit")
+    assert svc.acting_as(auditor).audit_verify()["ok"]
+    with pytest.raises(AccessDeniedError, match="collections:read"):
+        svc.acting_as(auditor).list_collections()
+    ops = [(e.principal, e.operation, e.purpose) for e in entries(svc)][-3:]
+    assert ops == [("local", "ListCollections", None),
+                   ("RGKAUDITOR", "AuditVerify", "quarterly audit"),
+                   ("RGKAUDITOR", "ListCollections", "quarterly audit")]
+
+
+def test_human_review_is_marked_by_the_service(svc, images):
+    create(svc, **{"regard:human-review": "true"})
+    create(svc, "plain")
+    for name in ("c", "plain"):
+        svc.index_faces(CollectionId=name, Image={"Bytes": images["face"]})
+    reviewed = svc.search_faces_by_image(CollectionId="c", Image={"Bytes": images["flipped"]})
+    plain = svc.search_faces_by_image(CollectionId="plain", Image={"Bytes": images["flipped"]})
+    assert reviewed["HumanReviewRequired"] is True and reviewed["FaceMatches"]
+    assert "HumanReviewRequired" not in plain

@@ -16,6 +16,7 @@ from regard.errors import ImageTooLargeError, InvalidImageFormatError, InvalidPa
 from regard.imaging import ImageLimits
 
 from conftest import encode
+from crafted_images import png16
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
@@ -128,26 +129,13 @@ def test_arrays_and_paths(astronaut, tmp_path):
         imaging.load(12345)  # type: ignore[arg-type]
 
 
-def _png16(rows: np.ndarray) -> bytes:
-    """A 16-bit greyscale PNG written by hand (Pillow writes 16-bit grey from mode I;16 too, but
-    this keeps the test independent of what Pillow chooses to write)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data)))
-
-    h, w = rows.shape
-    raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in rows)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
-
-
 def test_16_bit_greyscale_png_is_scaled_not_clipped(astronaut, engine):
     grey = np.asarray(Image.fromarray(astronaut).convert("L"), dtype=np.uint16)
-    decoded = imaging.decode(_png16(grey * 257))  # the same picture at 16 bits
+    decoded = imaging.decode(png16(grey * 257))  # the same picture at 16 bits
     assert decoded.pixels.shape == (512, 512, 3)
     assert np.abs(decoded.pixels[..., 0].astype(int) - grey.astype(int)).max() <= 1
     # and the face is found (it was 0 faces, no error, when the image was read as white)
-    assert len(engine.detect(_png16(grey * 257)).faces) == 1
+    assert len(engine.detect(png16(grey * 257)).faces) == 1
 
 
 def test_large_images_are_analysed_on_a_reduced_copy(astronaut, engine):

@@ -20,7 +20,6 @@ import httpx
 import numpy as np
 import pytest
 from botocore.config import Config
-from botocore.exceptions import ClientError
 from typer.testing import CliRunner
 
 from regard.errors import InvalidParameterError

@@ -13,11 +13,12 @@ from sqlalchemy import text
 
 from regard.vision.packs import default_pack
 from regard.errors import InvalidImageFormatError
-from regard.governance.gatekeeper import Caller, Gatekeeper
+from regard.context import CallContext
+from regard.governance.gatekeeper import Gatekeeper
 from regard.governance.ledger import Ledger, LedgerIntegrityError
 from regard.service import RegardService, face_ids
 from regard.store import Store
-from regard.store.catalog import Catalog
+from regard.store.database import Database
 
 from conftest import encode, face_crop, fail_appends
 
@@ -28,7 +29,7 @@ PURPOSE = {"regard:purpose": "door access"}
 def replica(engine, url: str) -> RegardService:
     """One Regard process's view of the shared database (its own pool, index and ledger)."""
     store = Store(url, checkpoint_dir=False)
-    return RegardService(engine, store, gatekeeper=Gatekeeper(Ledger(store.catalog, key=KEY)))
+    return RegardService(engine, store, gatekeeper=Gatekeeper(Ledger(store.database, key=KEY)))
 
 
 @pytest.fixture()
@@ -74,10 +75,10 @@ def test_collections_end_to_end(svc, images):
     assert svc.store.catalog.deleted_since(cid, seq)
     with pytest.raises(InvalidImageFormatError):
         svc.index_faces(CollectionId="c", Image={"Bytes": b"not an image"})
-    erased = svc.erase(external_image_id="alice")
+    erased = svc.erase(ExternalImageId="alice")
     assert sorted(erased["FaceIds"]) == sorted(alice) and erased["UserIds"] == ["alice"]
     assert svc.describe_collection(CollectionId="c")["FaceCount"] == 0
-    with svc.store.catalog.engine.connect() as conn:  # the erasure vacuumed the faces table
+    with svc.store.database.engine.connect() as conn:  # the erasure vacuumed the faces table
         assert conn.execute(text("SELECT vacuum_count FROM pg_stat_user_tables "
                                  "WHERE relname = 'faces'")).scalar() >= 1
     assert svc.store.catalog.consistency_problems("c") == []
@@ -95,7 +96,7 @@ def test_two_replicas_write_and_search_one_collection_concurrently(engine, postg
         def worker(service: RegardService, n: int) -> None:
             try:
                 for i in range(per_thread):
-                    who = Caller(principal=f"replica-{n}", case=f"{n}-{i}")
+                    who = CallContext(principal=f"replica-{n}", case=f"{n}-{i}")
                     image = images["cameraman" if i % 2 else "face"]
                     service.call("IndexFaces", {"CollectionId": "c", "Image": {"Bytes": image},
                                                 "ExternalImageId": f"{n}-{i}"}, who)
@@ -142,7 +143,7 @@ def test_a_change_whose_entry_cannot_be_written_is_rolled_back(svc, images, monk
         svc.index_faces(CollectionId="c", Image={"Bytes": images["cameraman"]})
     fail_appends(monkeypatch, "Erase")
     with pytest.raises(OSError):
-        svc.erase(external_image_id="alice")
+        svc.erase(ExternalImageId="alice")
     for name in ("c", "d"):
         assert svc.describe_collection(CollectionId=name)["FaceCount"] == 1
         assert svc.store.catalog.consistency_problems(name) == []
@@ -150,7 +151,7 @@ def test_a_change_whose_entry_cannot_be_written_is_rolled_back(svc, images, monk
     assert [(e.operation, e.result.get("Error")) for e in failed] == [
         ("IndexFaces", "InternalServerError"), ("Erase", "InternalServerError")]
     monkeypatch.undo()
-    assert len(svc.erase(external_image_id="alice")["FaceIds"]) == 2
+    assert len(svc.erase(ExternalImageId="alice")["FaceIds"]) == 2
     assert svc.gate.ledger.verify().ok
 
 
@@ -159,11 +160,11 @@ def test_tampering_is_found_and_blocks_appends(svc, images):
     svc.index_faces(CollectionId="c", Image={"Bytes": images["face"]})
     for _ in range(3):
         svc.search_faces_by_image(CollectionId="c", Image={"Bytes": images["flipped"]})
-    with svc.store.catalog.engine.begin() as conn:
+    with svc.store.database.engine.begin() as conn:
         conn.execute(text("UPDATE audit_log SET principal = 'someone-else' WHERE seq = 3"))
     report = svc.gate.ledger.verify()
     assert not report.ok and report.first_bad_seq == 3
-    with svc.store.catalog.engine.begin() as conn:  # re-chain the tail without the key
+    with svc.store.database.engine.begin() as conn:  # re-chain the tail without the key
         conn.execute(text("UPDATE audit_head SET seq = seq - 1"))
     with pytest.raises(LedgerIntegrityError):
         svc.search_faces_by_image(CollectionId="c", Image={"Bytes": images["face"]})
@@ -173,12 +174,12 @@ def test_embedding_checksums_are_filled_on_upgrade_and_find_a_zeroed_embedding(s
     svc.create_collection(CollectionId="c", Tags=PURPOSE)
     [face] = face_ids(svc.index_faces(CollectionId="c", Image={"Bytes": images["face"]}))
     catalog = svc.store.catalog
-    with catalog.engine.begin() as conn:  # as Regard with schema 4 left it
+    with catalog.database.engine.begin() as conn:  # as Regard with schema 4 left it
         conn.execute(text("ALTER TABLE faces DROP COLUMN embedding_sha256"))
         conn.execute(text("UPDATE schema_version SET version = 4"))
-    Catalog(catalog.url).close()  # the upgrade to schema 5 computes the missing checksums
+    Database(catalog.database.url).close()  # the upgrade to schema 5 computes the missing checksums
     assert catalog.consistency_problems("c") == []
-    with catalog.engine.begin() as conn:
+    with catalog.database.engine.begin() as conn:
         conn.execute(text("UPDATE faces SET embedding = :zero WHERE face_id = :face"),
                      {"zero": bytes(4 * default_pack().embedding_size), "face": face})
     assert [p for p in catalog.consistency_problems("c") if face in p] == [

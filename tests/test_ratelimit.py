@@ -15,7 +15,7 @@ from regard.errors import ProvisionedThroughputExceededError
 from regard.governance.ratelimit import RateLimiter
 
 from live_server import LiveServer
-from test_api_aws import rekognition
+from aws_clients import rekognition
 
 
 class Clock:

@@ -16,8 +16,7 @@ from typer.testing import CliRunner
 
 from regard.cli import app
 from regard.errors import InvalidParameterError, ResourceNotFoundError
-from regard.governance.gatekeeper import Caller
-from regard.governance.keys import KeyStore
+from regard.context import CallContext
 from regard.governance.ledger import GENESIS, AuditEntry
 from regard.governance.report import (
     build_report,
@@ -86,10 +85,10 @@ def activity(service: RegardService, images: dict[str, bytes]) -> dict[str, str]
     """Two principals use a door-access collection: an access key (alice) and a local user
     (bob, who declares no purpose); one search is refused by the threshold floor; a
     data-protection officer erases the enrolled person from every collection."""
-    key, _ = KeyStore(service.store.catalog).create(name="front desk",
+    key, _ = service.store.keys.create(name="front desk",
                                                     scopes=("search", "faces:write"))
-    alice = Caller(principal=key.access_key_id, purpose="door access", case="SEC-1")
-    bob = Caller(principal="local:bob")
+    alice = CallContext(principal=key.access_key_id, purpose="door access", case="SEC-1")
+    bob = CallContext(principal="local:bob")
     service.call("CreateCollection", {"CollectionId": "door", "Tags": {
         "regard:purpose": "door access", "regard:threshold-floor": "90"}}, alice)
     service.call("IndexFaces", {"CollectionId": "door", "Image": {"Bytes": images["face"]},
@@ -97,16 +96,15 @@ def activity(service: RegardService, images: dict[str, bytes]) -> dict[str, str]
     search = {"CollectionId": "door", "Image": {"Bytes": images["flipped"]}}
     assert service.call("SearchFacesByImage", search, alice)["FaceMatches"]
     assert service.call("SearchFacesByImage", search,
-                        Caller(principal=key.access_key_id, purpose="door access",
+                        CallContext(principal=key.access_key_id, purpose="door access",
                                case="SEC-2"))["FaceMatches"]
     with pytest.raises(InvalidParameterError, match="threshold floor"):
         service.call("SearchFacesByImage", {**search, "FaceMatchThreshold": 50}, alice)
     assert not service.call("SearchFacesByImage",
                             {"CollectionId": "door", "Image": {"Bytes": images["cameraman"]}},
                             bob)["FaceMatches"]
-    service.erase(external_image_id="eileen",
-                  caller=Caller(principal="local:dpo", purpose="GDPR art. 17 request",
-                                case="E-9"))
+    service.call("Erase", {"ExternalImageId": "eileen"},
+                 CallContext("local:dpo", purpose="GDPR art. 17 request", case="E-9"))
     return {"alice": key.access_key_id}
 
 
@@ -241,11 +239,11 @@ def test_the_report_shows_policy_principals_rates_refusals_and_erasures(service,
 def test_deleted_collections_and_the_collection_filter(service, images):
     activity(service, images)
     service.call("CreateCollection", {"CollectionId": "old", "Tags": {
-        "regard:purpose": "trial", "regard:retention-days": "30"}})
+        "regard:purpose": "trial", "regard:retention-days": "30"}}, service.context)
     service.call("IndexFaces", {"CollectionId": "old", "Image": {"Bytes": images["face"]},
-                                "ExternalImageId": "x"})
-    service.erase(external_image_id="x", collection="old")
-    service.call("DeleteCollection", {"CollectionId": "old"})
+                                "ExternalImageId": "x"}, service.context)
+    service.erase(ExternalImageId="x", CollectionId="old")
+    service.call("DeleteCollection", {"CollectionId": "old"}, service.context)
     words = page_text(build_report(service, now=NOW))
     assert "Collection \u201cold\u201d deleted" in words
     assert "As last recorded in the ledger" in words and "Retention 30 days" in words
@@ -262,12 +260,12 @@ def test_strings_from_data_are_escaped(service, images):
     # collection ids and tag values (the policy) are restricted by Rekognition's model ...
     with pytest.raises(InvalidParameterError):
         service.call("CreateCollection", {"CollectionId": "<script>",
-                                          "Tags": {"regard:purpose": "x"}})
+                                          "Tags": {"regard:purpose": "x"}}, service.context)
     with pytest.raises(InvalidParameterError):
         service.call("CreateCollection", {"CollectionId": "c",
-                                          "Tags": {"regard:purpose": "<b>door</b>"}})
+                                          "Tags": {"regard:purpose": "<b>door</b>"}}, service.context)
     # ... but principals, declared purposes and case references are whatever a caller sends
-    evil = Caller(principal="<i>mallory</i>", purpose="<b>bold</b> & \"quoted\"",
+    evil = CallContext(principal="<i>mallory</i>", purpose="<b>bold</b> & \"quoted\"",
                   case="<script>alert(1)</script>")
     service.call("CreateCollection", {"CollectionId": "c", "Tags": {"regard:purpose": "door"}},
                  evil)
@@ -284,7 +282,7 @@ def test_strings_from_data_are_escaped(service, images):
 
 def test_a_tampered_ledger_is_reported_not_intact(service, images):
     activity(service, images)
-    with service.store.catalog.engine.begin() as conn:
+    with service.store.database.engine.begin() as conn:
         conn.execute(text("""UPDATE audit_log SET result = '{"Outcome": "OK", "FaceIds": []}'
                              WHERE seq = 2"""))
     words = page_text(build_report(service, now=NOW))
@@ -297,11 +295,11 @@ def test_a_tampered_ledger_is_reported_not_intact(service, images):
 def test_the_report_command(home, tmp_path, monkeypatch, engine, images):
     svc = RegardService(engine)  # the CLI's database, under REGARD_HOME
     svc.call("CreateCollection", {"CollectionId": "door",
-                                  "Tags": {"regard:purpose": "door access"}})
-    indexed = svc.call("IndexFaces", {"CollectionId": "door", "Image": {"Bytes": images["face"]}})
+                                  "Tags": {"regard:purpose": "door access"}}, svc.context)
+    indexed = svc.call("IndexFaces", {"CollectionId": "door", "Image": {"Bytes": images["face"]}}, svc.context)
     assert face_ids(indexed)
     svc.call("SearchFacesByImage", {"CollectionId": "door", "Image": {"Bytes": images["flipped"]}},
-             Caller(principal="local:eve", purpose="visitor check"))
+             CallContext(principal="local:eve", purpose="visitor check"))
     runner = CliRunner()
     monkeypatch.chdir(tmp_path)
 
@@ -319,7 +317,7 @@ def test_the_report_command(home, tmp_path, monkeypatch, engine, images):
                                  str(tmp_path / "nope.html")])
     assert result.exit_code == 1 and not (tmp_path / "nope.html").exists()
 
-    with svc.store.catalog.engine.begin() as conn:
+    with svc.store.database.engine.begin() as conn:
         conn.execute(text("DELETE FROM audit_log WHERE seq = 2"))
     result = runner.invoke(app, ["report", "--out", str(out)])
     assert result.exit_code == 1

@@ -24,7 +24,7 @@ from regard.store import Store
 from regard.vision.packs import default_pack
 
 from conftest import encode, face_crop, paste_faces
-from test_engine import assert_shape
+from shapes import assert_shape
 
 DEFAULT = default_pack().version  # new collections' face model
 

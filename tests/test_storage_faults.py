@@ -27,7 +27,9 @@ from regard.errors import CatalogCorruptError, StorageFullError
 from regard.service import RegardService, face_ids
 from regard.store import Store
 from regard.store.catalog import Catalog
+from regard.store.database import Database
 from regard.store.faults import StorageHealth
+from regard.store.schema import SCHEMA_VERSION
 
 from conftest import encode, face_crop, paste_faces
 from live_server import LiveServer
@@ -123,7 +125,7 @@ def page_cap(catalog: Catalog) -> Callable[[int], None]:
     fails writes with SQLITE_FULL ("database or disk is full"), as on a full file system."""
     cap = [NO_LIMIT]
 
-    @event.listens_for(catalog.engine, "checkout")
+    @event.listens_for(catalog.database.engine, "checkout")
     def _cap(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
         dbapi_conn.execute(f"PRAGMA max_page_count={cap[0]}")
 
@@ -146,7 +148,7 @@ def test_a_full_disk_is_a_clear_error_that_clients_do_not_retry(doors, images, h
     rek.create_collection(CollectionId="c", Tags=PURPOSE)
     [face] = face_ids(rek.index_faces(CollectionId="c", Image={"Bytes": images["face"]}))
     set_cap = page_cap(catalog)
-    with catalog.engine.connect() as conn:
+    with catalog.database.engine.connect() as conn:
         set_cap(conn.exec_driver_sql("PRAGMA page_count").scalar_one())
 
     for _ in range(200):  # reads fill the last free bytes of the ledger's page
@@ -193,7 +195,8 @@ def test_a_full_disk_is_a_clear_error_that_clients_do_not_retry(doors, images, h
     assert httpx.get(f"{live.url}/healthz").json()["storage"] == "ok"
     assert catalog.consistency_problems("c") == []
 
-    catalog.health.min_free_bytes = 1 << 62  # less free space than the threshold: degraded
+    # less free space than the threshold: degraded
+    catalog.database.health.min_free_bytes = 1 << 62
     health = httpx.get(f"{live.url}/healthz")
     assert health.status_code == 503 and health.json()["storage"] == "full"
 
@@ -229,7 +232,7 @@ def test_a_full_disk_under_an_index_checkpoint_shows_in_health(tmp_path, monkeyp
     monkeypatch.setattr(np, "savez", no_space)
     with pytest.raises(OSError):
         store.indexes.checkpoint("c")
-    assert store.catalog.health.storage_full()
+    assert store.database.health.storage_full()
     store.close()
 
 
@@ -301,14 +304,15 @@ def test_a_version_4_catalog_gets_checksums_for_its_faces(home, engine, images):
     with sqlite3.connect(home / "regard.db") as con:  # as Regard with schema 4 left it
         con.execute("ALTER TABLE faces DROP COLUMN embedding_sha256")
         con.execute("UPDATE schema_version SET version = 4")
-    catalog = Catalog(db_url(home))
+    catalog = Catalog(Database(db_url(home)))
     assert catalog.consistency_problems("c") == []
-    with catalog.engine.connect() as conn:
+    with catalog.database.engine.connect() as conn:
         filled = conn.exec_driver_sql(
             "SELECT count(*) FROM faces WHERE embedding_sha256 IS NOT NULL").scalar_one()
         assert filled == len(ids)
-        assert conn.exec_driver_sql("SELECT version FROM schema_version").scalar_one() == 5
-    catalog.close()
+        version = conn.exec_driver_sql("SELECT version FROM schema_version").scalar_one()
+        assert version == SCHEMA_VERSION  # upgraded through 5 to the current schema
+    catalog.database.close()
 
 
 # -- a damaged ledger -----------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from regard.store import IndexOptions, NewFace, Store, VectorIndex
 from regard.store.index import SCRUBBED
 from regard.store import schema as s
 from regard.store.catalog import Catalog
+from regard.store.database import Database
 from regard.store.migrations import migrate
 
 from store_workers import random_faces
@@ -49,15 +50,15 @@ def _brute(vectors: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
 def test_default_location_is_regard_home_in_wal_mode(tmp_path, monkeypatch):
     monkeypatch.setenv("REGARD_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("REGARD_DATABASE_URL", raising=False)
-    cat = Catalog()
+    db = Database()
     assert (tmp_path / "home" / "regard.db").is_file()
-    with cat.engine.connect() as conn:
+    with db.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 1000
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
-    cat.close()
+    db.close()
     monkeypatch.setenv("REGARD_DATABASE_URL", f"sqlite:///{tmp_path / 'other.db'}")
-    Catalog().close()
+    Database().close()
     assert (tmp_path / "other.db").is_file()
 
 
@@ -188,15 +189,15 @@ def test_version_1_catalog_upgrades_to_the_fresh_schema(tmp_path):
                               "images_without_faces")])
         conn.execute(s.schema_version.insert().values(version=1, instance_id="x"))
     engine.dispose()
-    Catalog(f"sqlite:///{old}").close()
-    Catalog(_url(tmp_path)).close()
+    Database(f"sqlite:///{old}").close()
+    Database(_url(tmp_path)).close()
     assert _columns(f"sqlite:///{old}") == _columns(_url(tmp_path))
 
 
 def test_a_database_locked_past_the_busy_timeout_is_a_typed_retryable_error(tmp_path):
     from regard.errors import DatabaseUnavailableError
 
-    cat = Catalog(_url(tmp_path), busy_timeout_ms=200)
+    cat = Catalog(Database(_url(tmp_path), busy_timeout_ms=200))
     cat.create_collection("c", "arn:c", "1.0")
     blocker = create_engine(_url(tmp_path))
     with blocker.connect() as conn:
@@ -208,7 +209,7 @@ def test_a_database_locked_past_the_busy_timeout_is_a_typed_retryable_error(tmp_
         conn.exec_driver_sql("ROLLBACK")
     blocker.dispose()
     assert len(cat.add_faces("c", random_faces(1, seed=60))) == 1  # and then it works
-    cat.close()
+    cat.database.close()
 
 
 def test_version_3_catalog_upgrades_to_the_fresh_schema(tmp_path):
@@ -233,20 +234,58 @@ def test_version_3_catalog_upgrades_to_the_fresh_schema(tmp_path):
     engine.dispose()
     from regard.governance.keys import KeyStore
 
-    upgraded = Catalog(f"sqlite:///{old}")
+    upgraded = Database(f"sqlite:///{old}")
     [key] = KeyStore(upgraded).list()
     assert key.access_key_id == "RGKOLD" and key.scopes == ("search",) and key.max_tps is None
     upgraded.close()
-    Catalog(_url(tmp_path)).close()
+    Database(_url(tmp_path)).close()
     assert _columns(f"sqlite:///{old}") == _columns(_url(tmp_path))
 
 
 def test_fresh_schema_has_every_table(tmp_path):
-    Catalog(_url(tmp_path)).close()
+    Database(_url(tmp_path)).close()
     cols = _columns(_url(tmp_path))
     assert {"schema_version", "collections", "faces", "users", "changes"} <= set(cols)
     assert {"face_id", "image_id", "external_image_id", "embedding", "created", "expires",
             "consent_ref", "user_id", "seq", "bbox_left", "confidence"} <= cols["faces"]
+
+
+def test_one_database_under_the_catalog_keys_and_ledger(tmp_path):
+    """A store opens one ``Database``; the catalog, the access keys and the audit ledger are
+    repositories over it, so one unit of work spans all three. The forms that predate the split
+    still work: a URL for the catalog, a catalog for ``KeyStore`` and ``Ledger``."""
+    from regard.governance.keys import KeyStore
+    from regard.governance.ledger import Ledger
+
+    st = Store(_url(tmp_path), checkpoint_dir=False)
+    assert st.catalog.database is st.database and st.keys.database is st.database
+    ledger = Ledger(st.catalog, key=b"k" * 32)
+    assert ledger.database is st.database and KeyStore(st.catalog).database is st.database
+    with pytest.raises(RuntimeError), st.database.unit_of_work():
+        st.catalog.create_collection("c", "arn:c", "1.0")
+        st.keys.create(name="k")
+        ledger.append(principal="test", operation="CreateCollection", collection="c")
+        raise RuntimeError("the operation failed after its writes")
+    assert st.catalog.list_collections() == [] and st.keys.list() == []
+    assert ledger.head()["seq"] == 0
+    with st.database.unit_of_work():
+        st.catalog.create_collection("c", "arn:c", "1.0")
+        ledger.append(principal="test", operation="CreateCollection", collection="c")
+    assert [c.name for c in st.catalog.list_collections()] == ["c"]
+    assert ledger.head()["seq"] == 1 and ledger.verify().ok
+    st.database.ping()
+    assert st.database.integrity_problems(quick=True) == []
+
+    own = Catalog(_url(tmp_path), busy_timeout_ms=100)  # compatibility: opens its own Database
+    assert own.database is not st.database and own.database.url == st.database.url
+    assert own.database.instance_id == st.database.instance_id
+    assert [c.name for c in own.list_collections()] == ["c"]
+    with pytest.raises(TypeError):
+        Catalog(st.database, busy_timeout_ms=100)  # the timeout is the Database's
+    with pytest.raises(TypeError):
+        KeyStore(object())  # neither a Database nor anything holding one
+    own.database.close()
+    st.close()
 
 
 def test_schema_compiles_for_postgresql():
@@ -415,7 +454,7 @@ def test_users_index_follows_associations(store):
 def test_recreated_collection_gets_a_fresh_index(store):
     store.add_faces("c", random_faces(3, seed=9))
     store.search("c", np.zeros(128, np.float32), 1)
-    Store(store.catalog.url, checkpoint_dir=False).delete_collection("c")
+    Store(store.database.url, checkpoint_dir=False).delete_collection("c")
     store.catalog.create_collection("c", "arn:c", "1.0")
     assert store.search("c", np.zeros(128, np.float32), 5) == [[]]
 
@@ -434,7 +473,7 @@ def test_a_gap_in_the_change_log_forces_a_reload(store):
     store.search("c", faces[0].embedding, 1)
     store.add_faces("c", faces[2:])
     cid = store.catalog.state("c")[0]
-    with store.catalog.engine.begin() as conn:  # history pruned behind the index's back
+    with store.database.engine.begin() as conn:  # history pruned behind the index's back
         conn.execute(s.changes.delete().where(s.changes.c.seq == 3))
     entry = store.indexes.synced("c")
     assert set(entry.faces.face_ids()) == {f.face_id for f in faces} and entry.seq == 4
@@ -453,7 +492,7 @@ def test_the_change_log_is_pruned_and_an_index_behind_it_reloads(tmp_path, monke
     for batch in later:
         other.add_faces("c", batch)
     other.catalog.delete_faces("c", [first[1].face_id])
-    with st.catalog.engine.connect() as conn:
+    with st.database.engine.connect() as conn:
         kept, oldest = conn.execute(select(func.count(), func.min(s.changes.c.seq))).one()
     assert kept <= 22 and oldest > 5  # bounded, and pruned past what the first index holds
     assert st.catalog.consistency_problems("c") == []
@@ -512,13 +551,13 @@ def test_deletions_scrub_memory_and_checkpoints(tmp_path):
     assert st.indexes._indexes["c"] is entry and len(entry.faces) == 28
     st.delete_collection("c")
     assert not path.exists()
-    with st.catalog.engine.connect() as conn:
+    with st.database.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA secure_delete").scalar() == 1
 
 
 def test_deleted_since_knows_when_a_checkpoint_may_hold_deleted_vectors(tmp_path, monkeypatch):
     monkeypatch.setenv("REGARD_CHANGE_LOG_KEEP", "20")
-    cat = Catalog(_url(tmp_path))
+    cat = Catalog(Database(_url(tmp_path)))
     cid = cat.create_collection("c", "arn:c", "1.0").id
     faces = random_faces(10, seed=50)
     cat.add_faces("c", faces)
@@ -530,7 +569,7 @@ def test_deleted_since_knows_when_a_checkpoint_may_hold_deleted_vectors(tmp_path
     assert not cat.deleted_since(cid, 30)
     assert cat.deleted_since(cid, 11)  # the log no longer reaches back: cannot tell, so yes
     assert cat.deleted_since(cid + 1, 0)  # no such collection (deleted): nothing may stay
-    cat.close()
+    cat.database.close()
 
 
 def test_a_background_rebuild_leaves_a_checkpoint(tmp_path):

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from regard import imaging
+from regard import config, imaging
 from regard.errors import InvalidParameterError
 from regard.imaging import ImageInput, ImageLimits
 from regard.vision.detect import Detection, Detector, create_detector
@@ -33,7 +33,7 @@ from regard.vision.quality import (
 )
 
 MAX_FACES = 100  # Rekognition returns at most the 100 largest faces per image
-DEFAULT_SIMILARITY_THRESHOLD = 80.0
+DEFAULT_SIMILARITY_THRESHOLD = config.DEFAULT_MATCH_THRESHOLD  # Rekognition's default, 80
 
 
 @dataclass

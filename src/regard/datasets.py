@@ -20,19 +20,19 @@ The data is research-licensed and never shipped: it is read from ``REGARD_DATA``
 from __future__ import annotations
 
 import csv
-import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from regard import config
+
 
 def data_root() -> Path | None:
     """The evaluation data folder, or None when this machine has none (tests then skip)."""
-    candidates = []
-    if os.environ.get("REGARD_DATA"):
-        candidates.append(Path(os.environ["REGARD_DATA"]))
+    configured = config.current().data
+    candidates = [configured] if configured is not None else []
     here = Path(__file__).resolve()
     candidates += [p / "shared" / "data" / "dev" for p in here.parents[2:5]]
     candidates.append(Path("/work/shared/data/dev"))

@@ -139,6 +139,14 @@ class ServiceQuotaExceededError(RegardError):
     http_status = 400
 
 
+class LimitExceededError(RegardError):
+    """Too many jobs at once: Rekognition refuses a Start* request past the number of concurrent
+    jobs an account may have (QUEUED or IN_PROGRESS); retry once some have finished."""
+
+    code = "LimitExceededException"
+    http_status = 400
+
+
 class SchemaVersionError(RegardError):
     """The catalog was written by a newer Regard than this one: refuse rather than corrupt it."""
 

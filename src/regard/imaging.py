@@ -1,7 +1,7 @@
 """Safe image decoding: the only place where untrusted bytes become pixels.
 
 Every refusal is a typed error that maps to Rekognition's (see ``errors.py``). Limits come from the
-environment so that an operator can tighten them without code:
+environment (read by ``regard.config``) so that an operator can tighten them without code:
 
 - ``REGARD_MAX_IMAGE_BYTES`` (default 5 MiB, Rekognition's limit for inline bytes);
 - ``REGARD_MAX_IMAGE_PIXELS`` (default 40 megapixels; checked from the header, before decoding,
@@ -22,7 +22,6 @@ would clip them, turning every photo white.
 from __future__ import annotations
 
 import io
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +29,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from regard import config
 from regard.errors import ImageTooLargeError, InvalidImageFormatError, InvalidParameterError
 
-DEFAULT_MAX_BYTES = 5 * 1024 * 1024
-DEFAULT_MAX_PIXELS = 40_000_000
-DEFAULT_MAX_ANALYSIS_PIXELS = 1920 * 1080
+DEFAULT_MAX_BYTES = config.Settings.max_image_bytes.default
+DEFAULT_MAX_PIXELS = config.Settings.max_image_pixels.default
+DEFAULT_MAX_ANALYSIS_PIXELS = config.Settings.max_analysis_pixels.default
 MIN_SIDE = 80
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
 
@@ -50,25 +50,10 @@ class ImageLimits:
 
     @classmethod
     def from_env(cls) -> "ImageLimits":
-        return cls(
-            max_bytes=_env_int("REGARD_MAX_IMAGE_BYTES", DEFAULT_MAX_BYTES),
-            max_pixels=_env_int("REGARD_MAX_IMAGE_PIXELS", DEFAULT_MAX_PIXELS),
-            max_analysis_pixels=_env_int("REGARD_MAX_ANALYSIS_PIXELS",
-                                         DEFAULT_MAX_ANALYSIS_PIXELS),
-        )
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise InvalidParameterError(f"{name} must be an integer, got {raw!r}") from exc
-    if value <= 0:
-        raise InvalidParameterError(f"{name} must be positive, got {value}")
-    return value
+        """The limits ``regard.config`` reads (``InvalidParameterError`` when one is malformed)."""
+        settings = config.current()
+        return cls(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
+                   max_analysis_pixels=settings.max_analysis_pixels)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from regard import config
 from regard.errors import ImageTooLargeError, InvalidS3ObjectError
 
 MAX_S3_IMAGE_BYTES = 15 * 1024 * 1024
@@ -154,12 +155,11 @@ def _within_limit(data: bytes, max_bytes: int) -> bytes:
 
 def object_store_from_env() -> ObjectStore:
     """The object store the environment configures (see the module docstring)."""
-    root = os.environ.get("REGARD_S3_ROOT")
-    if root:
-        return LocalObjectStore(root)
-    endpoint = os.environ.get("REGARD_S3_ENDPOINT_URL")
-    if endpoint:
-        return S3ObjectStore(endpoint, region=os.environ.get("REGARD_S3_REGION"),
-                             access_key_id=os.environ.get("REGARD_S3_ACCESS_KEY_ID"),
-                             secret_access_key=os.environ.get("REGARD_S3_SECRET_ACCESS_KEY"))
+    settings = config.current()
+    if settings.s3_root is not None:
+        return LocalObjectStore(settings.s3_root)
+    if settings.s3_endpoint_url:
+        return S3ObjectStore(settings.s3_endpoint_url, region=settings.s3_region,
+                             access_key_id=settings.s3_access_key_id,
+                             secret_access_key=settings.s3_secret_access_key)
     return NoObjectStore()

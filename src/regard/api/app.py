@@ -38,16 +38,16 @@ from regard.errors import (
     StorageFullError,
     ThrottlingError,
 )
-from regard.service import Caller
+from regard.context import CallContext
 
 log = logging.getLogger("regard.api")
-SWEEPER = Caller(principal="regard:retention-sweeper", purpose="retention")
+SWEEPER = CallContext.operator("regard:retention-sweeper", purpose="retention")
 
 
 def create_app(server: Server) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        problems = await asyncio.to_thread(catalog.integrity_problems, quick=True)
+        problems = await asyncio.to_thread(database.integrity_problems, quick=True)
         if problems:
             log.error("the catalog database is damaged (%s): serving degraded; run `regard "
                       "collections check` and restore it from a backup", problems[0])
@@ -75,8 +75,8 @@ def create_app(server: Server) -> FastAPI:
         redoc_url=None,
     )
     app.state.server = server
-    catalog = server.service.store.catalog
-    server.metrics.watch_storage(catalog.health)
+    database = server.service.store.database
+    server.metrics.watch_storage(database.health)
     if server.settings.insecure_local:
         _refuse_browsers_from_elsewhere(app)
     aws.mount(app, server)
@@ -90,9 +90,9 @@ def create_app(server: Server) -> FastAPI:
                          "(`database: corrupt`) or its storage is full (`storage: full`): a "
                          "load balancer should hold traffic.")
     async def healthz() -> JSONResponse:
-        health = catalog.health
+        health = database.health
         try:
-            await server.blocking(catalog.ping)
+            await server.blocking(database.ping)
         except DatabaseUnavailableError:
             return JSONResponse({"status": "unavailable", "version": regard.__version__,
                                  "database": "unreachable"}, status_code=503)
@@ -228,5 +228,6 @@ async def _sweep_forever(server: Server) -> None:
     """Delete faces past their collection's retention now and then every
     ``retention_sweep_seconds`` (each deletion is an audited RetentionSweep entry)."""
     await _periodically(
-        "retention sweep", lambda: server.light_pool.run(server.service.sweep_retention, SWEEPER),
+        "retention sweep", lambda: server.light_pool.run(server.service.sweep_retention,
+                                           SWEEPER.for_request()),
         server.settings.retention_sweep_seconds, start_now=True)

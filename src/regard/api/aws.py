@@ -29,15 +29,18 @@ from regard.errors import (
     SerializationError,
     UnknownOperationError,
 )
-from regard.service import EFFECTIVE_THRESHOLD, EXPECTED_FPIR
+from regard.operations import registry
+from regard.service import EFFECTIVE_THRESHOLD, EXPECTED_FPIR, HUMAN_REVIEW
 from regard.spec import from_wire, service_model, to_wire
 
 log = logging.getLogger("regard.api.aws")
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
 CONTENT_TYPES = frozenset({CONTENT_TYPE, "application/x-amz-json-1.0"})
+# Members Regard adds to search answers, sent as headers: AWS's body stays AWS's.
 SEARCH_HEADERS = {EXPECTED_FPIR: "x-regard-expected-fpir",
-                  EFFECTIVE_THRESHOLD: "x-regard-effective-threshold"}
+                  EFFECTIVE_THRESHOLD: "x-regard-effective-threshold",
+                  HUMAN_REVIEW: "x-regard-human-review-required"}
 TARGET_PREFIX = service_model().metadata["targetPrefix"]  # "RekognitionService"
 
 
@@ -50,7 +53,7 @@ def mount(app: FastAPI, server: Server) -> None:
         elapsed = timer()
         target = request.headers.get("x-amz-target", "")
         label = target.partition(".")[2]
-        operation = label if label in server.service.operations else "Unknown"  # metrics only
+        operation = label if _accepted(label) else "Unknown"  # metrics only
         error: BaseException | None = None
         reserved = [0]
         try:
@@ -70,16 +73,17 @@ def mount(app: FastAPI, server: Server) -> None:
                                        request.scope.get("query_string", b"").decode("latin-1"),
                                        headers, body)
                 key = verify_signature(signed, credential)
-            operation = _operation(target, server)
+            operation = _operation(target)
             decoded = parse_json(body)
             params = from_wire(operation, decoded)
-            caller = server.caller(key, request.client.host if request.client else None,
-                                   request.headers)
-            result = await server.dispatch(operation, params, caller)
+            context = server.context(key, request.client.host if request.client else None,
+                                     request.headers, request_id)
+            result = await server.dispatch(operation, params, context)
             headers = {"x-amzn-RequestId": request_id}
-            for member, header in SEARCH_HEADERS.items():  # Regard's, kept out of AWS's body
+            for member, header in SEARCH_HEADERS.items():
                 if member in result:
-                    headers[header] = f"{result.pop(member):.6g}"
+                    value = result.pop(member)
+                    headers[header] = ("true" if value is True else f"{value:.6g}")
             return Response(to_wire(result), media_type=CONTENT_TYPE, headers=headers)
         except RegardError as exc:
             error = exc
@@ -130,9 +134,15 @@ def parse_json(body: bytes) -> dict[str, Any]:
     return decoded
 
 
-def _operation(target: str, server: Server) -> str:
+def _accepted(name: str) -> bool:
+    """Operations this door runs: the registered ones botocore's model defines."""
+    op = registry.get(name)
+    return op is not None and op.rekognition
+
+
+def _operation(target: str) -> str:
     prefix, _, name = target.partition(".")
-    if prefix != TARGET_PREFIX or name not in server.service.operations:
+    if prefix != TARGET_PREFIX or not _accepted(name):
         raise UnknownOperationError(f"Unknown operation {target or '(no X-Amz-Target header)'}")
     return name
 

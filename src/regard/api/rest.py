@@ -23,7 +23,6 @@ All successful answers are 200, ``POST /v1/collections`` included: the body is R
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import uuid
@@ -65,7 +64,9 @@ from regard.errors import (
     ValidationError,
 )
 from regard.governance.policy import FACE_MODEL, CollectionPolicy, policy_tags
-from regard.service import EFFECTIVE_THRESHOLD, EXPECTED_FPIR, Caller
+from regard.context import CallContext
+from regard.operations import registry
+from regard.service import EFFECTIVE_THRESHOLD, EXPECTED_FPIR, HUMAN_REVIEW
 from regard.spec import operation as spec_operation
 from regard.spec import output_schema, to_wire
 
@@ -137,18 +138,13 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-SEARCH_OPERATIONS = frozenset({"SearchFaces", "SearchFacesByImage", "SearchUsers",
-                               "SearchUsersByImage"})
-HUMAN_REVIEW = "HumanReviewRequired"
-
-
 def _ok_response(operation: str, schema: dict[str, Any] | None = None
                  ) -> dict[int | str, dict[str, Any]]:
     description = f"`{operation}` result"
     if schema is None:
         description = f"Rekognition's `{operation}` response"
         schema = output_schema(operation)
-        if operation in SEARCH_OPERATIONS:  # the members the native API adds
+        if operation in registry.search_operations():  # the members the service adds
             schema["properties"][HUMAN_REVIEW] = {
                 "type": "boolean",
                 "description": "Present (true) when the collection's policy says matches must "
@@ -330,11 +326,12 @@ def credentials(headers: Any) -> tuple[str, str]:
     return key_id, secret
 
 
-async def _caller(server: Server, request: Request) -> Caller:
+async def _context(server: Server, request: Request, request_id: str) -> CallContext:
     key = None
     if not server.settings.insecure_local:
         key = await server.blocking(server.keys.authenticate, *credentials(request.headers))
-    return server.caller(key, request.client.host if request.client else None, request.headers)
+    return server.context(key, request.client.host if request.client else None,
+                          request.headers, request_id)
 
 
 def _documented_headers(
@@ -349,7 +346,7 @@ def _documented_headers(
         description="Consent reference for IndexFaces (stored with the faces; required by "
                     "collections whose policy says so)")] = None,
 ) -> None:
-    """Puts the audit headers in the OpenAPI document; ``_caller`` reads them with the
+    """Puts the audit headers in the OpenAPI document; ``_context`` reads them with the
     credentials."""
 
 
@@ -428,7 +425,7 @@ def _route_class(server: Server) -> type[APIRoute]:
                 reserved = [0]
                 try:
                     request.state.operation = operation
-                    request.state.caller = await _caller(server, request)
+                    request.state.context = await _context(server, request, request_id)
                     # FastAPI's own pattern for custom request handling: the endpoint reads
                     # this instead of the (unbounded) stream.
                     request._body = await read_body(request, server.max_body_bytes,
@@ -508,18 +505,11 @@ def mount(app: FastAPI, server: Server) -> None:
         """Run the route's operation with the given parameters (those that are not None)."""
         given = {name: value for name, value in params.items() if value is not None}
         operation = request.state.operation
-        result = await server.dispatch(operation, given, request.state.caller)
-        if operation in SEARCH_OPERATIONS:
-            policy = await server.blocking(server.service.policy, given["CollectionId"])
-            if policy.human_review:
-                result = {**result, HUMAN_REVIEW: True}
+        result = await server.dispatch(operation, given, request.state.context)
+        op = registry.get(operation)
+        if op is not None and not op.rekognition:  # Regard's own: plain JSON, times as text
+            return Response(json.dumps(result, default=str).encode(), media_type=MEDIA_TYPE)
         return Response(to_wire(result), media_type=MEDIA_TYPE)
-
-    async def governed(request: Request, fn: Callable[..., Any], **kwargs: Any) -> Response:
-        """Run one of Regard's own (non-Rekognition) operations with the request's caller."""
-        result = await server.blocking(functools.partial(fn, caller=request.state.caller,
-                                                         **kwargs))
-        return Response(json.dumps(result, default=str).encode(), media_type=MEDIA_TYPE)
 
     async def read_image(upload: UploadFile) -> dict[str, bytes]:
         limit = server.limits.max_bytes
@@ -692,7 +682,7 @@ def mount(app: FastAPI, server: Server) -> None:
     async def get_policy(request: Request, collection_id: CollectionId) -> Response:
         tags = await server.dispatch("ListTagsForResource",
                                      {"ResourceArn": server.service.collection_arn(collection_id)},
-                                     request.state.caller)
+                                     request.state.context)
         return Response(json.dumps(CollectionPolicy.from_tags(tags["Tags"]).to_dict()).encode(),
                         media_type=MEDIA_TYPE)
 
@@ -703,18 +693,16 @@ def mount(app: FastAPI, server: Server) -> None:
         arn = server.service.collection_arn(collection_id)
         if body.tags():
             await server.dispatch("TagResource", {"ResourceArn": arn, "Tags": body.tags()},
-                                  request.state.caller)
+                                  request.state.context)
         tags = await server.dispatch("ListTagsForResource", {"ResourceArn": arn},
-                                     request.state.caller)
+                                     request.state.context)
         return Response(json.dumps(CollectionPolicy.from_tags(tags["Tags"]).to_dict()).encode(),
                         media_type=MEDIA_TYPE)
 
     @route("POST", "/erasure", "Erase", "governance",
            "Erase a person: every face, embedding and user of theirs", ERASURE_SCHEMA)
     async def erase(request: Request, body: ErasureBody) -> Response:
-        return await governed(request, server.service.erase,
-                              external_image_id=body.ExternalImageId, user_id=body.UserId,
-                              collection=body.CollectionId)
+        return await call(request, **body.params())
 
     @route("GET", "/audit/entries", "AuditExport", "governance",
            "Audit ledger entries, in order (hashes included)", ENTRIES_SCHEMA)
@@ -726,13 +714,13 @@ def mount(app: FastAPI, server: Server) -> None:
                                     "(NextAfter of the previous page)")] = 0,
         limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
     ) -> Response:
-        return await governed(request, server.service.audit_entries, since=_aware(since),
-                              until=_aware(until), after=after, limit=limit)
+        return await call(request, Since=_aware(since), Until=_aware(until), After=after,
+                          Limit=limit)
 
     @route("GET", "/audit/verify", "AuditVerify", "governance",
            "Check the ledger's hash chain and signed head", VERIFY_SCHEMA)
     async def audit_verify(request: Request) -> Response:
-        return await governed(request, server.service.audit_verify)
+        return await call(request)
 
     @route("GET", "/audit/who-searched", "WhoSearched", "governance",
            "Who searched for this person, when and why", ENTRIES_SCHEMA)
@@ -742,8 +730,8 @@ def mount(app: FastAPI, server: Server) -> None:
         external_image_id: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
         user_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
     ) -> Response:
-        return await governed(request, server.service.who_searched, face_ids=face_id or [],
-                              external_image_id=external_image_id, user_id=user_id)
+        return await call(request, FaceIds=face_id or [], ExternalImageId=external_image_id,
+                          UserId=user_id)
 
     app.include_router(router)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -23,18 +23,15 @@ from typing import Any, Callable, Mapping, TypeVar
 from regard.api.connections import ConnectionLimits
 from regard.api.metrics import Metrics
 from regard.errors import RegardError, ThrottlingError
-from regard.governance.keys import AccessKey, KeyStore
+from regard.governance.keys import AccessKey
 from regard.governance.ratelimit import RateLimiter
+from regard.context import CallContext
 from regard.imaging import ImageLimits
-from regard.service import Caller, RegardService
+from regard.operations import registry
+from regard.service import RegardService
 
 log = logging.getLogger("regard.api")
 T = TypeVar("T")
-
-# Operations that decode images (and run the detector and the embedder).
-IMAGE_OPERATIONS = frozenset({"DetectFaces", "CompareFaces", "IndexFaces", "SearchFacesByImage",
-                              "SearchUsersByImage"})
-
 
 @dataclass(frozen=True)
 class ServerSettings:
@@ -181,7 +178,7 @@ class Server:
     def __init__(self, service: RegardService, settings: ServerSettings | None = None) -> None:
         self.service = service
         self.settings = settings or ServerSettings()
-        self.keys = KeyStore(service.store.catalog)
+        self.keys = service.keys
         self.metrics = Metrics()
         self.image_pool = WorkerPool("regard-image", self.settings.workers, self.settings.queue,
                                      self.metrics)
@@ -194,10 +191,13 @@ class Server:
         self.bodies = BodyBuffers(max(self.settings.body_buffer_bytes, self.max_body_bytes),
                                   self.metrics)
 
-    async def dispatch(self, operation: str, params: dict[str, Any], caller: Caller
+    async def dispatch(self, operation: str, params: dict[str, Any], context: CallContext
                        ) -> dict[str, Any]:
-        pool = self.image_pool if operation in IMAGE_OPERATIONS else self.light_pool
-        result = await pool.run(self.service.call, operation, params, caller)
+        """Run ``operation`` in the worker pool its declaration names (``image``: operations
+        that decode images and run the detector and the embedder)."""
+        op = registry.get(operation)
+        pool = self.image_pool if op is not None and op.pool == "image" else self.light_pool
+        result = await pool.run(self.service.call, operation, params, context)
         if operation == "IndexFaces":
             self.metrics.faces_indexed.inc(len(result.get("FaceRecords", [])))
         return result
@@ -206,9 +206,9 @@ class Server:
         """Run a short blocking call (a key lookup) off the event loop."""
         return await self.light_pool.run(fn, *args)
 
-    def caller(self, key: AccessKey | None, source: str | None, headers: Mapping[str, str]
-               ) -> Caller:
-        """The governance caller of a request: the verified key's id, scopes and collection
+    def context(self, key: AccessKey | None, client: str | None, headers: Mapping[str, str],
+                request_id: str) -> CallContext:
+        """The call context of a request: the verified key's id, scopes and collection
         allow-list (``key`` None: ``--insecure-local``, unrestricted) and the audit headers
         ``X-Regard-Purpose`` (default: the key's default purpose), ``X-Regard-Case`` and
         ``X-Regard-Consent``. Both doors call it once per request, after authentication, so it
@@ -216,11 +216,12 @@ class Server:
         if key is not None:
             self.rates.admit(key.access_key_id, key.max_tps)
         purpose = headers.get("x-regard-purpose") or (key.default_purpose if key else None)
-        return Caller(principal=key.access_key_id if key else "anonymous", source=source,
-                      purpose=purpose, case=headers.get("x-regard-case"),
-                      consent=headers.get("x-regard-consent"),
-                      scopes=key.scopes if key else None,
-                      collections=key.collections if key else None)
+        return CallContext(principal=key.access_key_id if key else "anonymous", client=client,
+                           purpose=purpose, case=headers.get("x-regard-case"),
+                           consent=headers.get("x-regard-consent"),
+                           scopes=key.scopes if key else None,
+                           collections=key.collections if key else None,
+                           request_id=request_id)
 
     def shutdown(self) -> None:
         self.image_pool.shutdown()

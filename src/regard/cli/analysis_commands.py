@@ -14,6 +14,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
+from regard import config
 from regard.analysis import DEFAULT_SIMILARITY_THRESHOLD, Engine, ImageFaces
 from regard.batch import default_workers, map_images
 from regard.cli.common import (
@@ -26,7 +27,7 @@ from regard.cli.common import (
     _print_error,
     _progress,
     app,
-    local_caller,
+    local_context,
     out,
 )
 from regard.errors import RegardError
@@ -117,14 +118,13 @@ def _detect_auditor(purpose: Optional[str], case: Optional[str]) -> Any:
     """A function recording one image's DetectFaces in the ledger (the workers that ran it have
     no database), or None when DetectFaces is not audited."""
     import hashlib
-    import os
 
-    if os.environ.get("REGARD_AUDIT_DETECT", "1") == "0":
+    if not config.current().audit_detect:
         return None
     from regard.service import RegardService
 
     service = RegardService()
-    caller = local_caller(purpose, case)
+    context = local_context(purpose, case)
 
     def record(path: Path, result: Any) -> Any:
         try:
@@ -138,7 +138,7 @@ def _detect_auditor(purpose: Optional[str], case: Optional[str]) -> Any:
             return result
 
         try:
-            return service.run_audited("DetectFaces", {}, outcome, caller,
+            return service.run_audited("DetectFaces", {}, context, outcome,
                                        [digest] if digest else [])
         except RegardError as exc:
             return exc
@@ -180,9 +180,8 @@ def compare(
 
     params = {"SimilarityThreshold": threshold, "QualityFilter": quality_filter}
     try:
-        RegardService(engine).run_audited("CompareFaces", params, run,
-                                          local_caller(purpose, case),
-                                          [hashlib.sha256(d).hexdigest() for d in data])
+        RegardService(engine).run_audited("CompareFaces", params, local_context(purpose, case),
+                                          run, [hashlib.sha256(d).hexdigest() for d in data])
     except RegardError as exc:
         _fail(exc)
         return

@@ -26,7 +26,7 @@ from regard.cli.common import (
     _progress,
     app,
     err,
-    local_caller,
+    local_context,
     out,
 )
 from regard.errors import CatalogCorruptError, InvalidImageFormatError, RegardError
@@ -67,7 +67,7 @@ def _call(operation: str, params: dict[str, Any], service: Any = None,
     command with its Rekognition name, exit code 1."""
     try:
         return (service or _service()).call(operation, params,
-                                            local_caller(purpose, case, consent))
+                                            local_context(purpose, case, consent))
     except RegardError as exc:
         _fail(exc)
         raise  # unreachable: _fail exits
@@ -210,12 +210,13 @@ def collections_check(collection: Optional[str] = typer.Argument(None, help="def
     service: Any = None
     try:
         service = _service()
-        report = service.check_collections(collection, local_caller())
+        report = service.call("CheckCollections",
+                              {"CollectionId": collection} if collection else {}, local_context())
     except CatalogCorruptError as exc:
         # The damage may be in the audit ledger, which the check itself writes to: still say
         # where SQLite finds it (pages and tables, never faces).
         _print_failure(exc)
-        for problem in service.store.catalog.integrity_problems() if service else []:
+        for problem in service.store.database.integrity_problems() if service else []:
             out.print(f"  - {problem}")
         raise typer.Exit(code=1) from exc
     except RegardError as exc:
@@ -382,7 +383,7 @@ def index_images(
                     params["MaxFaces"] = max_faces
                 try:
                     body = service.index_detected_faces(
-                        detected, digest, caller=local_caller(purpose, case, consent), **params)
+                        detected, digest, local_context(purpose, case, consent), **params)
                 except RegardError as exc:
                     if exc.code == "ResourceNotFoundException":
                         _fail(exc)  # the collection went away: stop

@@ -83,17 +83,17 @@ ConsentOpt = typer.Option(None, "--consent",
                           help="Consent reference for the indexed faces (audit ledger, catalog)")
 
 
-def local_caller(purpose: Optional[str] = None, case: Optional[str] = None,
-                 consent: Optional[str] = None) -> Any:
-    """The CLI's caller: the operating-system user, unrestricted (they can open the database
-    anyway) but audited like everyone else."""
+def local_context(purpose: Optional[str] = None, case: Optional[str] = None,
+                  consent: Optional[str] = None) -> Any:
+    """The CLI's call context: the operating-system user, unrestricted (they can open the
+    database anyway) but audited like everyone else."""
     import getpass
 
-    from regard.governance.gatekeeper import Caller
+    from regard.context import CallContext
 
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "unknown"
-    return Caller(principal=f"local:{user}", source="cli", purpose=purpose, case=case,
-                  consent=consent)
+    return CallContext.operator(f"local:{user}", client="cli", purpose=purpose, case=case,
+                                consent=consent)

@@ -11,7 +11,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from regard.cli.common import CaseOpt, PurposeOpt, _fail, app, err, local_caller, out
+from regard.cli.common import CaseOpt, PurposeOpt, _fail, app, err, local_context, out
 from regard.cli.collection_commands import _call, _emit, _service, collections_app
 from regard.errors import RegardError
 
@@ -40,7 +40,7 @@ def audit_verify(as_json: bool = typer.Option(False, "--json")) -> None:
     """Check the whole hash chain and its signed head; exit 1 and say where it breaks.
     (Reading the ledger is itself recorded, as every other audit read.)"""
     try:
-        report = _service().audit_verify(local_caller())
+        report = _service().call("AuditVerify", {}, local_context())
     except RegardError as exc:
         _fail(exc)
         return
@@ -82,7 +82,7 @@ def audit_export(
 
     params = {"Since": since, "Until": until}
     try:
-        n = service.run_audited("AuditExport", params, write, local_caller())["Count"]
+        n = service.run_audited("AuditExport", params, local_context(), write)["Count"]
     except RegardError as exc:
         _fail(exc)
         return
@@ -110,9 +110,9 @@ def audit_who_searched(
         err.print("[red]give --face-id, --external-image-id or --user-id[/red]")
         raise typer.Exit(code=2)
     try:
-        body = _service().who_searched(face_ids=face_id or [],
-                                       external_image_id=external_image_id, user_id=user_id,
-                                       caller=local_caller())
+        body = _service().call("WhoSearched", {"FaceIds": face_id or [],
+                                               "ExternalImageId": external_image_id,
+                                               "UserId": user_id}, local_context())
     except RegardError as exc:
         _fail(exc)
         return
@@ -153,8 +153,9 @@ def erase(
     """Erase a person: every face, embedding and user of theirs, from catalog and indexes.
     The erasure itself is recorded (identifiers only)."""
     try:
-        body = _service().erase(external_image_id=external_image_id, user_id=user_id,
-                                collection=collection, caller=local_caller(purpose, case))
+        body = _service().call("Erase", {"ExternalImageId": external_image_id,
+                                         "UserId": user_id, "CollectionId": collection},
+                               local_context(purpose, case))
     except RegardError as exc:
         _fail(exc)
         return
@@ -171,7 +172,7 @@ def erase(
 @retention_app.command("sweep")
 def retention_sweep(as_json: bool = typer.Option(False, "--json")) -> None:
     """Delete the faces past their collection's retention (the server also does this hourly)."""
-    body = _service().sweep_retention(local_caller("retention"))
+    body = _service().sweep_retention(local_context("retention"))
     if as_json:
         _emit(body)
         return

@@ -11,6 +11,7 @@ from typing import Any, List, Optional
 import typer
 from rich.table import Table
 
+from regard import config
 from regard.cli.common import (
     DetectorOpt,
     MinFaceOpt,
@@ -18,12 +19,12 @@ from regard.cli.common import (
     _fail,
     app,
     err,
-    local_caller,
+    local_context,
     out,
 )
 from regard.errors import RegardError
-from regard.governance.gatekeeper import Caller
-from regard.governance.keys import AccessKey, KeyStore
+from regard.context import CallContext
+from regard.governance.keys import CREDENTIALS_FILE, write_credentials_file
 from regard.service import RegardService
 
 keys_app = typer.Typer(help="Access keys of the HTTP APIs (SigV4 for AWS SDKs; REST header).",
@@ -47,14 +48,13 @@ def _check_ledger_key(service: Any) -> None:
 
 
 def _use_home(home: Optional[Path]) -> Path:
-    """Point REGARD_HOME at ``home`` for this process (the store, caches and key file use it)."""
-    from regard.vision.models import regard_home
-
+    """Point REGARD_HOME at ``home`` for this process (the store, caches and key file use it;
+    so do the processes it starts)."""
     if home is not None:
         os.environ["REGARD_HOME"] = str(home.expanduser().resolve())
     from regard.private_files import private_dir
 
-    return private_dir(regard_home())
+    return private_dir(config.regard_home())
 
 
 @app.command()
@@ -113,7 +113,6 @@ def serve(
     from regard.api.app import uvicorn_config
     from regard.api.connections import ConnectionLimits
     from regard.api.server import Server, ServerSettings, is_loopback
-    from regard.governance.keys import CREDENTIALS_FILE
 
     if insecure_local and not is_loopback(host):
         err.print(f"[red]--insecure-local only binds a loopback address, not {host}[/red]")
@@ -139,16 +138,13 @@ def serve(
                                                     max_connections, max_per_client,
                                                     header_seconds)))
         _check_ledger_key(service)
-        created = server.keys.ensure_admin_key(home_dir)
-        if created is not None:
-            _record_key_change(service, "CreateAccessKey", created[0],
-                               Caller(principal="regard:first-start", source="cli"))
+        created = _ensure_admin_key(service, home_dir)
     except RegardError as exc:
         _fail(exc)
         return
     if created is not None:
         # The secret is not printed: a server's output ends up in logs (journald, docker).
-        err.print(f"[bold]Created the admin access key {created[0].access_key_id}[/bold]; its "
+        err.print(f"[bold]Created the admin access key {created}[/bold]; its "
                   f"secret is in {home_dir / CREDENTIALS_FILE} (readable by you only). Use it "
                   f"with AWS_SHARED_CREDENTIALS_FILE={home_dir / CREDENTIALS_FILE} "
                   "AWS_PROFILE=regard")
@@ -178,7 +174,7 @@ def _restart_with_clearing_allocator() -> None:
     from regard.secure_memory import CLEARING_ALLOCATOR
 
     tunables = os.environ.get("GLIBC_TUNABLES", "")
-    if (os.environ.get("REGARD_CLEARING_ALLOCATOR", "1") in ("0", "restarted")
+    if (config.current().clearing_allocator in ("0", "restarted")
             or CLEARING_ALLOCATOR in tunables or platform.libc_ver()[0] != "glibc"
             or not _started_as_regard()):
         return
@@ -225,20 +221,19 @@ def keys_create(
     home: Optional[Path] = HomeOpt,
 ) -> None:
     """Issue an access key; its secret is printed once."""
-    service = _service(home)
-    keys = KeyStore(service.store.catalog)
+    request = {"Name": name, "Scopes": scopes, "Collections": collections or None,
+               "DefaultPurpose": purpose, "MaxTps": max_tps}
     try:
-        key, secret = keys.create(name, scopes, collections or None, purpose, max_tps)
-        _record_key_change(service, "CreateAccessKey", key, local_caller())
+        body = _service(home).call("CreateAccessKey", request, local_context())
     except RegardError as exc:
         _fail(exc)
         return
     if as_json:
-        sys.stdout.write(json.dumps({"AccessKeyId": key.access_key_id,
-                                     "SecretAccessKey": secret}) + "\n")
+        sys.stdout.write(json.dumps({"AccessKeyId": body["AccessKeyId"],
+                                     "SecretAccessKey": body["SecretAccessKey"]}) + "\n")
         return
-    out.print(f"AccessKeyId:     {key.access_key_id}")
-    out.print(f"SecretAccessKey: {secret}")
+    out.print(f"AccessKeyId:     {body['AccessKeyId']}")
+    out.print(f"SecretAccessKey: {body['SecretAccessKey']}")
     err.print("The secret is not stored anywhere you can read it again: keep it now.")
 
 
@@ -248,7 +243,7 @@ def keys_list(
     home: Optional[Path] = HomeOpt,
 ) -> None:
     """Access keys (never their secrets), revoked ones included."""
-    listed = KeyStore(_service(home).store.catalog).list()
+    listed = _service(home).keys.list()
     if as_json:
         sys.stdout.write(json.dumps({"AccessKeys": [k.to_dict() for k in listed]}) + "\n")
         return
@@ -266,14 +261,12 @@ def keys_list(
 @keys_app.command("revoke")
 def keys_revoke(access_key_id: str, home: Optional[Path] = HomeOpt) -> None:
     """Revoke a key: its next request is refused (UnrecognizedClientException)."""
-    service = _service(home)
     try:
-        key = KeyStore(service.store.catalog).revoke(access_key_id)
-        _record_key_change(service, "RevokeAccessKey", key, local_caller())
+        _service(home).call("RevokeAccessKey", {"AccessKeyId": access_key_id}, local_context())
     except RegardError as exc:
         _fail(exc)
         return
-    out.print(f"Revoked {key.access_key_id}")
+    out.print(f"Revoked {access_key_id}")
 
 
 def _service(home: Optional[Path]) -> RegardService:
@@ -281,10 +274,16 @@ def _service(home: Optional[Path]) -> RegardService:
     return RegardService()
 
 
-def _record_key_change(service: RegardService, operation: str, key: AccessKey,
-                       caller: Caller) -> None:
-    """Key changes are rule changes: each is an audit entry (never with the secret)."""
-    body = {"AccessKeyId": key.access_key_id, "Name": key.name, "Scopes": list(key.scopes),
-            "Collections": list(key.collections) if key.collections is not None else None,
-            "MaxTps": key.max_tps}
-    service.run_audited(operation, {}, lambda: body, caller)
+FIRST_START = CallContext.operator("regard:first-start", client="cli")
+
+
+def _ensure_admin_key(service: RegardService, home: Path) -> str | None:
+    """On a server's first start (no active key at all), issue an admin key (an audited
+    CreateAccessKey) and write it, readable by the owner only, to ``home/admin-credentials`` in
+    the AWS credentials-file format. Returns the new key's id, or None when keys exist."""
+    if service.keys.list(include_revoked=False):
+        return None
+    body = service.call("CreateAccessKey", {"Name": "admin (created on first start)"},
+                        FIRST_START.for_request())
+    write_credentials_file(home / CREDENTIALS_FILE, body["AccessKeyId"], body["SecretAccessKey"])
+    return str(body["AccessKeyId"])

@@ -26,7 +26,7 @@ from sqlalchemy import select
 from regard.errors import InvalidParameterError, ResourceNotFoundError, UnrecognizedClientError
 from regard.private_files import open_private
 from regard.store import schema as s
-from regard.store.catalog import Catalog, _utc, utcnow
+from regard.store.database import Database, HasDatabase, as_utc, database_of, utcnow
 
 SCOPES = ("detect", "compare", "collections:read", "collections:write", "faces:write", "search",
           "audit:read", "admin")
@@ -60,10 +60,13 @@ class AccessKey:
 
 
 class KeyStore:
-    """Access keys in the catalog database."""
+    """Access keys: a repository over the ``access_keys`` table of a ``Database``.
 
-    def __init__(self, catalog: Catalog) -> None:
-        self.catalog = catalog
+    ``database``: the ``Database``, or (for the callers that predate the store's split, which
+    pass ``store.catalog``) any object with a ``.database``, such as a ``Catalog``."""
+
+    def __init__(self, database: Database | HasDatabase) -> None:
+        self.database = database_of(database)
 
     def create(self, name: str | None = None, scopes: Sequence[str] = (ADMIN_SCOPE,),
                collections: Sequence[str] | None = None,
@@ -85,7 +88,7 @@ class KeyStore:
                "revoked": None, "scopes": list(scopes),
                "collections": list(collections) if collections is not None else None,
                "default_purpose": default_purpose, "max_tps": max_tps}
-        with self.catalog.write_transaction() as conn:
+        with self.database.write_transaction() as conn:
             conn.execute(s.access_keys.insert().values(**row))
         return _key(row), secret
 
@@ -93,11 +96,11 @@ class KeyStore:
         stmt = select(s.access_keys).order_by(s.access_keys.c.created)
         if not include_revoked:
             stmt = stmt.where(s.access_keys.c.revoked.is_(None))
-        with self.catalog.read_transaction() as conn:
+        with self.database.read_transaction() as conn:
             return [_key(r._mapping) for r in conn.execute(stmt)]
 
     def revoke(self, access_key_id: str) -> AccessKey:
-        with self.catalog.write_transaction() as conn:
+        with self.database.write_transaction() as conn:
             found = conn.execute(s.access_keys.update()
                                  .where(s.access_keys.c.access_key_id == access_key_id)
                                  .where(s.access_keys.c.revoked.is_(None))
@@ -113,7 +116,7 @@ class KeyStore:
     def secret(self, access_key_id: str) -> tuple[AccessKey, str]:
         """The active key and its secret, for verifying a request; unknown and revoked keys get
         AWS's ``UnrecognizedClientException``."""
-        with self.catalog.read_transaction() as conn:
+        with self.database.read_transaction() as conn:
             row = conn.execute(select(s.access_keys).where(
                 s.access_keys.c.access_key_id == access_key_id)).first()
         if row is None or row.revoked is not None:
@@ -153,6 +156,6 @@ def write_credentials_file(path: Path, access_key_id: str, secret: str) -> None:
 def _key(m: object) -> AccessKey:
     g = m.__getitem__  # type: ignore[attr-defined]
     collections = g("collections")
-    return AccessKey(g("access_key_id"), g("name"), _utc(g("created")), _utc(g("revoked")),
+    return AccessKey(g("access_key_id"), g("name"), as_utc(g("created")), as_utc(g("revoked")),
                      tuple(g("scopes")), tuple(collections) if collections is not None else None,
                      g("default_purpose"), g("max_tps"))

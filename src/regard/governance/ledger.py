@@ -35,10 +35,11 @@ from typing import Any, Callable, Iterable, Iterator
 from sqlalchemy import JSON, String, insert, select, type_coerce, update
 from sqlalchemy.sql import Select
 
+from regard import config
 from regard.errors import CatalogCorruptError, RegardError
 from regard.private_files import private_dir
 from regard.store import schema as s
-from regard.store.catalog import Catalog
+from regard.store.database import Database, HasDatabase, database_of
 
 GENESIS = "0" * 64
 _HEAD_FOR_UPDATE = select(s.audit_head).where(s.audit_head.c.id == 1).with_for_update()
@@ -118,19 +119,11 @@ class ChainReport:
 def ledger_key(home: Path | None = None) -> bytes:
     """The HMAC key: ``REGARD_LEDGER_KEY`` (hex; the same on every replica sharing a database) or
     ``home/ledger.key``, created with 32 random bytes and mode 0600 on first use."""
-    raw = os.environ.get("REGARD_LEDGER_KEY")
-    if raw:
-        try:
-            key = bytes.fromhex(raw)
-        except ValueError as exc:
-            raise RegardError("REGARD_LEDGER_KEY must be hex") from exc
-        if len(key) < 16:
-            raise RegardError("REGARD_LEDGER_KEY must hold at least 16 bytes (32 hex digits)")
-        return key
+    settings = config.current()
+    if settings.ledger_key is not None:  # parsed (hex, >= 16 bytes) by regard.config
+        return settings.ledger_key
     if home is None:
-        from regard.vision.models import regard_home
-
-        home = regard_home()
+        home = settings.home
     path = home / KEY_FILE
     private_dir(home)
     try:
@@ -146,11 +139,15 @@ def ledger_key(home: Path | None = None) -> bytes:
 
 
 class Ledger:
-    """The audit ledger in the catalog database."""
+    """The audit ledger: a repository over the ``audit_log`` and ``audit_head`` tables of a
+    ``Database``.
 
-    def __init__(self, catalog: Catalog, key: bytes | None = None,
+    ``database``: the ``Database``, or (for the callers that predate the store's split, which
+    pass ``store.catalog``) any object with a ``.database``, such as a ``Catalog``."""
+
+    def __init__(self, database: Database | HasDatabase, key: bytes | None = None,
                  clock: Callable[[], datetime] | None = None) -> None:
-        self.catalog = catalog
+        self.database = database_of(database)
         self._key = key
         self.clock = clock or (lambda: datetime.now(timezone.utc))
 
@@ -174,7 +171,7 @@ class Ledger:
                image_sha256: Iterable[str] | None = None, result: dict[str, Any] | None = None,
                client: str | None = None) -> AuditEntry:
         hashes = list(image_sha256) if image_sha256 is not None else None
-        with self.catalog.write_transaction() as conn:
+        with self.database.write_transaction() as conn:
             head = conn.execute(_HEAD_FOR_UPDATE).one()
             if not self._head_ok(head.seq, head.hash, head.signature):
                 raise LedgerIntegrityError(
@@ -207,7 +204,7 @@ class Ledger:
                 stmt = stmt.where(s.audit_log.c.time < utc_iso(until))
             if ops is not None:
                 stmt = stmt.where(s.audit_log.c.operation.in_(ops))
-            with self.catalog.read_transaction() as conn:
+            with self.database.read_transaction() as conn:
                 rows = conn.execute(stmt.order_by(s.audit_log.c.seq).limit(PAGE)).all()
             for row in rows:
                 entry = _parsed(row._mapping)
@@ -220,7 +217,7 @@ class Ledger:
             after = rows[-1].seq
 
     def head(self) -> dict[str, Any]:
-        with self.catalog.read_transaction() as conn:
+        with self.database.read_transaction() as conn:
             head = conn.execute(select(s.audit_head).where(s.audit_head.c.id == 1)).one()
         return {"seq": head.seq, "hash": head.hash, "signature": head.signature,
                 "signature_ok": self._head_ok(head.seq, head.hash, head.signature)}
@@ -302,7 +299,7 @@ class Ledger:
             after = max(seqs)
 
     def _raw(self, stmt: Select[Any]) -> list[Any]:
-        with self.catalog.read_transaction() as conn:
+        with self.database.read_transaction() as conn:
             return list(conn.execute(stmt).all())
 
     def who_searched(self, face_ids: Iterable[str] = (), user_ids: Iterable[str] = ()

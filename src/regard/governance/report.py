@@ -39,7 +39,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Container, Iterable, Mapping, Sequence
 
 from regard.errors import RegardError, ResourceNotFoundError
-from regard.governance.keys import AccessKey, KeyStore
+from regard.governance.keys import AccessKey
 from regard.governance.ledger import SEARCH_OPERATIONS, AuditEntry, ChainReport
 from regard.governance.policy import PREFIX, CollectionPolicy
 from regard.store.catalog import CollectionInfo
@@ -377,7 +377,7 @@ def gather(service: RegardService, collection: str | None = None) -> ReportData:
     return ReportData(figures=figures, chain=chain,
                       current={c.name: c for c in current},
                       users={c.name: catalog.user_count(c.id) for c in current},
-                      keys={k.access_key_id: k for k in KeyStore(catalog).list()},
+                      keys={k.access_key_id: k for k in service.keys.list()},
                       collection=collection)
 
 

@@ -1,10 +1,10 @@
-"""Which scope each operation needs, and the check of a caller's scopes and collection allow-list.
+"""The check of a caller's scopes and collection allow-list.
 
-A key holds some of: ``detect``, ``compare``, ``collections:read``, ``collections:write``,
-``faces:write``, ``search``, ``audit:read``, ``admin`` (``admin`` allows everything). A key with a
-collection allow-list may only name those collections (and ListCollections shows only them).
-In-process callers (Python, the CLI: people who can open the database anyway) carry no scopes
-and are unrestricted, but are audited all the same.
+Which scope an operation needs is declared with the operation (``regard.operations``); a key
+holds some of ``regard.operations.registry.SCOPES`` (``admin`` allows everything). A key with a
+collection allow-list may only name those collections (and listings show only them). Operators
+in-process (Python, the CLI: people who can open the database anyway) carry no scopes and are
+unrestricted, but are audited all the same.
 """
 
 from __future__ import annotations
@@ -12,44 +12,18 @@ from __future__ import annotations
 from typing import Iterable
 
 from regard.errors import AccessDeniedError
+from regard.operations.registry import ADMIN, SCOPES, all_operations, scope_of
 
-ADMIN = "admin"
-
-OPERATION_SCOPES: dict[str, str] = {
-    "DetectFaces": "detect",
-    "CompareFaces": "compare",
-    "ListCollections": "collections:read",
-    "DescribeCollection": "collections:read",
-    "ListFaces": "collections:read",
-    "ListUsers": "collections:read",
-    "ListTagsForResource": "collections:read",
-    "CheckCollections": "collections:read",
-    "CreateCollection": "collections:write",
-    "DeleteCollection": "collections:write",
-    "TagResource": "collections:write",
-    "UntagResource": "collections:write",
-    "IndexFaces": "faces:write",
-    "DeleteFaces": "faces:write",
-    "CreateUser": "faces:write",
-    "DeleteUser": "faces:write",
-    "AssociateFaces": "faces:write",
-    "DisassociateFaces": "faces:write",
-    "Erase": "faces:write",
-    "SearchFaces": "search",
-    "SearchFacesByImage": "search",
-    "SearchUsers": "search",
-    "SearchUsersByImage": "search",
-    "AuditExport": "audit:read",
-    "AuditVerify": "audit:read",
-    "WhoSearched": "audit:read",
-    "RetentionSweep": ADMIN,
-    "CreateAccessKey": ADMIN,
-    "RevokeAccessKey": ADMIN,
-}
+__all__ = ["ADMIN", "SCOPES", "check", "operation_scopes", "required_scope"]
 
 
 def required_scope(operation: str) -> str:
-    return OPERATION_SCOPES.get(operation, ADMIN)
+    return scope_of(operation)
+
+
+def operation_scopes() -> dict[str, str]:
+    """Every operation and the scope it needs (for documentation and ``regard keys``)."""
+    return {op.name: op.scope for op in all_operations()}
 
 
 def check(operation: str, scopes: Iterable[str] | None, allowed: Iterable[str] | None,

@@ -1,14 +1,17 @@
-"""Storage: the SQL catalog (source of truth) and the in-memory vector indexes derived from it.
+"""Storage: one SQL database (``Database``), the repositories over it (the catalog of collections,
+faces and users, the source of truth; the access keys) and the in-memory vector indexes derived
+from the catalog.
 
-``Store`` pairs them: writes go to the catalog, searches go to a collection's index, which first
-catches up with the catalog's change sequence (so another process's writes are visible to the next
-search). Open one ``Store`` per process and share it between threads.
+``Store`` puts them together: writes go to the catalog, searches go to a collection's index, which
+first catches up with the catalog's change sequence (so another process's writes are visible to
+the next search). Open one ``Store`` per process and share it between threads.
 """
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -19,29 +22,46 @@ from regard.store.catalog import (
     Failure,
     NewFace,
     UserRow,
-    database_url,
 )
+from regard.store.database import Database, database_url
 from regard.store.index import Hit, IndexOptions, IndexRegistry, VectorIndex
-from regard.vision.models import regard_home
+from regard.config import regard_home
+
+if TYPE_CHECKING:
+    from regard.governance.keys import KeyStore
 
 __all__ = [
-    "Catalog", "CollectionInfo", "FaceRow", "Failure", "Hit", "IndexOptions",
+    "Catalog", "CollectionInfo", "Database", "FaceRow", "Failure", "Hit", "IndexOptions",
     "NewFace", "Store", "UserRow", "VectorIndex", "database_url",
 ]
 
 
 class Store:
-    """Catalog + vector indexes. ``url``: SQLAlchemy URL (default ``REGARD_DATABASE_URL`` or
-    SQLite under ``REGARD_HOME``); ``checkpoint_dir``: where large indexes are checkpointed
-    (default ``$REGARD_HOME/index``; ``False`` disables checkpoints)."""
+    """One ``database``, the ``catalog`` and the access ``keys`` over it, and the catalog's vector
+    ``indexes``. ``url``: SQLAlchemy URL (default ``REGARD_DATABASE_URL`` or SQLite under
+    ``REGARD_HOME``); ``checkpoint_dir``: where large indexes are checkpointed (default
+    ``$REGARD_HOME/index``; ``False`` disables checkpoints).
+
+    The audit ledger is not built here: its signing key is governance's to choose, so the
+    service builds ``Ledger(store.database)`` itself."""
 
     def __init__(self, url: str | None = None, *, index_options: IndexOptions | None = None,
                  checkpoint_dir: Path | None | bool = None) -> None:
-        self.catalog = Catalog(url)
+        self.database = Database(url)
+        self.catalog = Catalog(self.database)
         if checkpoint_dir is None or checkpoint_dir is True:
             checkpoint_dir = regard_home() / "index"
         self.indexes = IndexRegistry(self.catalog, index_options,
                                      checkpoint_dir if checkpoint_dir else None)
+
+    @cached_property
+    def keys(self) -> KeyStore:
+        """The access keys, in this store's database."""
+        # Imported here: governance's repositories import ``regard.store`` (its schema and
+        # ``Database``), so importing them at the top of this package would be a cycle.
+        from regard.governance.keys import KeyStore
+
+        return KeyStore(self.database)
 
     def search(self, collection: str, queries: np.ndarray, k: int, *, users: bool = False,
                max_distance: float | None = None) -> list[list[Hit]]:
@@ -73,7 +93,7 @@ class Store:
 
     def cleanup_after_deletion(self, collection: str) -> None:
         cid = self.catalog.state(collection)[0]
-        self.catalog.after_commit(lambda: self.indexes.after_deletion(collection, cid))
+        self.database.after_commit(lambda: self.indexes.after_deletion(collection, cid))
 
     def delete_collection(self, collection: str) -> CollectionInfo:
         info = self.catalog.delete_collection(collection)
@@ -82,4 +102,4 @@ class Store:
         return info
 
     def close(self) -> None:
-        self.catalog.close()
+        self.database.close()

@@ -1,23 +1,13 @@
 """The catalog: collections, faces (with their embeddings) and users, in SQL via SQLAlchemy Core.
 
-The catalog is the source of truth; vector indexes are rebuilt from it. Every write is one
-transaction that first locks its collection (SQLite: ``BEGIN IMMEDIATE`` takes the database's
-write lock; PostgreSQL: ``SELECT ... FOR UPDATE`` on the collection row), so concurrent writers
-from many threads or processes serialize per collection, a writer never upgrades a read lock
-(the classic SQLite deadlock), and the change sequence is gap-free in commit order.
-
-A unit of work (``Catalog.unit_of_work``) joins every write made inside it, by the same thread or
-task, into one transaction, each write a savepoint within it: the service runs an operation and
-appends its audit entry in one unit, so a crash or a failed append never leaves a change without
-its entry (or an entry for a change that did not happen). The unit opens its transaction at the
-first write, so decoding and embedding an image does not hold the write lock. Locks are taken in
-one order, collections (in the order the operation visits them) before the ledger's head row.
-
-SQLite runs in WAL mode (readers never block the writer), with a busy timeout so that writers in
-other processes wait instead of failing, and ``synchronous=FULL`` by default so that an
-acknowledged write survives power loss, not just a killed process (``REGARD_SQLITE_SYNCHRONOUS``
-can relax it to NORMAL for bulk loads), and ``secure_delete`` so that a deleted face's embedding
-is overwritten in the file rather than left in a free page.
+The catalog is the source of truth; vector indexes are rebuilt from it. It is a repository over a
+``Database`` (``store/database.py``: engine, pragmas, transactions, the unit of work), which the
+access keys and the audit ledger share. Every write is one transaction that first locks its
+collection (SQLite: ``BEGIN IMMEDIATE`` takes the database's write lock; PostgreSQL:
+``SELECT ... FOR UPDATE`` on the collection row), so concurrent writers from many threads or
+processes serialize per collection, a writer never upgrades a read lock (the classic SQLite
+deadlock), and the change sequence is gap-free in commit order. Inside a unit of work
+(``Database.unit_of_work``) the catalog's writes join the unit's one transaction.
 
 Embeddings here are plain numpy float32 arrays; nothing in this module knows about calibration,
 engines or HTTP.
@@ -25,85 +15,30 @@ engines or HTTP.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import logging
-import os
 import uuid
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterator, Sequence
+from datetime import datetime
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
-from sqlalchemy import Connection, Engine, and_, bindparam, create_engine, delete, event, func
-from sqlalchemy import insert, select, update
-from sqlalchemy.engine import ExceptionContext, make_url
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
+from regard import config
 from regard.errors import (
-    CatalogCorruptError,
     ConflictError,
-    DatabaseUnavailableError,
     InvalidParameterError,
     ResourceAlreadyExistsError,
     ResourceNotFoundError,
     ServiceQuotaExceededError,
-    StorageFullError,
 )
-from regard.private_files import private_dir, private_file, tighten
 from regard.secure_memory import wipe
 from regard.store import schema as s
-from regard.store.faults import StorageHealth
-from regard.store.migrations import migrate
-from regard.vision.models import regard_home
+from regard.store.database import MAX_LISTED, Database, as_utc, utcnow
 from regard.vision.packs import get_pack
 
 MAX_FACES_PER_USER = 100  # Rekognition's limit
-DEFAULT_BUSY_TIMEOUT_MS = 60_000
-DB_CONNECT_TIMEOUT_S = 10
-# Changes kept per collection: enough for any index that is merely behind to catch up; one
-# further behind (a checkpoint from long ago, a replica restarted after a bulk load) reloads
-# from the catalog, which ``IndexRegistry`` does whenever the changes it gets are not contiguous.
-DEFAULT_CHANGE_LOG_KEEP = 100_000
-MAX_LISTED = 20  # FaceIds or integrity-check lines listed per problem
-_WRITE = "regard_write"
-_SINGLE = "regard_single_statement"
-log = logging.getLogger("regard.store")
-
-
-@dataclass
-class _Unit:
-    """The open unit of work of one thread or task (see the module docstring)."""
-
-    catalog: "Catalog"
-    conn: Connection | None = None
-    after_commit: list[Callable[[], None]] = field(default_factory=list)
-
-
-_unit: ContextVar[_Unit | None] = ContextVar("regard_unit_of_work", default=None)
-
-
-def database_url() -> str:
-    """``REGARD_DATABASE_URL``, else SQLite at ``$REGARD_HOME/regard.db``."""
-    url = os.environ.get("REGARD_DATABASE_URL")
-    if url:
-        return url
-    home = private_dir(regard_home())
-    return f"sqlite:///{home / 'regard.db'}"
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    """SQLite drops time zones; everything Regard stores is UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
 
 
 # -- rows ---------------------------------------------------------------------------------------
@@ -239,42 +174,29 @@ def _stack(blobs: Sequence[bytes]) -> np.ndarray:
     return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1).astype(np.float32)
 
 
-def _translate_failure(health: StorageHealth, context: ExceptionContext) -> None:
-    """Turn database failures into typed errors: a full disk (``StorageFullError``, not retried)
-    and a damaged database (``CatalogCorruptError``) first, noted in ``health``; then the other
-    operational failures (the server down or restarting, connections refused or exhausted,
-    SQLite locked past its busy timeout) into a retryable ``DatabaseUnavailableError``: the HTTP
-    doors answer it with a 500 that clients retry. The driver's message (hosts, ports, paths)
-    goes to the log, not to the caller."""
-    fault = health.translate(context.original_exception)
-    if fault is not None:
-        log.error("catalog storage fault: %s", context.original_exception)
-        raise fault from context.sqlalchemy_exception
-    if isinstance(context.sqlalchemy_exception, OperationalError):
-        log.warning("catalog database unavailable: %s", context.original_exception)
-        raise DatabaseUnavailableError(
-            "The catalog database is unavailable or busy; retry with backoff"
-        ) from context.sqlalchemy_exception
-
-
 class Catalog:
-    """Collections, faces and users in one SQL database (see the module docstring)."""
+    """Collections, faces and users: a repository over one ``Database`` (see the module
+    docstring). ``Catalog(url)`` (a URL string, or nothing for ``database_url()``), with
+    ``busy_timeout_ms``, still opens a ``Database`` of its own, for the callers that predate the
+    split; new code passes ``Catalog(Database(...))``."""
 
-    def __init__(self, url: str | None = None, *, busy_timeout_ms: int | None = None,
+    def __init__(self, database: Database | str | None = None, *,
+                 busy_timeout_ms: int | None = None,
                  change_log_keep: int | None = None) -> None:
-        self.url = url or database_url()
-        self.change_log_keep = change_log_keep or int(
-            os.environ.get("REGARD_CHANGE_LOG_KEEP", DEFAULT_CHANGE_LOG_KEEP))
+        # Changes kept per collection (default ``REGARD_CHANGE_LOG_KEEP``): enough for any index
+        # that is merely behind to catch up; one further behind (a checkpoint from long ago, a
+        # replica restarted after a bulk load) reloads from the catalog, which ``IndexRegistry``
+        # does whenever the changes it gets are not contiguous.
+        self.change_log_keep = change_log_keep or config.current().change_log_keep
         if self.change_log_keep < 1:
-            raise InvalidParameterError("REGARD_CHANGE_LOG_KEEP must be at least 1")
-        parsed = make_url(self.url)
-        self.health = StorageHealth(
-            Path(parsed.database).parent if parsed.get_backend_name() == "sqlite"
-            and parsed.database and parsed.database != ":memory:" else None)
-        self.engine = self._create_engine(self.url, busy_timeout_ms, self.health)
-        self._writer = self.engine.execution_options(**{_WRITE: True})
-        # One-statement reads need no BEGIN/ROLLBACK round trips: a lone SELECT is atomic.
-        self._single = self.engine.execution_options(**{_SINGLE: True})
+            raise InvalidParameterError("change_log_keep must be at least 1")
+        if isinstance(database, Database):
+            if busy_timeout_ms is not None:
+                raise TypeError("busy_timeout_ms belongs to the Database: "
+                                "Database(url, busy_timeout_ms=...)")
+        else:  # compatibility: a URL (or None) opens a Database of the catalog's own
+            database = Database(database, busy_timeout_ms=busy_timeout_ms)
+        self.database = database
         # Statements every operation runs, built once (building one costs more than running it).
         self._state_stmt = select(s.collections.c.id, s.collections.c.seq,
                                   s.collections.c.face_count).where(
@@ -285,147 +207,8 @@ class Catalog:
             s.faces.c.collection_id == bindparam("cid"),
             s.faces.c.face_id.in_(bindparam("ids", expanding=True))))
             for with_embeddings in (False, True)}
-        with self._writer.begin() as conn:
-            migrate(conn)
-            self.instance_id: str = conn.execute(
-                select(s.schema_version.c.instance_id)).scalar_one()
 
-    @staticmethod
-    def _create_engine(url: str, busy_timeout_ms: int | None, health: StorageHealth) -> Engine:
-        parsed = make_url(url)
-        translate = functools.partial(_translate_failure, health)
-        if parsed.get_backend_name() != "sqlite":
-            # A server that does not answer (a partition, not a refusal) must not hang requests.
-            connect_args = ({"connect_timeout": DB_CONNECT_TIMEOUT_S}
-                            if parsed.get_backend_name() == "postgresql" else {})
-            engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args,
-                                   hide_parameters=True)
-            event.listen(engine, "handle_error", translate)
-            return engine
-        if parsed.database and parsed.database != ":memory:":
-            database = Path(parsed.database)
-            private_file(database)  # embeddings and key secrets: owner-only
-            for companion in ("-wal", "-shm"):  # SQLite creates them with the file's mode
-                tighten(database.with_name(database.name + companion))
-        # hide_parameters: a failed statement's message (and so a logged traceback) would
-        # otherwise carry its parameters, embeddings and key secrets among them.
-        engine = create_engine(url, hide_parameters=True)
-        event.listen(engine, "handle_error", translate)
-        timeout = busy_timeout_ms or int(os.environ.get("REGARD_DB_BUSY_TIMEOUT_MS",
-                                                        DEFAULT_BUSY_TIMEOUT_MS))
-        synchronous = os.environ.get("REGARD_SQLITE_SYNCHRONOUS", "FULL").upper()
-        if synchronous not in ("FULL", "NORMAL", "EXTRA"):
-            raise InvalidParameterError("REGARD_SQLITE_SYNCHRONOUS must be FULL, NORMAL or EXTRA")
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            # Let SQLAlchemy's "begin" event, not pysqlite, decide how transactions start.
-            dbapi_conn.isolation_level = None
-            cur = dbapi_conn.cursor()
-            cur.execute(f"PRAGMA busy_timeout={int(timeout)}")
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute(f"PRAGMA synchronous={synchronous}")
-            cur.execute("PRAGMA foreign_keys=ON")
-            # Deleted faces are biometric data: overwrite their pages instead of leaving them in
-            # the file's free list.
-            cur.execute("PRAGMA secure_delete=ON")
-            cur.close()
-
-        @event.listens_for(engine, "begin")
-        def _on_begin(conn: Connection) -> None:
-            options = conn.get_execution_options()
-            if options.get(_SINGLE, False):
-                return  # autocommit: each statement is its own transaction
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get(_WRITE, False) else "BEGIN")
-
-        return engine
-
-    def close(self) -> None:
-        self.engine.dispose()
-
-    def ping(self) -> None:
-        """One round trip to the database (readiness checks); raises
-        ``DatabaseUnavailableError`` when it cannot be reached."""
-        with self._single.connect() as conn:
-            conn.exec_driver_sql("SELECT 1")
-
-    # -- transactions --------------------------------------------------------------------------
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        unit = self._open_unit()
-        if unit is None:
-            with self._writer.begin() as conn:
-                yield conn
-            self.health.note_write_ok()
-            return
-        if unit.conn is None:
-            unit.conn = self._writer.connect()
-            unit.conn.begin()
-        try:
-            with unit.conn.begin_nested():  # this write alone is undone if it fails
-                yield unit.conn
-        except DatabaseUnavailableError as exc:
-            # SQLite ends the whole transaction on a full disk or a damaged page, savepoint
-            # included, so undoing the savepoint then fails: report the fault, not that.
-            cause: BaseException | None = exc
-            while cause is not None:
-                if isinstance(cause, (StorageFullError, CatalogCorruptError)):
-                    raise cause from None
-                cause = cause.__context__
-            raise
-
-    def _open_unit(self) -> _Unit | None:
-        unit = _unit.get()
-        return unit if unit is not None and unit.catalog is self else None
-
-    @contextmanager
-    def unit_of_work(self) -> Iterator[None]:
-        """Commit every write made inside the block together, or none of them (a nested unit
-        joins the outer one). Work registered with ``after_commit`` runs once it is durable."""
-        if self._open_unit() is not None:
-            yield
-            return
-        unit = _Unit(self)
-        token = _unit.set(unit)
-        try:
-            yield
-            if unit.conn is not None:
-                unit.conn.commit()
-                self.health.note_write_ok()
-        finally:
-            _unit.reset(token)
-            if unit.conn is not None:
-                unit.conn.close()  # rolls back what was not committed
-        for work in unit.after_commit:
-            try:
-                work()
-            except Exception:  # the change is committed and audited; do not fail the caller
-                log.exception("work after a committed change failed")
-
-    def after_commit(self, work: Callable[[], None]) -> None:
-        """Run ``work`` when the open unit of work commits (now when there is none)."""
-        unit = self._open_unit()
-        if unit is None:
-            work()
-        else:
-            unit.after_commit.append(work)
-
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        """A read transaction with one consistent snapshot (PostgreSQL: REPEATABLE READ)."""
-        with self.engine.connect() as conn:
-            if conn.dialect.name == "postgresql":
-                conn = conn.execution_options(isolation_level="REPEATABLE READ")
-            with conn.begin():
-                yield conn
-
-    def write_transaction(self) -> ContextManager[Connection]:
-        """A write transaction for the owners of the catalog's other tables (governance)."""
-        return self._write()
-
-    def read_transaction(self) -> ContextManager[Connection]:
-        return self._read()
-
+    # -- within a write transaction ------------------------------------------------------------
     def _lock(self, conn: Connection, name: str) -> CollectionInfo:
         row = conn.execute(
             select(s.collections).where(s.collections.c.name == name).with_for_update()
@@ -458,7 +241,7 @@ class Catalog:
     def create_collection(self, name: str, arn: str, face_model_version: str,
                           tags: dict[str, str] | None = None) -> CollectionInfo:
         try:
-            with self._write() as conn:
+            with self.database.write_transaction() as conn:
                 exists = conn.execute(
                     select(s.collections.c.id).where(s.collections.c.name == name)).first()
                 if exists:
@@ -471,7 +254,7 @@ class Catalog:
             raise ResourceAlreadyExistsError(f"The collection id: {name} already exists") from exc
 
     def get_collection(self, name: str) -> CollectionInfo:
-        with self._single.connect() as conn:
+        with self.database.single_statement.connect() as conn:
             row = conn.execute(self._collection_stmt, {"name": name}).first()
         if row is None:
             raise ResourceNotFoundError(f"The collection id: {name} does not exist")
@@ -479,13 +262,13 @@ class Catalog:
 
     def list_collections(self, after_id: int = 0, limit: int = 1000) -> list[CollectionInfo]:
         """Collections in creation order (id), after ``after_id``."""
-        with self.engine.connect() as conn:
+        with self.database.engine.connect() as conn:
             rows = conn.execute(select(s.collections).where(s.collections.c.id > after_id)
                                 .order_by(s.collections.c.id).limit(limit)).all()
         return [_collection(r) for r in rows]
 
     def delete_collection(self, name: str) -> CollectionInfo:
-        with self._write() as conn:
+        with self.database.write_transaction() as conn:
             coll = self._lock(conn, name)
             for table in (s.changes, s.faces, s.users, s.images_without_faces):
                 conn.execute(delete(table).where(table.c.collection_id == coll.id))
@@ -493,7 +276,7 @@ class Catalog:
             return coll
 
     def user_count(self, collection_id: int) -> int:
-        with self.engine.connect() as conn:
+        with self.database.engine.connect() as conn:
             return conn.execute(select(func.count()).select_from(s.users)
                                 .where(s.users.c.collection_id == collection_id)).scalar_one()
 
@@ -501,7 +284,7 @@ class Catalog:
     def add_faces(self, collection: str, new: Sequence[NewFace]) -> list[FaceRow]:
         """Add faces in one transaction: all of them are stored, or none."""
         now = utcnow()
-        with self._write() as conn:
+        with self.database.write_transaction() as conn:
             coll = self._lock(conn, collection)
             size = get_pack(coll.face_model_version).embedding_size
             blobs = [to_blob(f.embedding, size) for f in new]
@@ -529,7 +312,7 @@ class Catalog:
         found: dict[str, FaceRow] = {}
         if not face_ids:
             return found
-        with self.engine.connect() as conn:
+        with self.database.engine.connect() as conn:
             for chunk in _chunks(list(dict.fromkeys(face_ids)), 500):
                 rows = conn.execute(self._faces_stmt[embeddings],
                                     {"cid": collection_id, "ids": chunk}).all()
@@ -548,7 +331,7 @@ class Catalog:
             cond.append(s.faces.c.user_id == user_id)
         if face_ids is not None:
             cond.append(s.faces.c.face_id.in_(list(face_ids)))
-        with self.engine.connect() as conn:
+        with self.database.engine.connect() as conn:
             rows = conn.execute(select(*_face_columns(False)).where(and_(*cond))
                                 .order_by(s.faces.c.face_id).limit(limit)).all()
         return [_face(r._mapping) for r in rows]
@@ -557,7 +340,7 @@ class Catalog:
                      ) -> tuple[list[str], list[Failure]]:
         """Delete faces; a face associated with a user is refused (Rekognition's rule)."""
         wanted = list(dict.fromkeys(face_ids))
-        with self._write() as conn:
+        with self.database.write_transaction() as conn:
             coll = self._lock(conn, collection)
             existing = _face_owners(conn, coll.id, wanted)
             failures, deleted = [], []
@@ -581,7 +364,7 @@ class Catalog:
         transaction (erasure and retention; DeleteFaces keeps Rekognition's refusal). Returns the
         FaceIds and UserIds that existed and are now gone."""
         wanted = list(dict.fromkeys(face_ids))
-        with self._write() as conn:
+        with self.database.write_transaction() as conn:
             coll = self._lock(conn, collection)
             existing = _face_owners(conn, coll.id, wanted)
             gone = [f for f in wanted if f in existing]
@@ -616,54 +399,21 @@ class Catalog:
             stmt = stmt.where(f.created < created_before)
         if expires_before is not None:
             stmt = stmt.where(and_(f.expires.is_not(None), f.expires <= expires_before))
-        with self.engine.connect() as conn:
+        with self.database.engine.connect() as conn:
             return [(r.face_id, r.user_id) for r in conn.execute(stmt.order_by(f.face_id))]
 
     def set_tags(self, collection: str, tags: dict[str, str]) -> CollectionInfo:
         """Replace a collection's tags (policy changes arrive this way)."""
-        with self._write() as conn:
+        with self.database.write_transaction() as conn:
             coll = self._lock(conn, collection)
             conn.execute(update(s.collections).where(s.collections.c.id == coll.id)
                          .values(tags=dict(tags)))
             return self._lock(conn, collection)
 
-    def reclaim_space(self) -> None:
-        """After deleting faces (erasure, retention, DeleteFaces, DeleteCollection), once that
-        commits (inside a unit of work it waits for the commit).
-
-        SQLite: fold the write-ahead log into the database and truncate it, so deleted rows' old
-        pages do not linger in the WAL (``secure_delete`` already overwrites them in the main
-        file). PostgreSQL: ``VACUUM`` the faces table, which prunes the dead rows and, compacting
-        their pages, overwrites their bytes in most cases (measured: not for a row at the low end
-        of its page, which waits for the page's reuse; ``VACUUM FULL`` removes those but locks
-        the table). PostgreSQL's own WAL keeps the bytes until its segments are overwritten:
-        byte-level erasure is guaranteed on SQLite only (README).
-
-        SQLite also keeps the rows a connection read or wrote in the connection's memory (its
-        page cache, the values of its cached statements) until it is closed: the pooled
-        connections are closed then too (new ones open as needed, ~1 ms each)."""
-        if self.engine.dialect.name == "sqlite":
-            self.after_commit(self._checkpoint_wal)
-            self.after_commit(self._reopen_connections)
-        elif self.engine.dialect.name == "postgresql":
-            self.after_commit(self._vacuum_faces)
-
-    def _checkpoint_wal(self) -> None:
-        with self._single.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-
-    def _reopen_connections(self) -> None:
-        if self.engine.url.database not in (None, "", ":memory:"):  # else the data would go too
-            self.engine.dispose()
-
-    def _vacuum_faces(self) -> None:
-        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql("VACUUM faces")
-
     def image_hashes(self, collection: str) -> set[str]:
         """SHA-256 of every image that has at least one face in the collection."""
         coll = self.get_collection(collection)
-        with self.engine.connect() as conn:
+        with self.database.engine.connect() as conn:
             rows = conn.execute(select(s.faces.c.image_sha256).distinct().where(and_(
                 s.faces.c.collection_id == coll.id, s.faces.c.image_sha256.is_not(None))))
             return {r[0] for r in rows}
@@ -672,13 +422,13 @@ class Catalog:
         """SHA-256 of the images an IndexFaces into the collection stored no face from."""
         coll = self.get_collection(collection)
         t = s.images_without_faces
-        with self.engine.connect() as conn:
+        with self.database.engine.connect() as conn:
             rows = conn.execute(select(t.c.image_sha256).where(t.c.collection_id == coll.id))
             return {r[0] for r in rows}
 
     def note_image_without_faces(self, collection: str, image_sha256: str) -> None:
         """Remember that an IndexFaces stored no face from this image (idempotent)."""
-        with self._write() as conn:
+        with self.database.write_transaction() as conn:
             coll = self._lock(conn, collection)  # serializes the check and the insert
             t = s.images_without_faces
             known = conn.execute(select(t.c.image_sha256).where(and_(
@@ -689,7 +439,7 @@ class Catalog:
 
     # -- users ---------------------------------------------------------------------------------
     def create_user(self, collection: str, user_id: str, token: str | None = None) -> None:
-        with self._write() as conn:
+        with self.database.write_transaction() as conn:
             coll = self._lock(conn, collection)
             row = conn.execute(select(s.users).where(and_(
                 s.users.c.collection_id == coll.id, s.users.c.user_id == user_id))).first()
@@ -703,7 +453,7 @@ class Catalog:
 
     def delete_user(self, collection: str, user_id: str) -> None:
         """Delete a user; its faces stay in the collection, disassociated (as Rekognition does)."""
-        with self._write() as conn:
+        with self.database.write_transaction() as conn:
             coll = self._lock(conn, collection)
             self._user(conn, coll, user_id)
             faces = [r[0] for r in conn.execute(select(s.faces.c.face_id).where(and_(
@@ -716,20 +466,20 @@ class Catalog:
                 s.users.c.collection_id == coll.id, s.users.c.user_id == user_id)))
 
     def get_user(self, collection_id: int, user_id: str) -> UserRow:
-        with self.engine.connect() as conn:
+        with self.database.engine.connect() as conn:
             row = conn.execute(select(s.users).where(and_(
                 s.users.c.collection_id == collection_id, s.users.c.user_id == user_id))).first()
         if row is None:
             raise ResourceNotFoundError(f"The user id: {user_id} does not exist")
-        return UserRow(row.user_id, row.status, _utc(row.created))
+        return UserRow(row.user_id, row.status, as_utc(row.created))
 
     def get_users(self, collection_id: int, user_ids: Sequence[str]) -> dict[str, UserRow]:
         found: dict[str, UserRow] = {}
-        with self.engine.connect() as conn:
+        with self.database.engine.connect() as conn:
             for chunk in _chunks(list(dict.fromkeys(user_ids)), 500):
                 for r in conn.execute(select(s.users).where(and_(
                         s.users.c.collection_id == collection_id, s.users.c.user_id.in_(chunk)))):
-                    found[r.user_id] = UserRow(r.user_id, r.status, _utc(r.created))
+                    found[r.user_id] = UserRow(r.user_id, r.status, as_utc(r.created))
         return found
 
     def list_users(self, collection_id: int, *, after: str | None = None, limit: int = 500
@@ -737,14 +487,14 @@ class Catalog:
         cond = [s.users.c.collection_id == collection_id]
         if after:
             cond.append(s.users.c.user_id > after)
-        with self.engine.connect() as conn:
+        with self.database.engine.connect() as conn:
             rows = conn.execute(select(s.users).where(and_(*cond))
                                 .order_by(s.users.c.user_id).limit(limit)).all()
-        return [UserRow(r.user_id, r.status, _utc(r.created)) for r in rows]
+        return [UserRow(r.user_id, r.status, as_utc(r.created)) for r in rows]
 
     def user_embeddings(self, collection_id: int, user_id: str) -> tuple[list[str], np.ndarray]:
         """FaceIds and embeddings of a user's faces (the caller wipes the embeddings)."""
-        with self.engine.connect() as conn:
+        with self.database.engine.connect() as conn:
             rows = conn.execute(select(s.faces.c.face_id, s.faces.c.embedding).where(and_(
                 s.faces.c.collection_id == collection_id, s.faces.c.user_id == user_id))).all()
         return [r.face_id for r in rows], _stack([r.embedding for r in rows])
@@ -754,7 +504,7 @@ class Catalog:
         """Associate faces with a user in one transaction; ``check`` judges each candidate
         against the faces the user already had (a user without faces accepts any face)."""
         wanted = list(dict.fromkeys(face_ids))
-        with self._write() as conn:
+        with self.database.write_transaction() as conn:
             coll = self._lock(conn, collection)
             self._user(conn, coll, user_id)
             current = _stack([r[0] for r in conn.execute(select(s.faces.c.embedding).where(and_(
@@ -795,7 +545,7 @@ class Catalog:
     def disassociate_faces(self, collection: str, user_id: str, face_ids: Sequence[str]
                            ) -> tuple[list[str], list[Failure], str]:
         wanted = list(dict.fromkeys(face_ids))
-        with self._write() as conn:
+        with self.database.write_transaction() as conn:
             coll = self._lock(conn, collection)
             self._user(conn, coll, user_id)
             rows = _face_owners(conn, coll.id, wanted)
@@ -832,7 +582,7 @@ class Catalog:
     # -- what vector indexes read ----------------------------------------------------------------
     def state(self, name: str) -> tuple[int, int, int]:
         """(collection id, last change seq, face count): one indexed row, read before searches."""
-        with self._single.connect() as conn:
+        with self.database.single_statement.connect() as conn:
             row = conn.execute(self._state_stmt, {"name": name}).first()
         if row is None:
             raise ResourceNotFoundError(f"The collection id: {name} does not exist")
@@ -840,7 +590,7 @@ class Catalog:
 
     def snapshot(self, collection_id: int) -> Snapshot:
         """All vectors of a collection and the seq they are current at, from one snapshot."""
-        with self._read() as conn:
+        with self.database.read_transaction() as conn:
             head = conn.execute(select(s.collections.c.seq, s.collections.c.face_count)
                                 .where(s.collections.c.id == collection_id)).first()
             if head is None:
@@ -863,7 +613,7 @@ class Catalog:
 
     def changes_since(self, collection_id: int, seq: int) -> tuple[int, int, list[Change]]:
         """(seq, face count, changes after ``seq`` in order), from one snapshot."""
-        with self._read() as conn:
+        with self.database.read_transaction() as conn:
             head = conn.execute(select(s.collections.c.seq, s.collections.c.face_count)
                                 .where(s.collections.c.id == collection_id)).first()
             if head is None:
@@ -881,7 +631,7 @@ class Catalog:
         """Whether a face of the collection may have been deleted after ``seq``: also True when
         the collection is gone or the change log no longer reaches back to ``seq``. An index
         checkpoint written at ``seq`` must not stay on disk then (it may hold the vectors)."""
-        with self._read() as conn:
+        with self.database.read_transaction() as conn:
             head = conn.execute(select(s.collections.c.seq)
                                 .where(s.collections.c.id == collection_id)).first()
             if head is None:
@@ -902,7 +652,7 @@ class Catalog:
     def consistency_problems(self, collection: str) -> list[str]:
         """Invariants a crash must never break (tests; ``regard collections check``)."""
         problems = []
-        with self._read() as conn:
+        with self.database.read_transaction() as conn:
             coll = conn.execute(select(s.collections).where(s.collections.c.name == collection)
                                 ).first()
             if coll is None:
@@ -934,26 +684,6 @@ class Catalog:
                 problems.append(f"{orphan} faces without their add change")
         return problems
 
-    def integrity_problems(self, *, quick: bool = False) -> list[str]:
-        """SQLite's own check of the file's pages and indexes (``quick``: ``quick_check``, linear
-        in the file's size, for server starts; else the full ``integrity_check``, for ``regard
-        collections check``), at most ``MAX_LISTED`` lines; a damaged database is noted in
-        ``health``. PostgreSQL checks its pages as it reads them (``data_checksums``) and has no
-        such pragma without extensions: no problems listed there."""
-        if self.engine.dialect.name != "sqlite":
-            return []
-        pragma = "quick_check" if quick else "integrity_check"
-        try:
-            with self._single.connect() as conn:
-                lines = [line for r in conn.exec_driver_sql(f"PRAGMA {pragma}({MAX_LISTED})")
-                         for line in r[0].splitlines() if not line.startswith("*** in database")]
-        except CatalogCorruptError as exc:
-            lines = [f"SQLite could not finish its {pragma}: {exc.__cause__}"]
-        if lines == ["ok"]:
-            return []
-        self.health.note_corrupt()
-        return lines[:MAX_LISTED]
-
 
 def _embedding_problems(conn: Connection, collection_id: int, size: int | None
                         ) -> list[str]:
@@ -983,8 +713,8 @@ def _embedding_problems(conn: Connection, collection_id: int, size: int | None
 
 # -- row mapping --------------------------------------------------------------------------------
 def _collection(row: Any) -> CollectionInfo:
-    return CollectionInfo(row.id, row.name, row.arn, row.face_model_version, _utc(row.created),
-                          dict(row.tags or {}), row.seq, row.face_count)
+    return CollectionInfo(row.id, row.name, row.arn, row.face_model_version,
+                          as_utc(row.created), dict(row.tags or {}), row.seq, row.face_count)
 
 
 def _face_columns(embeddings: bool) -> list[Any]:
@@ -997,8 +727,8 @@ def _face(m: Any) -> FaceRow:
     return FaceRow(
         face_id=m["face_id"], image_id=m["image_id"], external_image_id=m["external_image_id"],
         bbox=(m["bbox_left"], m["bbox_top"], m["bbox_width"], m["bbox_height"]),
-        confidence=m["confidence"], created=_utc(m["created"]), user_id=m["user_id"],
-        seq=m["seq"], image_sha256=m["image_sha256"], expires=_utc(m["expires"]),
+        confidence=m["confidence"], created=as_utc(m["created"]), user_id=m["user_id"],
+        seq=m["seq"], image_sha256=m["image_sha256"], expires=as_utc(m["expires"]),
         consent_ref=m["consent_ref"], embedding=None if blob is None else from_blob(blob),
     )
 

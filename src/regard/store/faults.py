@@ -10,12 +10,12 @@ So the catalog turns those driver errors into their own errors, and remembers th
 from __future__ import annotations
 
 import errno
-import os
 import shutil
 import threading
 import time
 from pathlib import Path
 
+from regard import config
 from regard.errors import CatalogCorruptError, StorageFullError
 
 SQLITE_CORRUPT, SQLITE_FULL, SQLITE_IOERR, SQLITE_NOTADB = 11, 13, 10, 26
@@ -26,7 +26,7 @@ FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 FULL_WINDOW_S = 60.0
 # Below this much free space in the SQLite file's folder, /healthz reports "full" before any
 # write fails (REGARD_MIN_FREE_BYTES): one more collection checkpoint or WAL growth away from it.
-DEFAULT_MIN_FREE_BYTES = 16 * 1024 * 1024
+DEFAULT_MIN_FREE_BYTES = config.Settings.min_free_bytes.default
 
 
 def _sqlite_code(exc: BaseException) -> int | None:
@@ -70,8 +70,7 @@ class StorageHealth:
     def __init__(self, folder: Path | None, min_free_bytes: int | None = None) -> None:
         self.folder = folder
         self.min_free_bytes = (min_free_bytes if min_free_bytes is not None else
-                               int(os.environ.get("REGARD_MIN_FREE_BYTES",
-                                                  DEFAULT_MIN_FREE_BYTES)))
+                               config.current().min_free_bytes)
         self.full_errors = 0
         self.corrupt = False
         self._last_full: float | None = None

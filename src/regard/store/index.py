@@ -59,6 +59,7 @@ from typing import Any, Iterator, Sequence
 import faiss
 import numpy as np
 
+from regard import config
 from regard.errors import ResourceNotFoundError
 from regard.private_files import open_private
 from regard.secure_memory import wipe
@@ -84,7 +85,8 @@ def omp_threads(n: int) -> Iterator[None]:
 
 
 def build_threads() -> int:
-    return int(os.environ.get("REGARD_INDEX_BUILD_THREADS", os.cpu_count() or 1))
+    """``REGARD_INDEX_BUILD_THREADS``, else one per CPU core."""
+    return config.current().index_build_threads or os.cpu_count() or 1
 
 
 # What a deleted vector is overwritten with unless its pack says otherwise
@@ -96,13 +98,13 @@ SCRUBBED = 1.0e4
 class IndexOptions:
     """Defaults measured by ``bench/collections_scale.py`` (recall@1 vs exact, latency) on this CPU."""
 
-    hnsw_threshold: int = 50_000
+    hnsw_threshold: int = config.Settings.hnsw_threshold.default  # 50,000
     hnsw_m: int = 32
     ef_construction: int = 80
     # Recall@1 vs exact on 1M synthetic faces (mated / stranger probes): efSearch 128 gave
     # 0.977 / 0.897, 256 gave 0.990 / 0.953, 512 gave 0.997 / 0.993 (p50 6 ms); so the search
     # breadth grows with the collection: ef_search up to ef_large_from faces, twice that above.
-    ef_search: int = 256
+    ef_search: int = config.Settings.hnsw_ef_search.default  # 256
     ef_large_from: int = 500_000
     compact_fraction: float = 0.1
     checkpoint_min: int = 20_000  # checkpoint after a full load of at least this many faces
@@ -114,11 +116,8 @@ class IndexOptions:
     @classmethod
     def from_env(cls) -> "IndexOptions":
         """``REGARD_HNSW_THRESHOLD``, ``REGARD_HNSW_EF_SEARCH`` override the defaults."""
-        base = cls()
-        return cls(
-            hnsw_threshold=int(os.environ.get("REGARD_HNSW_THRESHOLD", base.hnsw_threshold)),
-            ef_search=int(os.environ.get("REGARD_HNSW_EF_SEARCH", base.ef_search)),
-        )
+        settings = config.current()
+        return cls(hnsw_threshold=settings.hnsw_threshold, ef_search=settings.hnsw_ef_search)
 
 
 @dataclass(frozen=True)
@@ -449,6 +448,12 @@ class IndexRegistry:
         self._builders: list[threading.Thread] = []
         self._remove_abandoned_writes()
 
+    @property
+    def _instance_id(self) -> str:
+        """The catalog database's id, which names its checkpoints (another database's never
+        load here)."""
+        return self.catalog.database.instance_id
+
     def search(self, collection: str, queries: np.ndarray, k: int, *, users: bool = False,
                max_distance: float | None = None) -> list[list[Hit]]:
         """Nearest faces (``users=True``: nearest faces associated with a user)."""
@@ -557,7 +562,7 @@ class IndexRegistry:
                 self.discard_checkpoint(entry.collection_id)
         if self.checkpoint_dir is None or not self.checkpoint_dir.is_dir():
             return
-        for path in self.checkpoint_dir.glob(f"{self.catalog.instance_id}-*.npz"):
+        for path in self.checkpoint_dir.glob(f"{self._instance_id}-*.npz"):
             try:
                 collection_id = self._checkpoint_collection(path)
             except ValueError:
@@ -582,11 +587,11 @@ class IndexRegistry:
         (it is rewritten at the next full load, background rebuild or explicit checkpoint)."""
         if self.checkpoint_dir is None:
             return
-        for path in self.checkpoint_dir.glob(f"{self.catalog.instance_id}-{collection_id}-v*.npz"):
+        for path in self.checkpoint_dir.glob(f"{self._instance_id}-{collection_id}-v*.npz"):
             path.unlink(missing_ok=True)
         # and one being written: its writer finds it gone and keeps nothing
         for partial in self.checkpoint_dir.glob(
-                f".{self.catalog.instance_id}-{collection_id}-v*.npz.*.tmp"):
+                f".{self._instance_id}-{collection_id}-v*.npz.*.tmp"):
             partial.unlink(missing_ok=True)
 
     def _remove_abandoned_writes(self) -> None:
@@ -659,12 +664,12 @@ class IndexRegistry:
         if self.checkpoint_dir is None:
             return None
         return (self.checkpoint_dir
-                / f"{self.catalog.instance_id}-{collection_id}-v{face_model_version}.npz")
+                / f"{self._instance_id}-{collection_id}-v{face_model_version}.npz")
 
     def _checkpoint_collection(self, path: Path) -> int | None:
         """The collection id in a checkpoint's name; None for a name without a face model
         (an older format); ``ValueError`` for a name this registry does not write."""
-        rest = path.name[len(self.catalog.instance_id) + 1:-len(".npz")]
+        rest = path.name[len(self._instance_id) + 1:-len(".npz")]
         collection_id, versioned, _ = rest.partition("-v")
         number = int(collection_id)  # ValueError: not ours
         return number if versioned else None
@@ -681,7 +686,7 @@ class IndexRegistry:
     def _arrays(self, collection_id: int, seq: int, face_model_version: str, faces: VectorIndex,
                 users: VectorIndex) -> dict[str, np.ndarray]:
         """What a checkpoint holds: the two indexes as they are at ``seq``."""
-        meta = {"format": CHECKPOINT_FORMAT, "instance_id": self.catalog.instance_id,
+        meta = {"format": CHECKPOINT_FORMAT, "instance_id": self._instance_id,
                 "collection_id": collection_id, "seq": seq,
                 "face_model_version": face_model_version}
         return {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
@@ -708,7 +713,7 @@ class IndexRegistry:
             return None  # a deletion removed it while it was written (``discard_checkpoint``)
         except OSError as exc:
             if is_storage_full(exc):  # for /healthz: the catalog's disk is likely next
-                self.catalog.health.note_full()
+                self.catalog.database.health.note_full()
             raise
         finally:
             tmp.unlink(missing_ok=True)
@@ -727,7 +732,7 @@ class IndexRegistry:
             with np.load(path, allow_pickle=False) as arrays:
                 meta = json.loads(bytes(arrays["meta"]).decode())
                 if (meta.get("format") != CHECKPOINT_FORMAT
-                        or meta.get("instance_id") != self.catalog.instance_id
+                        or meta.get("instance_id") != self._instance_id
                         or meta.get("collection_id") != collection_id
                         or meta.get("face_model_version") != pack.version):
                     return None

@@ -83,10 +83,18 @@ def _add_embedding_checksums(conn: Connection) -> None:
         after = rows[-1].face_id
 
 
+def _add_jobs(conn: Connection) -> None:
+    """Version 6: background jobs, their result pages, and idempotency tokens."""
+    from regard.store.schema import idempotency_tokens, job_pages, jobs
+
+    for table in (jobs, job_pages, idempotency_tokens):
+        table.create(conn, checkfirst=True)
+
+
 # version -> step that upgrades a catalog from version-1 to version.
 MIGRATIONS: dict[int, Migration] = {2: _add_access_keys, 3: _add_audit_ledger,
                                     4: _add_images_without_faces_and_key_rates,
-                                    5: _add_embedding_checksums}
+                                    5: _add_embedding_checksums, 6: _add_jobs}
 
 _PG_LOCK_KEY = 0x5245_4741  # "REGA": serializes concurrent first starts on PostgreSQL
 

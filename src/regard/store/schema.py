@@ -31,7 +31,7 @@ from sqlalchemy import (
     Table,
 )
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 metadata = MetaData()
 
@@ -172,6 +172,68 @@ images_without_faces = Table(
            primary_key=True),
     Column("image_sha256", String(64), primary_key=True),
     Column("seen", DateTime(timezone=True), nullable=False),
+)
+
+# Background jobs (schema version 6; ``regard.jobs``). A job row holds the CallContext of the
+# request that started it (``context``, CallContext.to_json's fields) and runs with it. The runner
+# that holds a job IN_PROGRESS is ``lease_owner`` until ``lease_expires`` (its heartbeat deadline);
+# every write a runner makes to a job is conditional on still holding that lease, which is what
+# keeps two runners from running one job at once on SQLite and PostgreSQL alike.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("job_id", String(36), primary_key=True),
+    Column("kind", String(64), nullable=False),
+    Column("owner", String(128), nullable=False),  # the submitting principal
+    Column("purpose", String(512), nullable=True),
+    Column("context", JSON, nullable=False),
+    Column("parameters", JSON, nullable=False),
+    Column("parameters_hash", String(64), nullable=False),
+    Column("client_token", String(64), nullable=True),
+    Column("job_tag", String(1024), nullable=True),  # Rekognition JobTag: up to 1024
+    Column("state", String(16), nullable=False),  # QUEUED | IN_PROGRESS | SUCCEEDED | FAILED
+    Column("status_message", String(1024), nullable=True),
+    Column("progress", JSON, nullable=True),  # {"done": n, "total": m}
+    Column("lease_owner", String(128), nullable=True),  # the runner holding it (or that last did)
+    Column("lease_expires", DateTime(timezone=True), nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("started", DateTime(timezone=True), nullable=True),
+    Column("finished", DateTime(timezone=True), nullable=True),
+    Column("expires", DateTime(timezone=True), nullable=True),  # results kept until
+    Column("result_pages", Integer, nullable=False, default=0),
+    Index("ix_jobs_claim", "state", "lease_expires"),  # the runners' claim query
+    Index("ix_jobs_expires", "expires"),
+    Index("ix_jobs_owner_created", "owner", "created"),
+)
+
+# A job's results, in numbered pages (0, 1, ...): a step that is run again after a takeover
+# rewrites its page instead of adding a second one.
+job_pages = Table(
+    "job_pages",
+    metadata,
+    Column("job_id", String(36), ForeignKey("jobs.job_id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("page", Integer, primary_key=True, autoincrement=False),
+    Column("body", JSON, nullable=False),
+    Column("written", DateTime(timezone=True), nullable=False),
+    Column("written_by", String(128), nullable=False),  # the lease owner that wrote it
+)
+
+# ClientRequestToken: the same (principal, operation, token) with the same parameters returns the
+# job (or result) of the first request until ``expires``; with other parameters it is refused.
+idempotency_tokens = Table(
+    "idempotency_tokens",
+    metadata,
+    Column("principal", String(128), primary_key=True),
+    Column("operation", String(64), primary_key=True),
+    Column("token", String(64), primary_key=True),
+    Column("parameters_hash", String(64), nullable=False),
+    Column("job_id", String(36), nullable=True),
+    Column("result", JSON, nullable=True),  # for operations that answer without a job
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("expires", DateTime(timezone=True), nullable=False),
+    Index("ix_idempotency_tokens_expires", "expires"),
 )
 
 OP_ADD = "add"

@@ -22,10 +22,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from regard.config import regard_home
 from regard.errors import InvalidParameterError, ModelError
 from regard.private_files import private_dir, private_file
 from regard.vision.landmarks import Aligner, Landmarks
-from regard.vision.models import file_sha256, regard_home
+from regard.vision.models import file_sha256
 
 PACKS_DIR = ("models", "packs")
 ALIGNMENTS = ("arcface-112", "dlib-150")

@@ -300,7 +300,7 @@ def make_session(model: Path | bytes, intra_op_threads: int | None) -> ort.Infer
 
 
 def default_cache_dir() -> Path:
-    from regard.vision.models import regard_home
+    from regard.config import regard_home
 
     return regard_home() / "models"
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 
 from regard.errors import ModelError
+
+__all__ = ["model_path", "file_sha256"]
 
 
 @lru_cache(maxsize=1)
@@ -38,8 +39,3 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def regard_home() -> Path:
-    """Data directory (``REGARD_HOME``, default ``~/.regard``): catalog, caches, keys."""
-    return Path(os.environ.get("REGARD_HOME") or Path.home() / ".regard")

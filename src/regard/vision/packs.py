@@ -14,7 +14,6 @@ L2-normalised when computed, so that distance orders exactly like cosine similar
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -23,6 +22,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
+from regard import config
 from regard.errors import InvalidParameterError
 from regard.vision.calibration import CalibrationTable, load_table
 from regard.vision.landmarks import Aligner, Landmarks
@@ -298,7 +298,7 @@ def _installed_packs() -> dict[str, FaceModelPack]:
 def default_pack() -> FaceModelPack:
     """The pack new collections get: ``REGARD_FACE_MODEL`` or the project's choice (the best
     measured pack that ships)."""
-    return get_pack(os.environ.get("REGARD_FACE_MODEL") or DEFAULT_VERSION)
+    return get_pack(config.current().face_model or DEFAULT_VERSION)
 
 
 # MobileFaceNet: at the same worst-group FMR (1e-3 at 80), TAR 73.9 % on LFW dev against dlib's

@@ -193,9 +193,8 @@ def bench_size(n: int, sampler: Sampler, queries: int, efs: list[int], home: Pat
 
     times, hits = timed(lambda q: fresh.search("bench", q, K)[0], probes)
     row["search_p50_ms"], row["search_p95_ms"] = percentiles(times)
-    cid = fresh.catalog.state("bench")[0]
     row["recall1_mated"], row["recall1_strangers"] = recall_at_1(
-        fresh, cid, [h[0].face_id for h in hits], exact, vectors, queries)
+        fresh, "bench", [h[0].face_id for h in hits], exact, vectors, queries)
     from regard.service import RegardService
 
     svc = RegardService(store=fresh)
@@ -222,7 +221,7 @@ def bench_size(n: int, sampler: Sampler, queries: int, efs: list[int], home: Pat
         hnsw.options = replace(hnsw.options, ef_search=ef)
         times, res = timed(lambda q: hnsw.search(q, 1)[0][0].face_id, probes)
         if entry.faces is hnsw:  # the default index: FaceIds
-            rec = recall_at_1(fresh, cid, res, exact, vectors, queries)
+            rec = recall_at_1(fresh, "bench", res, exact, vectors, queries)
         else:  # built here over positions
             got = np.array([int(f) for f in res])
             rec = (float((got[:queries] == exact[:queries]).mean()),
@@ -236,10 +235,10 @@ def bench_size(n: int, sampler: Sampler, queries: int, efs: list[int], home: Pat
     return row
 
 
-def recall_at_1(store: Store, cid: int, found: list[str], exact: np.ndarray,
+def recall_at_1(store: Store, collection: str, found: list[str], exact: np.ndarray,
                 vectors: np.ndarray, q: int) -> tuple[float, float]:
     """(mated, strangers) share of probes whose found face is exact search's nearest vector."""
-    rows = store.catalog.get_faces(cid, found, embeddings=True)
+    rows = store.catalog.get_faces(collection, found, embeddings=True)
     same = np.array([np.array_equal(rows[f].embedding, vectors[e]) for f, e in zip(found, exact)])
     return float(same[:q].mean()), float(same[q:].mean())
 

@@ -110,6 +110,10 @@ BAD = [
     ("REGARD_LEDGER_KEY", "abcd", "REGARD_LEDGER_KEY must hold at least 16 bytes"),
     ("REGARD_ACCOUNT_ID", "123", "REGARD_ACCOUNT_ID must be 12 digits"),
     ("REGARD_REGION", "US East", "REGARD_REGION must be a region name"),
+    ("REGARD_JOB_WORKERS", "-1", "REGARD_JOB_WORKERS must be at least 0"),
+    ("REGARD_JOB_LEASE_SECONDS", "1", "REGARD_JOB_LEASE_SECONDS must be at least 3"),
+    ("REGARD_MAX_CONCURRENT_JOBS", "twenty", "REGARD_MAX_CONCURRENT_JOBS must be an integer"),
+    ("REGARD_JOB_RESULT_DAYS", "0", "REGARD_JOB_RESULT_DAYS must be at least 1"),
 ]
 
 
@@ -157,10 +161,10 @@ def test_a_bad_value_breaks_only_its_own_setting(monkeypatch: pytest.MonkeyPatch
     assert settings.home == tmp_path  # still readable after the failure
 
 
-def test_regard_home_moved_to_config() -> None:
+def test_regard_home_lives_in_config_only() -> None:
     from regard.vision import models
 
-    assert models.regard_home is config.regard_home  # kept for importers not yet switched
+    assert not hasattr(models, "regard_home")  # one place for it
 
 
 def test_settings_are_declared_once_under_their_field_name() -> None:

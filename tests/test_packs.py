@@ -92,9 +92,8 @@ def test_a_collection_is_bound_to_its_pack(svc, second_pack, images, engine):
                                ExternalImageId="astronaut.jpg")
         assert body["FaceModelVersion"] == svc.describe_collection(
             CollectionId=name)["FaceModelVersion"]
-    new = svc.store.catalog.get_collection("new")
-    (row,) = svc.store.catalog.list_faces(new.id)
-    stored = svc.store.catalog.get_faces(new.id, [row.face_id], embeddings=True)[row.face_id]
+    (row,) = svc.store.catalog.list_faces("new")
+    stored = svc.store.catalog.get_faces("new", [row.face_id], embeddings=True)[row.face_id]
     assert stored.embedding.shape == (64,)
     assert np.linalg.norm(stored.embedding) == pytest.approx(1.0, abs=1e-5)
     listed = svc.list_faces(CollectionId="new")

@@ -85,7 +85,7 @@ def test_faces_are_stored_whole_and_counted(store):
     assert [r.face_id for r in rows] == [f.face_id for f in faces]
     info = store.catalog.get_collection("c")
     assert (info.face_count, info.seq) == (5, 5)
-    got = store.catalog.get_faces(info.id, [faces[2].face_id], embeddings=True)[faces[2].face_id]
+    got = store.catalog.get_faces("c", [faces[2].face_id], embeddings=True)[faces[2].face_id]
     np.testing.assert_array_equal(got.embedding, faces[2].embedding)
     assert got.bbox == pytest.approx(faces[2].bbox)
     with pytest.raises(ResourceNotFoundError):
@@ -96,12 +96,11 @@ def test_faces_are_stored_whole_and_counted(store):
 def test_list_faces_paginates_and_filters(store):
     faces = random_faces(7, seed=2)
     store.add_faces("c", faces)
-    cid = store.catalog.get_collection("c").id
     ids = sorted(f.face_id for f in faces)
-    page1 = store.catalog.list_faces(cid, limit=4)
-    page2 = store.catalog.list_faces(cid, after=page1[-1].face_id, limit=4)
+    page1 = store.catalog.list_faces("c", limit=4)
+    page2 = store.catalog.list_faces("c", after=page1[-1].face_id, limit=4)
     assert [r.face_id for r in page1 + page2] == ids
-    assert [r.face_id for r in store.catalog.list_faces(cid, face_ids=ids[:2])] == ids[:2]
+    assert [r.face_id for r in store.catalog.list_faces("c", face_ids=ids[:2])] == ids[:2]
 
 
 def test_delete_faces_and_users(store):
@@ -124,8 +123,7 @@ def test_delete_faces_and_users(store):
     _, failures, _ = cat.associate_faces("c", "u2", [faces[0].face_id], accept)
     assert failures[0].reasons == ["ASSOCIATED_TO_A_DIFFERENT_USER"]
     cat.delete_user("c", "u1")  # disassociates, keeps the face
-    cid = cat.get_collection("c").id
-    assert cat.get_faces(cid, [faces[0].face_id])[faces[0].face_id].user_id is None
+    assert cat.get_faces("c", [faces[0].face_id])[faces[0].face_id].user_id is None
     with pytest.raises(ResourceNotFoundError):
         cat.delete_user("c", "u1")
     assert cat.consistency_problems("c") == []

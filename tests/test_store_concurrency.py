@@ -38,8 +38,8 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def _assert_all_present(store: Store, collection: str, face_ids: list[str]) -> None:
     """Catalog and index agree, and each face is found first by its own embedding."""
     assert store.catalog.consistency_problems(collection) == []
-    cid, seq, count = store.catalog.state(collection)
-    rows = store.catalog.get_faces(cid, face_ids, embeddings=True)
+    _, seq, count = store.catalog.state(collection)
+    rows = store.catalog.get_faces(collection, face_ids, embeddings=True)
     assert set(rows) == set(face_ids)
     entry = store.indexes.synced(collection)
     assert len(entry.faces) == count and entry.seq == seq
@@ -125,9 +125,8 @@ def test_kill_9_mid_batch_loses_no_acknowledged_face(url):
         acknowledged += child.stdout.read().split()  # acknowledged before the kill landed
         store = Store(url, checkpoint_dir=False)
         _assert_all_present(store, "c", acknowledged)
-        cid = store.catalog.state("c")[0]
         batches: dict[str, list[str]] = defaultdict(list)
-        for row in store.catalog.list_faces(cid, limit=100_000):
+        for row in store.catalog.list_faces("c", limit=100_000):
             batches[row.image_id].append(row.consent_ref)
         for refs in batches.values():  # every stored batch is whole
             assert len(refs) == int(refs[0].split(":")[1])

@@ -122,9 +122,9 @@ def _to_int(minimum: int) -> Callable[[str], int]:
 
 
 def _int(env: str, default: int, doc: str, *, minimum: int = 1,
-         default_text: str | None = None) -> Setting[int]:
+         default_text: str | None = None, flag: str | None = None) -> Setting[int]:
     return Setting(env, f"integer >= {minimum}", default, doc, _to_int(minimum),
-                   default_text=default_text)
+                   default_text=default_text, flag=flag)
 
 
 def _optional_int(env: str, doc: str, *, default_text: str,
@@ -338,6 +338,26 @@ class Settings:
         "REGARD_ACCOUNT_ID", "000000000000",
         "AWS account ID named in the ARNs Regard returns.",
         pattern=r"\d{12}", must_be="12 digits", type_name="12 digits")
+
+    # -- background jobs ----------------------------------------------------------------------
+    job_workers = _int(
+        "REGARD_JOB_WORKERS", 2,
+        "Background jobs (`regard.jobs`) this server runs at once, in a pool of their own beside "
+        "the request pools; 0: it runs none (another replica on the same database does).",
+        minimum=0, flag="`regard serve --job-workers`")
+    job_lease_seconds = _int(
+        "REGARD_JOB_LEASE_SECONDS", 30,
+        "How long a job stays claimed by its server without a heartbeat (sent every third of "
+        "it): a job whose server died is taken over by another server this long after its last "
+        "heartbeat.", minimum=3)
+    max_concurrent_jobs = _int(
+        "REGARD_MAX_CONCURRENT_JOBS", 20,
+        "Jobs queued or running at once on this database (all principals, as Rekognition "
+        "Video's limit of 20 per account); one more is refused with `LimitExceededException`.")
+    job_result_days = _int(
+        "REGARD_JOB_RESULT_DAYS", 7,
+        "Days a finished job's results (and its ClientRequestToken) are kept before the "
+        "periodic sweep deletes them (Rekognition keeps them 7 days).")
 
     def problems(self) -> list[str]:
         """What is wrong with each malformed setting (empty: all parse); for a start-up check."""

@@ -202,7 +202,7 @@ class RegardService(OperationMethods):
         """FaceIds ever given to an ExternalImageId: those in the catalog now and those that
         erasures removed (their ledger entries keep the identifiers), for ``who-searched``."""
         found = {f for coll in self.all_collections()
-                 for f, _ in self.store.catalog.find_faces(coll.id,
+                 for f, _ in self.store.catalog.find_faces(coll.name,
                                                            external_image_id=external_image_id)}
         for entry in self.gate.ledger.entries(operations=["Erase"]):
             if entry.result.get("SubjectExternalImageId") == external_image_id:

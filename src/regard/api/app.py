@@ -51,7 +51,10 @@ def create_app(server: Server) -> FastAPI:
         if problems:
             log.error("the catalog database is damaged (%s): serving degraded; run `regard "
                       "collections check` and restore it from a backup", problems[0])
+        server.start_jobs()
         tasks = []
+        if server.settings.job_sweep_seconds > 0:
+            tasks.append(asyncio.create_task(_sweep_jobs_forever(server)))
         if server.settings.retention_sweep_seconds > 0:
             tasks.append(asyncio.create_task(_sweep_forever(server)))
         if server.settings.index_refresh_seconds > 0:
@@ -231,3 +234,11 @@ async def _sweep_forever(server: Server) -> None:
         "retention sweep", lambda: server.light_pool.run(server.service.sweep_retention,
                                            SWEEPER.for_request()),
         server.settings.retention_sweep_seconds, start_now=True)
+
+
+async def _sweep_jobs_forever(server: Server) -> None:
+    """Every ``job_sweep_seconds``: delete finished jobs whose results have expired, their
+    result pages and expired idempotency tokens (safe on several replicas at once)."""
+    await _periodically(
+        "job results sweep", lambda: server.light_pool.run(server.jobs.sweep_expired),
+        server.settings.job_sweep_seconds, start_now=False)

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, TypeVar
 
+from regard import config
 from regard.api.connections import ConnectionLimits
 from regard.api.metrics import Metrics
 from regard.errors import RegardError, ThrottlingError
@@ -27,6 +28,7 @@ from regard.governance.keys import AccessKey
 from regard.governance.ratelimit import RateLimiter
 from regard.context import CallContext
 from regard.imaging import ImageLimits
+from regard.jobs import JobRunner
 from regard.operations import registry
 from regard.service import RegardService
 
@@ -44,6 +46,10 @@ class ServerSettings:
     # How often loaded indexes catch up with deletions made elsewhere (other processes or
     # replicas) and stale checkpoints go, searched or not; 0: only when searched.
     index_refresh_seconds: float = 60.0
+    # Background jobs run at once by this server (0: none here; another replica runs them),
+    # and how often expired job results are deleted.
+    job_workers: int = field(default_factory=lambda: config.current().job_workers)
+    job_sweep_seconds: float = 3600.0
     # The whole request body must arrive within this (a 13 MB body at 1 Mbit/s takes ~105 s);
     # a client that stalls gets RequestTimeoutException instead of holding its connection.
     body_read_seconds: float = 120.0
@@ -190,6 +196,20 @@ class Server:
         map_large_allocations()
         self.bodies = BodyBuffers(max(self.settings.body_buffer_bytes, self.max_body_bytes),
                                   self.metrics)
+        settings = config.current()
+        # Jobs are submitted here whether or not this server runs any (``start_jobs``).
+        self.jobs = JobRunner(service, service.store.database,
+                              workers=max(1, self.settings.job_workers),
+                              lease_seconds=settings.job_lease_seconds,
+                              max_concurrent=settings.max_concurrent_jobs,
+                              result_days=settings.job_result_days,
+                              token_days=settings.job_result_days)
+
+    def start_jobs(self) -> None:
+        """Start running queued jobs in a pool of their own (separate from the request pools),
+        unless ``job_workers`` is 0."""
+        if self.settings.job_workers > 0:
+            self.jobs.start()
 
     async def dispatch(self, operation: str, params: dict[str, Any], context: CallContext
                        ) -> dict[str, Any]:
@@ -224,6 +244,10 @@ class Server:
                            request_id=request_id)
 
     def shutdown(self) -> None:
+        """Stop taking jobs and give back those that stop in time (others' leases expire and
+        another server takes them over); then the request pools."""
+        if self.settings.job_workers > 0:
+            self.jobs.stop(timeout=10.0)
         self.image_pool.shutdown()
         self.light_pool.shutdown()
 

@@ -73,7 +73,7 @@ def collections_reindex(
         if face.get("ExternalImageId"):
             by_external[face["ExternalImageId"]].append(face)
     names = read_id_csv(id_csv) if id_csv else {}
-    consents = _consent_refs(service, src.id)
+    consents = _consent_refs(service, src.name)
     groups: dict[str | None, list[Path]] = defaultdict(list)  # consent reference -> images
     for path in find_images(list(paths or [])):
         external = names.get(str(path), names.get(path.name)) or external_image_id(path.name)
@@ -120,12 +120,12 @@ def _ensure_target(service: Any, src: Any, target: str, version: str, purpose: s
         raise typer.Exit(code=2)
 
 
-def _consent_refs(service: Any, collection_id: int) -> dict[str, str | None]:
+def _consent_refs(service: Any, collection: str) -> dict[str, str | None]:
     """FaceId -> consent reference, for faces that have one (not part of Rekognition's Face)."""
     refs: dict[str, str | None] = {}
     after: str | None = None
     while True:
-        rows = service.store.catalog.list_faces(collection_id, after=after, limit=1000)
+        rows = service.store.catalog.list_faces(collection, after=after, limit=1000)
         refs.update({r.face_id: r.consent_ref for r in rows if r.consent_ref})
         if len(rows) < 1000:
             return refs

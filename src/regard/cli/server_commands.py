@@ -79,6 +79,10 @@ def serve(
         60, "--index-refresh-seconds",
         help="How often loaded indexes catch up with deletions made by other processes or "
              "replicas, searched or not (0: only when searched)"),
+    job_workers: Optional[int] = typer.Option(
+        None, "--job-workers", min=0,
+        help="Background jobs run at once, in their own pool (default REGARD_JOB_WORKERS, 2; "
+             "0: none on this server, another replica runs them)"),
     detector: Optional[str] = DetectorOpt,
     min_face_size: int = MinFaceOpt,
     log_level: str = typer.Option("info", "--log-level"),
@@ -133,6 +137,9 @@ def serve(
                                                 queue=queue, insecure_local=insecure_local,
                                                 retention_sweep_seconds=sweep_every,
                                                 index_refresh_seconds=refresh_every,
+                                                job_workers=(config.current().job_workers
+                                                             if job_workers is None
+                                                             else job_workers),
                                                 body_buffer_bytes=buffered_mib * 1024 * 1024,
                                                 connections=ConnectionLimits(
                                                     max_connections, max_per_client,

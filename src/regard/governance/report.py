@@ -376,7 +376,7 @@ def gather(service: RegardService, collection: str | None = None) -> ReportData:
         current = service.all_collections()
     return ReportData(figures=figures, chain=chain,
                       current={c.name: c for c in current},
-                      users={c.name: catalog.user_count(c.id) for c in current},
+                      users={c.name: catalog.user_count(c.name) for c in current},
                       keys={k.access_key_id: k for k in service.keys.list()},
                       collection=collection)
 

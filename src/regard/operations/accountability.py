@@ -43,14 +43,14 @@ def erase(svc: RegardService, call: Call) -> Params:
     report, all_faces, all_users = [], [], []
     for coll in targets:
         found = svc.store.catalog.find_faces(
-            coll.id, external_image_id=p.get("ExternalImageId"), user_id=p.get("UserId"))
+            coll.name, external_image_id=p.get("ExternalImageId"), user_id=p.get("UserId"))
         faces = [f for f, _ in found]
         users = {u for _, u in found if u is not None}
         if p.get("UserId") is not None:
             users.add(p["UserId"])
         else:  # a user all of whose faces are this subject's is this subject
             users = {u for u in users
-                     if {f for f, _ in svc.store.catalog.find_faces(coll.id, user_id=u)}
+                     if {f for f, _ in svc.store.catalog.find_faces(coll.name, user_id=u)}
                      <= set(faces)}
         gone, users_gone = svc.store.erase(coll.name, faces, sorted(users))
         if gone or users_gone:
@@ -66,11 +66,11 @@ def due_faces(svc: RegardService, coll: CollectionInfo) -> list[str]:
     """Faces of ``coll`` past its retention period (``regard:retention-days``, counted from
     indexing) or their recorded expiry."""
     now = svc.gate.now()
-    due = {f for f, _ in svc.store.catalog.find_faces(coll.id, expires_before=now)}
+    due = {f for f, _ in svc.store.catalog.find_faces(coll.name, expires_before=now)}
     days = CollectionPolicy.from_tags(coll.tags).retention_days
     if days:
         due |= {f for f, _ in svc.store.catalog.find_faces(
-            coll.id, created_before=now - timedelta(days=days))}
+            coll.name, created_before=now - timedelta(days=days))}
     return sorted(due)
 
 

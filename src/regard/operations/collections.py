@@ -63,7 +63,7 @@ def describe_collection(svc: RegardService, call: Call) -> Params:
     info = svc.store.catalog.get_collection(call.params["CollectionId"])
     return {
         "FaceCount": int(info.face_count),
-        "UserCount": int(svc.store.catalog.user_count(info.id)),
+        "UserCount": int(svc.store.catalog.user_count(info.name)),
         "FaceModelVersion": info.face_model_version,
         "CollectionARN": info.arn,
         "CreationTimestamp": info.created,

@@ -63,7 +63,7 @@ def collection(svc: RegardService, name: str) -> CollectionInfo:
 
 
 def face_vector(svc: RegardService, coll: CollectionInfo, face_id: str) -> np.ndarray:
-    row = svc.store.catalog.get_faces(coll.id, [face_id], embeddings=True).get(face_id)
+    row = svc.store.catalog.get_faces(coll.name, [face_id], embeddings=True).get(face_id)
     if row is None or row.embedding is None:
         raise InvalidParameterError(f"The face id {face_id} does not exist in {coll.name}")
     return row.embedding

@@ -137,7 +137,7 @@ def list_faces(svc: RegardService, call: Call) -> Params:
     coll = collection(svc, p["CollectionId"])
     limit = p.get("MaxResults") or DEFAULT_MAX_RESULTS
     after = decode_token(p.get("NextToken"), "faces", str)
-    rows = svc.store.catalog.list_faces(coll.id, after=after, limit=limit + 1,
+    rows = svc.store.catalog.list_faces(coll.name, after=after, limit=limit + 1,
                                         user_id=p.get("UserId"), face_ids=p.get("FaceIds"))
     page = rows[:limit]
     body: Params = {"Faces": [face_body(r, coll.face_model_version) for r in page],

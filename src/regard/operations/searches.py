@@ -108,8 +108,8 @@ def search_users(svc: RegardService, call: Call) -> Params:
         exclude_faces, exclude_user = {face_id}, None
         body["SearchedFace"] = {"FaceId": face_id}
     else:
-        svc.store.catalog.get_user(coll.id, user_id)
-        own, queries = svc.store.catalog.user_embeddings(coll.id, user_id)
+        svc.store.catalog.get_user(coll.name, user_id)
+        own, queries = svc.store.catalog.user_embeddings(coll.name, user_id)
         exclude_faces, exclude_user = set(own), user_id
         body["SearchedUser"] = {"UserId": user_id}
     try:
@@ -171,7 +171,7 @@ def _face_matches(svc: RegardService, coll: CollectionInfo, vector: np.ndarray, 
     hits = [h for h in hits if h.face_id != exclude]
     sims = rounded(pack.similarities([h.distance for h in hits]))
     scored = [(h, sim) for h, sim in zip(hits, sims) if sim >= threshold][:k]
-    rows = svc.store.catalog.get_faces(coll.id, [h.face_id for h, _ in scored])
+    rows = svc.store.catalog.get_faces(coll.name, [h.face_id for h, _ in scored])
     # A face deleted since the index caught up is simply not returned.
     return [{"Similarity": sim, "Face": face_body(rows[h.face_id], coll.face_model_version)}
             for h, sim in scored if h.face_id in rows], statistics
@@ -196,7 +196,7 @@ def _user_matches(svc: RegardService, coll: CollectionInfo, queries: np.ndarray,
     hits: list[Hit] = [h for row in svc.store.search(
         coll.name, queries, k, users=True, max_distance=pack.match_distance(threshold))
         for h in row if h.face_id not in exclude_faces]
-    rows = svc.store.catalog.get_faces(coll.id, [h.face_id for h in hits])
+    rows = svc.store.catalog.get_faces(coll.name, [h.face_id for h in hits])
     best: dict[str, float] = {}
     for h, sim in zip(hits, rounded(pack.similarities([h.distance for h in hits]))):
         row = rows.get(h.face_id)
@@ -205,6 +205,6 @@ def _user_matches(svc: RegardService, coll: CollectionInfo, queries: np.ndarray,
         if sim >= threshold and sim > best.get(row.user_id, -1.0):
             best[row.user_id] = sim
     ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:max_users]
-    users = svc.store.catalog.get_users(coll.id, [u for u, _ in ranked])
+    users = svc.store.catalog.get_users(coll.name, [u for u, _ in ranked])
     return [{"Similarity": sim, "User": {"UserId": u, "UserStatus": users[u].status}}
             for u, sim in ranked if u in users], statistics

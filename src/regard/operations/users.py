@@ -46,7 +46,7 @@ def list_users(svc: RegardService, call: Call) -> Params:
     coll = collection(svc, p["CollectionId"])
     limit = p.get("MaxResults") or DEFAULT_MAX_USERS_LIST
     after = decode_token(p.get("NextToken"), "users", str)
-    rows = svc.store.catalog.list_users(coll.id, after=after, limit=limit + 1)
+    rows = svc.store.catalog.list_users(coll.name, after=after, limit=limit + 1)
     page = rows[:limit]
     body: Params = {"Users": [{"UserId": u.user_id, "UserStatus": u.status} for u in page]}
     if len(rows) > limit:

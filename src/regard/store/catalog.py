@@ -178,7 +178,19 @@ class Catalog:
     """Collections, faces and users: a repository over one ``Database`` (see the module
     docstring). ``Catalog(url)`` (a URL string, or nothing for ``database_url()``), with
     ``busy_timeout_ms``, still opens a ``Database`` of its own, for the callers that predate the
-    split; new code passes ``Catalog(Database(...))``."""
+    split; new code passes ``Catalog(Database(...))``.
+
+    Every method about one collection takes the collection's NAME (``CollectionId``, the
+    identity every request uses), resolved inside the method's own statement or transaction.
+    Writes (and the reads that must tell) raise ``ResourceNotFoundError`` for an unknown name;
+    the plain reads (``get_faces``, ``list_faces``, ``find_faces``, ``get_users``,
+    ``list_users``, ``user_embeddings``, ``user_count``) read an unknown name as an empty
+    collection, as a collection deleted between the caller's lookup and the read would be.
+
+    The one exception is the change log the vector index reads (``snapshot``,
+    ``changes_since``, ``deleted_since``): it takes the collection's numeric id, which ``state``
+    returns, because a name can be reused by a new collection after a delete and an index must
+    never mix two collections' changes."""
 
     def __init__(self, database: Database | str | None = None, *,
                  busy_timeout_ms: int | None = None,
@@ -203,8 +215,12 @@ class Catalog:
             s.collections.c.name == bindparam("name"))
         self._collection_stmt = select(s.collections).where(
             s.collections.c.name == bindparam("name"))
+        self._id_stmt = select(s.collections.c.id).where(
+            s.collections.c.name == bindparam("name"))
+        # The search hot path: the collection resolved by name in the same statement (a scalar
+        # subquery on the unique name, evaluated once), so a search costs no extra round trip.
         self._faces_stmt = {with_embeddings: select(*_face_columns(with_embeddings)).where(and_(
-            s.faces.c.collection_id == bindparam("cid"),
+            s.faces.c.collection_id == _id_of(bindparam("name")),
             s.faces.c.face_id.in_(bindparam("ids", expanding=True))))
             for with_embeddings in (False, True)}
 
@@ -216,6 +232,13 @@ class Catalog:
         if row is None:
             raise ResourceNotFoundError(f"The collection id: {name} does not exist")
         return _collection(row)
+
+    def _resolve(self, conn: Connection, name: str) -> int:
+        """The id of the collection named ``name`` (a read, within the caller's transaction)."""
+        cid = conn.execute(self._id_stmt, {"name": name}).scalar()
+        if cid is None:
+            raise ResourceNotFoundError(f"The collection id: {name} does not exist")
+        return int(cid)
 
     def _advance(self, conn: Connection, coll: CollectionInfo, ops: Sequence[tuple[str, str]],
                  face_delta: int = 0) -> list[int]:
@@ -275,10 +298,12 @@ class Catalog:
             conn.execute(delete(s.collections).where(s.collections.c.id == coll.id))
             return coll
 
-    def user_count(self, collection_id: int) -> int:
+    def user_count(self, collection: str) -> int:
+        """The collection's number of users (0 for an unknown name)."""
         with self.database.engine.connect() as conn:
             return conn.execute(select(func.count()).select_from(s.users)
-                                .where(s.users.c.collection_id == collection_id)).scalar_one()
+                                .where(s.users.c.collection_id == _id_of(collection))
+                                ).scalar_one()
 
     # -- faces ---------------------------------------------------------------------------------
     def add_faces(self, collection: str, new: Sequence[NewFace]) -> list[FaceRow]:
@@ -306,25 +331,27 @@ class Catalog:
                 conn.execute(insert(s.faces), rows)
         return [_face({**r, "embedding": None}) for r in rows]
 
-    def get_faces(self, collection_id: int, face_ids: Sequence[str], *,
+    def get_faces(self, collection: str, face_ids: Sequence[str], *,
                   embeddings: bool = False) -> dict[str, FaceRow]:
-        """The faces among ``face_ids`` that exist in the collection, by id."""
+        """The faces among ``face_ids`` that exist in the collection, by id (none for an
+        unknown name)."""
         found: dict[str, FaceRow] = {}
         if not face_ids:
             return found
         with self.database.engine.connect() as conn:
             for chunk in _chunks(list(dict.fromkeys(face_ids)), 500):
                 rows = conn.execute(self._faces_stmt[embeddings],
-                                    {"cid": collection_id, "ids": chunk}).all()
+                                    {"name": collection, "ids": chunk}).all()
                 for r in rows:
                     found[r.face_id] = _face(r._mapping)
         return found
 
-    def list_faces(self, collection_id: int, *, after: str | None = None, limit: int = 1000,
+    def list_faces(self, collection: str, *, after: str | None = None, limit: int = 1000,
                    user_id: str | None = None, face_ids: Sequence[str] | None = None
                    ) -> list[FaceRow]:
-        """Faces ordered by FaceId (stable pagination), optionally filtered."""
-        cond = [s.faces.c.collection_id == collection_id]
+        """Faces ordered by FaceId (stable pagination), optionally filtered (none for an
+        unknown name)."""
+        cond = [s.faces.c.collection_id == _id_of(collection)]
         if after:
             cond.append(s.faces.c.face_id > after)
         if user_id is not None:
@@ -385,12 +412,13 @@ class Catalog:
                 self._set_status(conn, coll, user_id, "ACTIVE" if left else "CREATED")
         return gone, users_gone
 
-    def find_faces(self, collection_id: int, *, external_image_id: str | None = None,
+    def find_faces(self, collection: str, *, external_image_id: str | None = None,
                    user_id: str | None = None, created_before: datetime | None = None,
                    expires_before: datetime | None = None) -> list[tuple[str, str | None]]:
-        """(FaceId, UserId) of the faces matching every given criterion (erasure, retention)."""
+        """(FaceId, UserId) of the faces matching every given criterion (erasure, retention);
+        none for an unknown name."""
         f = s.faces.c
-        stmt = select(f.face_id, f.user_id).where(f.collection_id == collection_id)
+        stmt = select(f.face_id, f.user_id).where(f.collection_id == _id_of(collection))
         if external_image_id is not None:
             stmt = stmt.where(f.external_image_id == external_image_id)
         if user_id is not None:
@@ -412,18 +440,18 @@ class Catalog:
 
     def image_hashes(self, collection: str) -> set[str]:
         """SHA-256 of every image that has at least one face in the collection."""
-        coll = self.get_collection(collection)
         with self.database.engine.connect() as conn:
+            cid = self._resolve(conn, collection)
             rows = conn.execute(select(s.faces.c.image_sha256).distinct().where(and_(
-                s.faces.c.collection_id == coll.id, s.faces.c.image_sha256.is_not(None))))
+                s.faces.c.collection_id == cid, s.faces.c.image_sha256.is_not(None))))
             return {r[0] for r in rows}
 
     def images_without_faces(self, collection: str) -> set[str]:
         """SHA-256 of the images an IndexFaces into the collection stored no face from."""
-        coll = self.get_collection(collection)
         t = s.images_without_faces
         with self.database.engine.connect() as conn:
-            rows = conn.execute(select(t.c.image_sha256).where(t.c.collection_id == coll.id))
+            cid = self._resolve(conn, collection)
+            rows = conn.execute(select(t.c.image_sha256).where(t.c.collection_id == cid))
             return {r[0] for r in rows}
 
     def note_image_without_faces(self, collection: str, image_sha256: str) -> None:
@@ -465,26 +493,33 @@ class Catalog:
             conn.execute(delete(s.users).where(and_(
                 s.users.c.collection_id == coll.id, s.users.c.user_id == user_id)))
 
-    def get_user(self, collection_id: int, user_id: str) -> UserRow:
+    def get_user(self, collection: str, user_id: str) -> UserRow:
+        """The user; ``ResourceNotFoundError`` (about the user) when it, or the collection, is
+        not there."""
         with self.database.engine.connect() as conn:
             row = conn.execute(select(s.users).where(and_(
-                s.users.c.collection_id == collection_id, s.users.c.user_id == user_id))).first()
+                s.users.c.collection_id == _id_of(collection), s.users.c.user_id == user_id))
+            ).first()
         if row is None:
             raise ResourceNotFoundError(f"The user id: {user_id} does not exist")
         return UserRow(row.user_id, row.status, as_utc(row.created))
 
-    def get_users(self, collection_id: int, user_ids: Sequence[str]) -> dict[str, UserRow]:
+    def get_users(self, collection: str, user_ids: Sequence[str]) -> dict[str, UserRow]:
+        """The users among ``user_ids`` that exist in the collection (none for an unknown
+        name)."""
         found: dict[str, UserRow] = {}
         with self.database.engine.connect() as conn:
             for chunk in _chunks(list(dict.fromkeys(user_ids)), 500):
                 for r in conn.execute(select(s.users).where(and_(
-                        s.users.c.collection_id == collection_id, s.users.c.user_id.in_(chunk)))):
+                        s.users.c.collection_id == _id_of(collection),
+                        s.users.c.user_id.in_(chunk)))):
                     found[r.user_id] = UserRow(r.user_id, r.status, as_utc(r.created))
         return found
 
-    def list_users(self, collection_id: int, *, after: str | None = None, limit: int = 500
+    def list_users(self, collection: str, *, after: str | None = None, limit: int = 500
                    ) -> list[UserRow]:
-        cond = [s.users.c.collection_id == collection_id]
+        """Users ordered by UserId (none for an unknown name)."""
+        cond = [s.users.c.collection_id == _id_of(collection)]
         if after:
             cond.append(s.users.c.user_id > after)
         with self.database.engine.connect() as conn:
@@ -492,11 +527,13 @@ class Catalog:
                                 .order_by(s.users.c.user_id).limit(limit)).all()
         return [UserRow(r.user_id, r.status, as_utc(r.created)) for r in rows]
 
-    def user_embeddings(self, collection_id: int, user_id: str) -> tuple[list[str], np.ndarray]:
-        """FaceIds and embeddings of a user's faces (the caller wipes the embeddings)."""
+    def user_embeddings(self, collection: str, user_id: str) -> tuple[list[str], np.ndarray]:
+        """FaceIds and embeddings of a user's faces (the caller wipes the embeddings); none for
+        an unknown name."""
         with self.database.engine.connect() as conn:
             rows = conn.execute(select(s.faces.c.face_id, s.faces.c.embedding).where(and_(
-                s.faces.c.collection_id == collection_id, s.faces.c.user_id == user_id))).all()
+                s.faces.c.collection_id == _id_of(collection), s.faces.c.user_id == user_id))
+            ).all()
         return [r.face_id for r in rows], _stack([r.embedding for r in rows])
 
     def associate_faces(self, collection: str, user_id: str, face_ids: Sequence[str],
@@ -579,9 +616,15 @@ class Catalog:
             s.users.c.collection_id == coll.id, s.users.c.user_id == user_id)
         ).values(status=status))
 
-    # -- what vector indexes read ----------------------------------------------------------------
+    # -- change log, for the vector index (by collection id: a name can be reused) ---------------
+    # ``state`` is the way in: it takes the name a request carries and returns the collection's
+    # id. The reads after it take that id, not the name: once a collection is deleted its name
+    # can be given to a new collection, and an index that caught up by name could then apply the
+    # new collection's changes on top of the old one's vectors. By id, the old collection is
+    # simply gone (``ResourceNotFoundError`` / ``deleted_since`` True) and the index reloads.
     def state(self, name: str) -> tuple[int, int, int]:
-        """(collection id, last change seq, face count): one indexed row, read before searches."""
+        """(collection id, last change seq, face count): one indexed row, read before searches.
+        The id is what ``snapshot``, ``changes_since`` and ``deleted_since`` take."""
         with self.database.single_statement.connect() as conn:
             row = conn.execute(self._state_stmt, {"name": name}).first()
         if row is None:
@@ -649,6 +692,7 @@ class Catalog:
                 .limit(1)).first()
         return deletion is not None
 
+    # -- checks --------------------------------------------------------------------------------
     def consistency_problems(self, collection: str) -> list[str]:
         """Invariants a crash must never break (tests; ``regard collections check``)."""
         problems = []
@@ -712,6 +756,12 @@ def _embedding_problems(conn: Connection, collection_id: int, size: int | None
 
 
 # -- row mapping --------------------------------------------------------------------------------
+def _id_of(name: Any) -> Any:
+    """The id of the collection named ``name`` (a value or a ``bindparam``), as a scalar
+    subquery: NULL, so no rows match, when there is no such collection."""
+    return select(s.collections.c.id).where(s.collections.c.name == name).scalar_subquery()
+
+
 def _collection(row: Any) -> CollectionInfo:
     return CollectionInfo(row.id, row.name, row.arn, row.face_model_version,
                           as_utc(row.created), dict(row.tags or {}), row.seq, row.face_count)

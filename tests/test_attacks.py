@@ -231,6 +231,7 @@ def _self_signed(tmp: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+@pytest.mark.slow
 def test_tls_serves_both_doors(tmp_path, engine, astronaut):
     cert, key_file = _self_signed(tmp_path)
     with LiveServer(tmp_path, engine, tls_cert=str(cert), tls_key=str(key_file)) as srv:

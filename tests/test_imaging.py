@@ -67,6 +67,7 @@ def _png_bomb(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("side", [(30_000, 30_000), (8_000, 6_000)])
 def test_png_bomb_is_refused_before_decoding(side):
     bomb = _png_bomb(*side)  # 900 and 48 megapixels (Pillow's own guard stops only the first)

@@ -245,6 +245,7 @@ def report(tmp_path_factory) -> dict[str, dict[str, list[str]]]:
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("operation", ["DeleteFaces", "Erase", "DeleteCollection"])
 def test_no_copy_of_the_embeddings_remains_in_memory(report, operation):
     before, after = report[operation]["before"], report[operation]["after"]

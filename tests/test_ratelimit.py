@@ -61,6 +61,7 @@ def test_a_rate_below_one_per_second_allows_one_request_per_period():
     rates.admit("k", 0.5)
 
 
+@pytest.mark.slow
 def test_a_live_server_holds_each_key_to_its_rate(tmp_path, engine):
     with LiveServer(tmp_path, engine) as srv:
         slow, slow_secret = srv.server.keys.create("slow", max_tps=0.2)  # one per 5 s

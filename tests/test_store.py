@@ -348,6 +348,7 @@ def test_hnsw_with_tombstones_never_returns_deleted():
         assert len(hits) == 10 and not dead & {h.face_id for h in hits}
 
 
+@pytest.mark.slow
 def test_removed_vectors_are_overwritten_and_hnsw_still_finds_the_rest():
     rng = np.random.default_rng(3)
     n = 6000  # isotropic: the hard case for graph search

@@ -24,13 +24,12 @@ from typing import Sequence
 from sqlalchemy import select
 
 from regard.errors import InvalidParameterError, ResourceNotFoundError, UnrecognizedClientError
+from regard.operations.registry import ADMIN as ADMIN_SCOPE
+from regard.operations.registry import SCOPES  # declared with the operations that need them
 from regard.private_files import open_private
 from regard.store import schema as s
 from regard.store.database import Database, HasDatabase, as_utc, database_of, utcnow
 
-SCOPES = ("detect", "compare", "collections:read", "collections:write", "faces:write", "search",
-          "audit:read", "admin")
-ADMIN_SCOPE = "admin"
 CREDENTIALS_FILE = "admin-credentials"
 
 
@@ -130,16 +129,6 @@ class KeyStore:
         if not hmac.compare_digest(expected.encode(), secret.encode()):
             raise UnrecognizedClientError("The access key id or secret is invalid.")
         return key
-
-    def ensure_admin_key(self, home: Path) -> tuple[AccessKey, str] | None:
-        """On a server's first start (no active key at all), issue an admin key and write it,
-        readable by the owner only, to ``home/admin-credentials`` in the AWS credentials-file
-        format. Returns the new key and secret, or None when keys already exist."""
-        if self.list(include_revoked=False):
-            return None
-        key, secret = self.create(name="admin (created on first start)")
-        write_credentials_file(home / CREDENTIALS_FILE, key.access_key_id, secret)
-        return key, secret
 
 
 def write_credentials_file(path: Path, access_key_id: str, secret: str) -> None:

@@ -37,6 +37,7 @@ from sqlalchemy.sql import Select
 
 from regard import config
 from regard.errors import CatalogCorruptError, RegardError
+from regard.operations.registry import search_operations
 from regard.private_files import private_dir
 from regard.store import schema as s
 from regard.store.database import Database, HasDatabase, database_of
@@ -307,7 +308,7 @@ class Ledger:
         """Searches and comparisons that matched (or probed with) any of these faces or users."""
         faces, users = set(face_ids), set(user_ids)
         found = []
-        for entry in self.entries(operations=SEARCH_OPERATIONS):
+        for entry in self.entries(operations=search_operations()):
             r = entry.result
             if (faces & set(r.get("FaceIds", ())) or users & set(r.get("UserIds", ()))
                     or r.get("ProbeFaceId") in faces or r.get("ProbeUserId") in users):
@@ -315,7 +316,6 @@ class Ledger:
         return found
 
 
-SEARCH_OPERATIONS = ("SearchFaces", "SearchFacesByImage", "SearchUsers", "SearchUsersByImage")
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING, Any, Container, Iterable, Mapping, Sequence
 
 from regard.errors import RegardError, ResourceNotFoundError
 from regard.governance.keys import AccessKey
-from regard.governance.ledger import SEARCH_OPERATIONS, AuditEntry, ChainReport
+from regard.governance.ledger import AuditEntry, ChainReport
+from regard.operations.registry import search_operations
 from regard.governance.policy import PREFIX, CollectionPolicy
 from regard.store.catalog import CollectionInfo
 
@@ -51,6 +52,7 @@ TOP = 5  # declared purposes and case references listed per collection
 RECENT = 20  # erasures / expiries and policy changes listed per collection (the counts are all)
 REMOVALS = {"Erase": "erasure", "RetentionSweep": "retention expiry"}
 ERASURE_SHARE = "erasure (all collections)"  # this collection's part of such an erasure
+SEARCHES = frozenset(search_operations())  # the operations that can identify someone
 POLICY_OPERATIONS = ("CreateCollection", "TagResource", "UntagResource")
 
 Week = tuple[int, int]  # (ISO year, ISO week)
@@ -102,7 +104,7 @@ class CollectionFigures:
     operations: Counter[str] = field(default_factory=Counter)
     actors: Counter[str] = field(default_factory=Counter)  # principal -> entries, any operation
     failed_operations: Counter[str] = field(default_factory=Counter)
-    # searches (SEARCH_OPERATIONS): every attempt, refused ones included
+    # searches (``search_operations()``): every attempt, refused ones included
     searches: int = 0
     refused: int = 0
     matched: int = 0
@@ -153,7 +155,7 @@ class CollectionFigures:
         self.actors[entry.principal] += 1
         if failed:
             self.failed_operations[entry.operation] += 1
-        if entry.operation in SEARCH_OPERATIONS:
+        if entry.operation in SEARCHES:
             self._add_search(entry, result, failed)
         elif failed:
             return

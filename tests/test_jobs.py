@@ -77,13 +77,9 @@ def any_service(request, url):
     svc.store.close()
 
 
-def database(store):
-    return getattr(store, "database", None) or store.catalog
-
-
 @pytest.fixture()
 def runner(service):
-    r = JobRunner(service, database(service.store), lease_seconds=1.0, poll_seconds=0.05)
+    r = JobRunner(service, service.store.database, lease_seconds=1.0, poll_seconds=0.05)
     r.start()
     yield r
     r.stop(timeout=10)
@@ -164,7 +160,7 @@ def test_failures_end_the_job_failed_and_never_the_runner(runner, caplog):
 
 
 def test_unknown_kinds_and_jobs_without_a_context_are_refused(service):
-    runner = JobRunner(service, database(service.store))
+    runner = JobRunner(service, service.store.database)
     with pytest.raises(ValueError, match="No job kind"):
         runner.submit("tests.NoSuchKind", ALICE, {})
     with pytest.raises(TypeError):
@@ -175,7 +171,7 @@ def test_unknown_kinds_and_jobs_without_a_context_are_refused(service):
 
 
 def test_a_stopping_runner_gives_its_jobs_back_and_another_finishes_them(service):
-    first = JobRunner(service, database(service.store), lease_seconds=1.0, poll_seconds=0.05)
+    first = JobRunner(service, service.store.database, lease_seconds=1.0, poll_seconds=0.05)
     first.start()
     job_id = first.submit(COUNT, ALICE, {"N": 30, "Delay": 0.05})
     deadline = time.monotonic() + 20
@@ -184,7 +180,7 @@ def test_a_stopping_runner_gives_its_jobs_back_and_another_finishes_them(service
     assert first.stop(timeout=10)
     job = first.store.get(job_id)
     assert job.state == QUEUED and job.attempts == 0 and 3 <= job.result_pages < 30
-    with JobRunner(service, database(service.store), lease_seconds=1.0,
+    with JobRunner(service, service.store.database, lease_seconds=1.0,
                    poll_seconds=0.05) as second:
         job = second.wait(job_id, timeout=20)
     assert job.state == SUCCEEDED and job.attempts == 1 and job.lease_owner == second.owner
@@ -194,7 +190,7 @@ def test_a_stopping_runner_gives_its_jobs_back_and_another_finishes_them(service
 # -- ClientRequestToken and the limit -----------------------------------------------------------
 def test_client_request_token_returns_the_same_job_and_refuses_other_parameters(service):
     clock = Clock()
-    runner = JobRunner(service, database(service.store), clock=clock)  # not started: jobs wait
+    runner = JobRunner(service, service.store.database, clock=clock)  # not started: jobs wait
     first = runner.submit(COUNT, ALICE, {"N": 2}, client_token="tok-1",
                           operation="StartFaceDetection")
     again = runner.submit(COUNT, ALICE, {"N": 2}, client_token="tok-1",
@@ -222,7 +218,7 @@ def test_client_request_token_returns_the_same_job_and_refuses_other_parameters(
 
 
 def test_concurrent_submissions_with_one_token_make_one_job_and_respect_the_cap(any_service):
-    runner = JobRunner(any_service, database(any_service.store), max_concurrent=5)
+    runner = JobRunner(any_service, any_service.store.database, max_concurrent=5)
     results: list[tuple[str, str | None]] = []  # (token, JobId or None when refused)
 
     def submit(token: str) -> None:
@@ -245,7 +241,7 @@ def test_concurrent_submissions_with_one_token_make_one_job_and_respect_the_cap(
 
 
 def test_limit_exceeded_past_the_concurrent_jobs_cap(service):
-    runner = JobRunner(service, database(service.store), max_concurrent=3,
+    runner = JobRunner(service, service.store.database, max_concurrent=3,
                        max_concurrent_per_principal=2)
     a1 = runner.submit(COUNT, ALICE, {"N": 1}, client_token="a1")
     runner.submit(COUNT, ALICE, {"N": 2})
@@ -268,7 +264,7 @@ def test_limit_exceeded_past_the_concurrent_jobs_cap(service):
 def test_a_claimed_job_is_no_one_elses_and_a_lapsed_owner_is_fenced_off(any_service):
     service = any_service
     clock = Clock()
-    store = JobStore(database(service.store), clock=clock)
+    store = JobStore(service.store.database, clock=clock)
     job_id = store.submit(COUNT, ALICE, {"N": 5})
     [a] = store.claim("A", lease_seconds=30)
     assert a.job_id == job_id and a.state == IN_PROGRESS and a.attempts == 1
@@ -302,7 +298,7 @@ def test_a_claimed_job_is_no_one_elses_and_a_lapsed_owner_is_fenced_off(any_serv
 
 
 def test_threads_racing_to_claim_take_each_job_once(any_service):
-    store = JobStore(database(any_service.store))
+    store = JobStore(any_service.store.database)
     ids = {store.submit(COUNT, ALICE, {"N": i}) for i in range(40)}
     taken: list[tuple[str, str]] = []
     lock = threading.Lock()
@@ -326,13 +322,13 @@ def test_threads_racing_to_claim_take_each_job_once(any_service):
 
 
 def test_a_job_whose_runners_keep_dying_fails_after_max_attempts(service):
-    store = JobStore(database(service.store))
+    store = JobStore(service.store.database)
     job_id = store.submit(COUNT, ALICE, {"N": 3})
     for attempt in (1, 2):  # two runners claim it and die (no heartbeat, no finish)
         [dead] = store.claim(f"dead-{attempt}", lease_seconds=0.2, max_attempts=2)
         assert dead.attempts == attempt
         time.sleep(0.25)
-    with JobRunner(service, database(service.store), lease_seconds=1.0, poll_seconds=0.05,
+    with JobRunner(service, service.store.database, lease_seconds=1.0, poll_seconds=0.05,
                    max_attempts=2) as runner:
         job = runner.wait(job_id, timeout=20)
     assert job.state == FAILED and job.attempts == 2 and job.lease_owner == "dead-2"
@@ -344,7 +340,7 @@ def test_a_job_whose_runners_keep_dying_fails_after_max_attempts(service):
 # -- expiry -------------------------------------------------------------------------------------
 def test_sweep_deletes_expired_results_and_tokens(service):
     clock = Clock()
-    runner = JobRunner(service, database(service.store), clock=clock, result_days=2,
+    runner = JobRunner(service, service.store.database, clock=clock, result_days=2,
                        token_days=3)
     store = runner.store
     old = runner.submit(COUNT, ALICE, {"N": 1}, client_token="old")
@@ -364,7 +360,7 @@ def test_sweep_deletes_expired_results_and_tokens(service):
     clock.advance(days=1)
     assert runner.sweep_expired()["tokens"] == 1  # the waiting job's token, 3 days old
     assert store.get(waiting).state == QUEUED
-    with database(service.store).read_transaction() as conn:
+    with service.store.database.read_transaction() as conn:
         assert conn.execute(s.job_pages.select()).all() == []
 
 
@@ -394,7 +390,7 @@ def stop_worker(proc: subprocess.Popen) -> None:
 @pytest.mark.slow
 def test_a_runner_killed_mid_job_is_taken_over_after_its_lease(url, service, tmp_path):
     N = 40
-    store = JobStore(database(service.store))
+    store = JobStore(service.store.database)
     a = start_worker(url, "runner-A", tmp_path / "home")
     b = None
     try:
@@ -443,7 +439,7 @@ def test_a_runner_killed_mid_job_is_taken_over_after_its_lease(url, service, tmp
         changes = [o for i, o in enumerate(seen) if i == 0 or o != seen[i - 1]]
         assert changes == [None, "runner-A", "runner-B"] or changes == ["runner-A", "runner-B"]
         a_last_lease = max(e for o, _, _, e in owners if o == "runner-A" and e is not None)
-        with database(service.store).read_transaction() as conn:
+        with service.store.database.read_transaction() as conn:
             first_b = conn.execute(s.job_pages.select().where(
                 s.job_pages.c.job_id == job_id, s.job_pages.c.written_by == "runner-B")
                 .order_by(s.job_pages.c.page)).first()

@@ -45,7 +45,8 @@ class Gatekeeper:
     # -- before ---------------------------------------------------------------------------------
     def authorize(self, call: Call) -> None:
         context = call.context
-        scopes.check(call.name, context.scopes, context.collections, call.collection)
+        scopes.check(call.name, call.operation.scope, context.scopes, context.collections,
+                     call.collection)
 
     def apply_policy(self, call: Call) -> None:
         """Adjust ``call.params`` in place to the collection's policy, or refuse the request."""

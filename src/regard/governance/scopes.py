@@ -26,14 +26,13 @@ def operation_scopes() -> dict[str, str]:
     return {op.name: op.scope for op in all_operations()}
 
 
-def check(operation: str, scopes: Iterable[str] | None, allowed: Iterable[str] | None,
-          collection: str | None) -> None:
-    """Raise ``AccessDeniedError`` unless the scopes and the allow-list permit the operation.
-    ``scopes is None``: an unrestricted in-process caller."""
+def check(operation: str, need: str, scopes: Iterable[str] | None,
+          allowed: Iterable[str] | None, collection: str | None) -> None:
+    """Raise ``AccessDeniedError`` unless the scopes and the allow-list permit ``operation``,
+    which needs the scope ``need``. ``scopes is None``: an unrestricted in-process caller."""
     if scopes is None:
         return
     scopes = set(scopes)
-    need = required_scope(operation)
     if ADMIN not in scopes and need not in scopes:
         raise AccessDeniedError(
             f"This access key lacks the scope {need!r} that {operation} needs")

@@ -50,7 +50,7 @@ def default_runner_id() -> str:
 class JobRunner:
     """Runs queued jobs of the registered kinds with ``service``.
 
-    ``db``: the catalog database (a ``Database``, ``Catalog`` or ``Store``; default: the
+    ``db``: the catalog database (a ``Database``, or anything holding one: a ``Store``; default: the
     service's store). ``owner``: this runner's id (default ``hostname:pid:random``).
     ``workers``: jobs run at once by this runner. ``lease_seconds``: how long a claimed job stays
     this runner's without a heartbeat (heartbeats every third of it); a dead runner's jobs are
@@ -113,11 +113,7 @@ class JobRunner:
             kind, context, parameters, client_token=client_token, job_tag=job_tag,
             operation=operation, max_concurrent=self.max_concurrent,
             max_concurrent_per_principal=self.max_concurrent_per_principal)
-        after_commit = getattr(self.db, "after_commit", None)
-        if after_commit is not None:
-            after_commit(self._wake.set)
-        else:
-            self._wake.set()
+        self.db.after_commit(self._wake.set)
         return job_id
 
     def get(self, job_id: str, *, owner: str | None = None) -> Job:

@@ -1,7 +1,7 @@
 """The jobs' rows: submission with idempotency tokens, leases, progress, result pages, expiry.
 
 Every method is one short transaction on the catalog database (``write_transaction`` /
-``read_transaction`` of a ``Database``, or of a ``Catalog`` before that split), portable SQL
+``read_transaction`` of a ``Database``), portable SQL
 only, so the same code is correct on SQLite and on a PostgreSQL shared by several replicas:
 
 - ``claim`` reads candidates without locking, then takes each with one conditional ``UPDATE``
@@ -121,7 +121,7 @@ def _message(text_: str | None) -> str | None:
 
 
 class JobStore:
-    """Jobs in the catalog database. ``db``: a ``Database`` (or ``Catalog``, or a ``Store``);
+    """Jobs in the catalog database. ``db``: a ``Database`` (or a ``Store`` holding one);
     ``result_days``: how long a finished job's row and pages are kept (Rekognition: 7 days);
     ``token_days``: how long a ClientRequestToken is honoured (Rekognition: 7 days);
     ``clock``: the UTC time source (tests move it)."""

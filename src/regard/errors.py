@@ -210,3 +210,15 @@ class UnrecognizedClientError(AuthenticationError):
     """Unknown or revoked access key."""
 
     code = "UnrecognizedClientException"
+
+
+class VideoTooLargeError(RegardError):
+    """A stored video past Rekognition Video's limits (10 GB, 6 hours)."""
+
+    code = "VideoTooLargeException"
+    http_status = 400
+
+
+class InvalidVideoError(InvalidParameterError):
+    """A video FFmpeg cannot open or decode (unsupported, corrupt, truncated). A job reading one
+    ends FAILED with this message; a synchronous call answers ``InvalidParameterException``."""

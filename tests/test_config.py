@@ -114,6 +114,8 @@ BAD = [
     ("REGARD_JOB_LEASE_SECONDS", "1", "REGARD_JOB_LEASE_SECONDS must be at least 3"),
     ("REGARD_MAX_CONCURRENT_JOBS", "twenty", "REGARD_MAX_CONCURRENT_JOBS must be an integer"),
     ("REGARD_JOB_RESULT_DAYS", "0", "REGARD_JOB_RESULT_DAYS must be at least 1"),
+    ("REGARD_VIDEO_SAMPLE_MS", "0", "REGARD_VIDEO_SAMPLE_MS must be at least 1"),
+    ("REGARD_SNS_WEBHOOKS", "topic=http://x", "REGARD_SNS_WEBHOOKS must be SNS topic ARN"),
 ]
 
 

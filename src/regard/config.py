@@ -171,6 +171,18 @@ def _bool(env: str, default: bool, doc: str) -> Setting[bool]:
     return Setting(env, "0 | 1", default, doc, parse)
 
 
+def _webhooks(raw: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for pair in raw.split():
+        arn, sep, url = pair.partition("=")
+        if not sep or not re.fullmatch(r"arn:aws:sns:[^:]*:\w{12}:.+", arn) \
+                or not re.match(r"https?://[^/\s]+", url):
+            raise _Bad("must be SNS topic ARN=http(s) URL pairs separated by spaces, e.g. "
+                       "arn:aws:sns:us-east-1:000000000000:jobs=https://hooks.example/regard")
+        found[arn] = url
+    return found
+
+
 def _path(env: str, default: Path, doc: str, *, flag: str | None = None,
           default_text: str | None = None) -> Setting[Path]:
     # ``default`` may start with ``~``: expanded when read, so HOME is looked up then, not here.
@@ -358,6 +370,23 @@ class Settings:
         "REGARD_JOB_RESULT_DAYS", 7,
         "Days a finished job's results (and its ClientRequestToken) are kept before the "
         "periodic sweep deletes them (Rekognition keeps them 7 days).")
+
+    # -- stored video ---------------------------------------------------------------------------
+    video_sample_ms = _int(
+        "REGARD_VIDEO_SAMPLE_MS", 200,
+        "Face detection and face search jobs analyse the first frame at or after every this "
+        "many milliseconds of video (AWS does not document its rate). 200 ms (5 frames a "
+        "second) sees a person crossing the frame at walking pace several times, keeps "
+        "box-to-box motion small enough to track by overlap, and runs a 720p video at over 4x "
+        "real time on 2 cores (`bench/video.py`); 1 analyses every frame.")
+    sns_webhooks = Setting(
+        "REGARD_SNS_WEBHOOKS", "`ARN=URL` pairs separated by spaces", {},
+        "Where a stored-video job's `NotificationChannel.SNSTopicArn` is delivered: each SNS "
+        "topic ARN a client may name, mapped to the webhook URL that receives Amazon SNS's "
+        "HTTP notification (its `Message` is Rekognition's completion status: JobId, Status, "
+        "API, JobTag, Timestamp, Video). A job naming an unmapped topic is refused with "
+        "`InvalidParameterException`.",
+        lambda raw: _webhooks(raw), default_text="none")
 
     def problems(self) -> list[str]:
         """What is wrong with each malformed setting (empty: all parse); for a start-up check."""

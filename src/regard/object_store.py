@@ -20,7 +20,10 @@ import os
 import stat
 import time
 from pathlib import Path
-from typing import Any, Protocol
+import io
+import shutil
+import tempfile
+from typing import IO, Any, Protocol
 
 from regard import config
 from regard.errors import ImageTooLargeError, InvalidS3ObjectError
@@ -35,6 +38,13 @@ class ObjectStore(Protocol):
     def get(self, bucket: str, name: str, version: str | None = None) -> bytes:
         """The object's bytes (at most ``MAX_S3_IMAGE_BYTES``) or ``InvalidS3ObjectError``."""
 
+    def open(self, bucket: str, name: str, version: str | None = None) -> IO[bytes]:
+        """The object as a seekable binary file (videos: read as they are decoded, never
+        whole); ``InvalidS3ObjectError`` when it cannot be read. Close it."""
+
+    def put_file(self, bucket: str, name: str, path: Path) -> None:
+        """Store a local file as the object (a redacted video); ``InvalidS3ObjectError``."""
+
 
 class NoObjectStore:
     """The default: S3 references are refused with a message that says how to enable them."""
@@ -44,6 +54,13 @@ class NoObjectStore:
             "Unable to get object metadata from S3: this Regard server has no object store; set "
             "REGARD_S3_ROOT (a local folder of buckets) or REGARD_S3_ENDPOINT_URL, or send "
             "Image.Bytes")
+
+    def open(self, bucket: str, name: str, version: str | None = None) -> IO[bytes]:
+        self.get(bucket, name, version)
+        raise AssertionError("unreachable")
+
+    def put_file(self, bucket: str, name: str, path: Path) -> None:
+        self.get(bucket, name)
 
 
 class LocalObjectStore:
@@ -71,6 +88,48 @@ class LocalObjectStore:
             raise InvalidS3ObjectError(f"Unable to read s3://{bucket}/{name}: {exc.strerror}") \
                 from exc
         return _within_limit(data, self.max_bytes)
+
+    def _path(self, bucket: str, name: str) -> Path:
+        if not bucket or not name or "\x00" in name or bucket in (".", "..") or "/" in bucket:
+            raise InvalidS3ObjectError("Invalid S3 object reference")
+        path = (self.root / bucket / name).resolve()
+        if not path.is_relative_to(self.root / bucket) or path == self.root / bucket:
+            raise InvalidS3ObjectError(f"Invalid S3 object name {name!r}")
+        return path
+
+    def open(self, bucket: str, name: str, version: str | None = None) -> IO[bytes]:
+        if version:
+            raise InvalidS3ObjectError("Object versions are not supported by a local object store")
+        path = self._path(bucket, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise InvalidS3ObjectError(
+                f"Unable to get object metadata from S3. Check object key, region and/or access "
+                f"permissions. (s3://{bucket}/{name} does not exist)") from exc
+        except OSError as exc:
+            raise InvalidS3ObjectError(f"Unable to read s3://{bucket}/{name}: {exc.strerror}") \
+                from exc
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise InvalidS3ObjectError(
+                f"Unable to get object metadata from S3: {path.name} is not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+
+    def put_file(self, bucket: str, name: str, path: Path) -> None:
+        target = self._path(bucket, name)
+        if not (self.root / bucket).is_dir():
+            raise InvalidS3ObjectError(f"The bucket {bucket} does not exist")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".regard-",
+                                             delete=False) as tmp:
+                with open(path, "rb") as src:
+                    shutil.copyfileobj(src, tmp, 1024 * 1024)
+            os.replace(tmp.name, target)
+        except OSError as exc:
+            raise InvalidS3ObjectError(f"Unable to write s3://{bucket}/{name}: {exc}") from exc
 
 
 class S3ObjectStore:
@@ -113,6 +172,71 @@ class S3ObjectStore:
         except BotoCoreError as exc:
             raise InvalidS3ObjectError(f"The object store is unreachable: {exc}") from exc
         return _within_limit(data, self.max_bytes)
+
+    def open(self, bucket: str, name: str, version: str | None = None) -> IO[bytes]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Key": name}
+        if version:
+            kwargs["VersionId"] = version
+        try:
+            size = int(self._client.head_object(**kwargs)["ContentLength"])
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "Error")
+            raise InvalidS3ObjectError(
+                f"Unable to get object metadata from S3. Check object key, region and/or access "
+                f"permissions. ({code} for s3://{bucket}/{name})") from exc
+        except BotoCoreError as exc:
+            raise InvalidS3ObjectError(f"The object store is unreachable: {exc}") from exc
+        return io.BufferedReader(_RangedObject(self._client, kwargs, size), 8 * 1024 * 1024)
+
+    def put_file(self, bucket: str, name: str, path: Path) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            with open(path, "rb") as body:
+                self._client.put_object(Bucket=bucket, Key=name, Body=body)
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise InvalidS3ObjectError(f"Unable to write s3://{bucket}/{name}: {exc}") from exc
+
+
+class _RangedObject(io.RawIOBase):
+    """An S3 object read by ranged GETs as FFmpeg seeks through it (an MP4's index may sit at
+    its end): the video streams through, never whole in memory."""
+
+    def __init__(self, client: Any, key: dict[str, Any], size: int) -> None:
+        self._client, self._key, self._size, self._pos = client, key, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if self._pos >= self._size:
+            return 0
+        end = min(self._size, self._pos + len(buffer)) - 1
+        try:
+            body = self._client.get_object(Range=f"bytes={self._pos}-{end}", **self._key)["Body"]
+            data = _read_within(body, end - self._pos + 1, S3_READ_DEADLINE_SECONDS,
+                                f"s3://{self._key['Bucket']}/{self._key['Key']}")
+        except (ClientError, BotoCoreError) as exc:
+            raise OSError(f"reading the video from the object store failed: {exc}") from exc
+        n = len(data)
+        buffer[:n] = data
+        self._pos += n
+        return n
 
 
 def _read_within(body: Any, limit: int, seconds: float, what: str) -> bytes:

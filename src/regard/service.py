@@ -88,6 +88,27 @@ class RegardService(OperationMethods):
         self.region = region or settings.region
         self.account_id = account_id or settings.account_id
         self.context = context
+        self._jobs: Any = None
+
+    @property
+    def jobs(self) -> Any:
+        """The ``JobRunner`` that Start* operations submit background jobs to (a server sets
+        its own, which it starts; one made here only submits, and runs nothing until started)."""
+        if self._jobs is None:
+            from regard.jobs import JobRunner
+
+            settings = config.current()
+            self._jobs = JobRunner(self, self.store.database,
+                                   workers=max(1, settings.job_workers),
+                                   lease_seconds=settings.job_lease_seconds,
+                                   max_concurrent=settings.max_concurrent_jobs,
+                                   result_days=settings.job_result_days,
+                                   token_days=settings.job_result_days)
+        return self._jobs
+
+    @jobs.setter
+    def jobs(self, runner: Any) -> None:
+        self._jobs = runner
 
     @property
     def engine(self) -> Engine:

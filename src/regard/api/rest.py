@@ -250,6 +250,66 @@ class CreateCollectionBody(PolicyBody):
                 "Tags": {**(self.Tags or {}), **self.tags(), **chosen}}
 
 
+class S3ObjectBody(_Body):
+    Bucket: str = Field(..., min_length=3, max_length=255, pattern=r"^[0-9A-Za-z.\-_]*$")
+    Name: str = Field(..., min_length=1, max_length=1024)
+    Version: str | None = Field(None, min_length=1, max_length=1024)
+
+
+class VideoBody(_Body):
+    S3Object: S3ObjectBody = Field(..., description="The video in the object store "
+                                                    "(REGARD_S3_ROOT or REGARD_S3_ENDPOINT_URL)")
+
+
+class OutputBody(_Body):
+    S3Object: S3ObjectBody = Field(..., description="Where the redacted video is written")
+
+
+class NotificationBody(_Body):
+    SNSTopicArn: str = Field(..., pattern=r"(^arn:aws:sns:.*:\w{12}:.+$)",
+                             description="A topic the operator mapped to a webhook "
+                                         "(REGARD_SNS_WEBHOOKS)")
+    RoleArn: str = Field(..., pattern=r"arn:aws:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+")
+
+
+class _VideoJobBody(_Body):
+    Video: VideoBody
+    ClientRequestToken: str | None = Field(None, min_length=1, max_length=64,
+                                           pattern=r"^[a-zA-Z0-9-_]+$", description=_TOKEN)
+    JobTag: str | None = Field(None, min_length=1, max_length=1024,
+                               pattern=r"^[a-zA-Z0-9_.\-:+=\/]+$")
+    NotificationChannel: NotificationBody | None = None
+
+
+class StartFaceDetectionBody(_VideoJobBody):
+    FaceAttributes: Literal["DEFAULT", "ALL"] | None = None
+
+
+class StartFaceSearchBody(_VideoJobBody):
+    CollectionId: str = Field(..., min_length=1, max_length=255, pattern=r"^[a-zA-Z0-9_.\-]+$")
+    FaceMatchThreshold: float | None = Field(None, ge=0, le=100, description="Smallest similarity, 0-100 (default 80)")
+
+
+class RedactionOptionsBody(_Body):
+    Method: Literal["blur", "mosaic", "box"] | None = None
+    Shape: Literal["ellipse", "box"] | None = None
+    Scale: float | None = Field(None, ge=1.0, le=3.0, description="Mask size / face box size")
+    Codec: str | None = Field(None, min_length=1, max_length=32, pattern=r"^[a-z0-9_\-]+$")
+    Crf: int | None = Field(None, ge=0, le=51, description="Quality (lower is better)")
+
+
+class StartFaceRedactionBody(_VideoJobBody):
+    Output: OutputBody
+    Options: RedactionOptionsBody | None = None
+    KeepCollectionId: str | None = Field(None, min_length=1, max_length=255,
+                                         pattern=r"^[a-zA-Z0-9_.\-]+$",
+                                         description="Leave people who match it visible")
+    OnlyCollectionId: str | None = Field(None, min_length=1, max_length=255,
+                                         pattern=r"^[a-zA-Z0-9_.\-]+$",
+                                         description="Redact only people who match it")
+    FaceMatchThreshold: float | None = Field(None, ge=0, le=100, description="Smallest similarity, 0-100 (default 80)")
+
+
 class ErasureBody(_Body):
     ExternalImageId: str | None = Field(None, min_length=1, max_length=255,
                                         description="The person, by the id their images got...")
@@ -704,6 +764,70 @@ def mount(app: FastAPI, server: Server) -> None:
     async def erase(request: Request, body: ErasureBody) -> Response:
         return await call(request, **body.params())
 
+    # -- stored video and redaction ---------------------------------------------------------------
+    JobId = Annotated[str, Path(description="The JobId the Start request returned",
+                                pattern=r"^[a-zA-Z0-9-_]+$", max_length=64)]
+    MaxResults = Annotated[int | None, Query(ge=1, description="Page size (default and at most "
+                                                               "1000)")]
+
+    @route("POST", "/video/face-detection", "StartFaceDetection", "video",
+           "Start detecting faces in a stored video")
+    async def start_face_detection(request: Request, body: StartFaceDetectionBody) -> Response:
+        return await call(request, **body.params())
+
+    @route("GET", "/video/face-detection/{job_id}", "GetFaceDetection", "video",
+           "A face detection job's status and results")
+    async def get_face_detection(request: Request, job_id: JobId,
+                                 max_results: MaxResults = None,
+                                 next_token: NextToken = None) -> Response:
+        return await call(request, JobId=job_id, MaxResults=max_results, NextToken=next_token)
+
+    @route("POST", "/video/face-search", "StartFaceSearch", "video",
+           "Start searching a collection for the people in a stored video")
+    async def start_face_search(request: Request, body: StartFaceSearchBody) -> Response:
+        return await call(request, **body.params())
+
+    @route("GET", "/video/face-search/{job_id}", "GetFaceSearch", "video",
+           "A face search job's status and results: every tracked person, matched or not")
+    async def get_face_search(
+        request: Request, job_id: JobId, max_results: MaxResults = None,
+        next_token: NextToken = None,
+        sort_by: Annotated[Literal["INDEX", "TIMESTAMP"] | None, Query()] = None,
+    ) -> Response:
+        return await call(request, JobId=job_id, MaxResults=max_results, NextToken=next_token,
+                          SortBy=sort_by)
+
+    @route("POST", "/video/redaction", "StartFaceRedaction", "video",
+           "Start redacting every face of a stored video into another object",
+           STARTED_SCHEMA)
+    async def start_face_redaction(request: Request, body: StartFaceRedactionBody) -> Response:
+        return await call(request, **body.params())
+
+    @route("GET", "/video/redaction/{job_id}", "GetFaceRedaction", "video",
+           "A redaction job's status and report", REDACTION_SCHEMA)
+    async def get_face_redaction(request: Request, job_id: JobId) -> Response:
+        return await call(request, JobId=job_id)
+
+    @router.post("/redact", operation_id="RedactFaces", tags=["video"],
+                 summary="Redact every face of an image (the image comes back, same format)",
+                 response_class=Response, responses={200: {
+                     "description": "The redacted image; X-Regard-Faces-Redacted says how many "
+                                    "faces were masked",
+                     "content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}}})
+    async def redact_faces(
+        request: Request, image: ImageFile,
+        method: Annotated[Literal["blur", "mosaic", "box"] | None, Form()] = None,
+        shape: Annotated[Literal["ellipse", "box"] | None, Form()] = None,
+        scale: Annotated[float | None, Form(ge=1.0, le=3.0)] = None,
+    ) -> Response:
+        options = {k: v for k, v in (("Method", method), ("Shape", shape), ("Scale", scale))
+                   if v is not None}
+        result = await server.dispatch("RedactFaces", {"Image": await read_image(image),
+                                                       "Options": options},
+                                       request.state.context)
+        return Response(result["Image"], media_type=result["ContentType"],
+                        headers={"X-Regard-Faces-Redacted": str(result["FaceCount"])})
+
     @route("GET", "/audit/entries", "AuditExport", "governance",
            "Audit ledger entries, in order (hashes included)", ENTRIES_SCHEMA)
     async def audit_entries(
@@ -756,7 +880,14 @@ ERASURE_SCHEMA: dict[str, Any] = {"type": "object", "additionalProperties": Fals
     "Collections": {"type": "array", "items": {
         "type": "object", "additionalProperties": False, "properties": {
             "CollectionId": {"type": "string"}, "DeletedFaces": _IDS, "DeletedUsers": _IDS}}},
-    "FaceIds": _IDS, "UserIds": _IDS}}
+    "FaceIds": _IDS, "UserIds": _IDS, "VideoResultPagesUpdated": {"type": "integer"}}}
+STARTED_SCHEMA: dict[str, Any] = {"type": "object", "additionalProperties": False,
+                                  "properties": {"JobId": {"type": "string"}}}
+REDACTION_SCHEMA: dict[str, Any] = {"type": "object", "properties": {
+    "JobStatus": {"enum": ["IN_PROGRESS", "SUCCEEDED", "FAILED"]},
+    "StatusMessage": {"type": "string"}, "JobId": {"type": "string"},
+    "JobTag": {"type": "string"}, "Video": {"type": "object"}, "Output": {"type": "object"},
+    "VideoMetadata": {"type": "object"}, "Report": {"type": "object"}}}
 ENTRIES_SCHEMA: dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": {
     "Entries": {"type": "array", "items": {"type": "object"}}, "NextAfter": {"type": "integer"}}}
 VERIFY_SCHEMA: dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": {

@@ -204,6 +204,7 @@ class Server:
                               max_concurrent=settings.max_concurrent_jobs,
                               result_days=settings.job_result_days,
                               token_days=settings.job_result_days)
+        service.jobs = self.jobs  # the Start* operations submit to this server's runner
 
     def start_jobs(self) -> None:
         """Start running queued jobs in a pool of their own (separate from the request pools),

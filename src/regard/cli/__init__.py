@@ -14,6 +14,7 @@ from regard.cli import (  # noqa: F401  (registers commands)
     model_commands,
     reindex_command,
     server_commands,
+    video_commands,
 )
 from regard.cli.collection_commands import external_image_id
 from regard.cli.common import app

@@ -21,7 +21,13 @@ from typing import Any, Callable
 
 from regard.context import CallContext
 from regard.errors import DatabaseUnavailableError, RegardError
-from regard.jobs.kinds import JobCancelled, RunningJob, get_kind, registered_kinds
+from regard.jobs.kinds import (
+    JobCancelled,
+    RunningJob,
+    finish_hook,
+    get_kind,
+    registered_kinds,
+)
 from regard.jobs.store import (
     DEFAULT_RESULT_DAYS,
     DEFAULT_TOKEN_DAYS,
@@ -273,6 +279,12 @@ class JobRunner:
             state, message = FAILED, INTERNAL_ERROR
         if self.store.finish(job.job_id, self.owner, job.attempt, state, message):
             log.info("job %s %s", job.job_id, state)
+            hook = finish_hook(job.kind)
+            if hook is not None:
+                try:
+                    hook(self.store.get(job.job_id), self.service)
+                except Exception:
+                    log.exception("job %s: its completion hook failed", job.job_id)
         else:
             log.warning("job %s ended on %s after its lease was lost: another runner has it",
                         job.job_id, self.owner)

@@ -4,7 +4,14 @@ users, and Regard's own accountability operations. Importing this package fills 
 """
 
 from regard.operations import registry
-from regard.operations import accountability, collections, faces, searches, users  # noqa: F401
+from regard.operations import (  # noqa: F401
+    accountability,
+    collections,
+    faces,
+    searches,
+    users,
+    video,
+)
 from regard.operations.registry import REGISTRY, Call, Operation, operation
 
 __all__ = ["REGISTRY", "Call", "Operation", "operation", "registry"]

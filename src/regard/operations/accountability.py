@@ -58,8 +58,13 @@ def erase(svc: RegardService, call: Call) -> Params:
                            "DeletedUsers": users_gone})
             all_faces += gone
             all_users += users_gone
+    # Stored video face search results name FaceIds too: the erased ones leave them.
+    from regard.video.jobs import purge_faces
+
+    purged = purge_faces(svc.jobs.store, set(all_faces))
     svc.store.database.reclaim_space()
-    return {"Collections": report, "FaceIds": all_faces, "UserIds": all_users}
+    return {"Collections": report, "FaceIds": all_faces, "UserIds": all_users,
+            "VideoResultPagesUpdated": purged}
 
 
 def due_faces(svc: RegardService, coll: CollectionInfo) -> list[str]:

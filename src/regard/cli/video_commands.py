@@ -1,0 +1,200 @@
+"""`regard video detect | search`: stored-video analysis from the command line.
+
+Each video is analysed in this process, as a job would be (``regard.video.analysis``), with a
+progress bar (frames analysed, fps, ETA); ``--json`` prints the body GetFaceDetection /
+GetFaceSearch would return. With ``--out-dir`` each video's result goes to ``<name>.json`` there
+and a video whose result exists is skipped, so an interrupted batch resumes where it stopped.
+A search is recorded in the audit ledger as one ``VideoFaceSearch`` per video, like a job's.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+from regard import config
+from regard.cli.common import CaseOpt, PurposeOpt, _fail, app, err, local_context
+from regard.errors import RegardError
+
+video_app = typer.Typer(help="Faces in stored videos (detect, search); see also `regard redact`",
+                        no_args_is_help=True)
+app.add_typer(video_app, name="video")
+
+SampleOpt = typer.Option(None, "--sample-ms", min=1,
+                         help="Analyse a frame every this many ms (default "
+                              "REGARD_VIDEO_SAMPLE_MS, 200)")
+OutDirOpt = typer.Option(None, "--out-dir",
+                         help="Write <video>.json here; videos already done are skipped")
+
+
+def _bar() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(),
+                    TextColumn("{task.fields[frames]} frames, {task.fields[fps]:.1f} fps"),
+                    TimeRemainingColumn(), console=err, transient=True,
+                    disable=not err.is_terminal)
+
+
+def _each(videos: list[Path], out_dir: Optional[Path], as_json: bool, sample_ms: float,
+          analyse: Callable[[Path, Callable[[int, int], None]], dict[str, Any]]) -> None:
+    failed = 0
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    with _bar() as bar:
+        for video in videos:
+            target = out_dir / f"{video.name}.json" if out_dir is not None else None
+            if target is not None and target.exists():
+                err.print(f"{video}: done already ({target})")
+                continue
+            task = bar.add_task(video.name, total=None, frames=0, fps=0.0)
+            started = time.monotonic()
+
+            def progress(done_ms: int, total_ms: int, task: Any = task,
+                         started: float = started) -> None:
+                frames = int(done_ms // sample_ms) + 1  # analysed frames so far
+                elapsed = max(1e-6, time.monotonic() - started)
+                bar.update(task, completed=done_ms, total=total_ms or None, frames=frames,
+                           fps=frames / elapsed)
+
+            try:
+                body = analyse(video, progress)
+            except RegardError as exc:
+                failed += 1
+                err.print(f"{video}: [red]{exc.code}[/red]: {exc.message}")
+                continue
+            finally:
+                bar.remove_task(task)
+            text = json.dumps(body, indent=None if target is None else 1)
+            if target is not None:
+                tmp = target.with_suffix(".json.part")
+                tmp.write_text(text)
+                tmp.replace(target)
+            if as_json:
+                sys.stdout.write((json.dumps({"Video": str(video), **body})
+                                  if len(videos) > 1 else json.dumps(body)) + "\n")
+            elif target is None:
+                _summary(video, body)
+    if failed:
+        raise typer.Exit(code=1)
+
+
+def _summary(video: Path, body: dict[str, Any]) -> None:
+    meta = body.get("VideoMetadata") or {}
+    if "Faces" in body:
+        print(f"{video}: {meta.get('DurationMillis', 0) / 1000:.1f} s, "
+              f"{len(body['Faces'])} faces in analysed frames")
+        return
+    people: dict[int, list[dict[str, Any]]] = {}
+    for item in body.get("Persons", []):
+        people.setdefault(item["Person"]["Index"], item["FaceMatches"])
+    print(f"{video}: {meta.get('DurationMillis', 0) / 1000:.1f} s, {len(people)} people")
+    for index, matches in sorted(people.items()):
+        best = matches[0] if matches else None
+        print(f"  person {index}: " + (
+            f"{best['Face'].get('ExternalImageId', best['Face']['FaceId'])} "
+            f"({best['Similarity']:.1f})" if best else "no match"))
+
+
+def _analyse(service: Any, video: Path, options: Any,
+             progress: Callable[[int, int], None]) -> Any:
+    from regard.video.analysis import analyze_video
+    from regard.video.decode import VideoReader
+
+    with VideoReader(video) as reader:
+        return analyze_video(reader, service.engine, options, progress=progress)
+
+
+@video_app.command("detect")
+def video_detect(
+    videos: list[Path] = typer.Argument(..., help="Video files (anything FFmpeg reads)"),
+    as_json: bool = typer.Option(False, "--json", help="Print GetFaceDetection's body"),
+    sample_ms: Optional[int] = SampleOpt,
+    out_dir: Optional[Path] = OutDirOpt,
+    purpose: Optional[str] = PurposeOpt,
+    case: Optional[str] = CaseOpt,
+) -> None:
+    """Faces in every analysed frame of each video (Timestamp in ms, FaceDetail)."""
+    from regard.service import RegardService
+    from regard.video.analysis import AnalysisOptions
+    from regard.video.jobs import detection_items
+
+    service = RegardService()
+    context = local_context(purpose, case)
+    options = AnalysisOptions(sample_ms=float(sample_ms or config.current().video_sample_ms),
+                              track=False)
+
+    def analyse(video: Path, progress: Callable[[int, int], None]) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            analysis = _analyse(service, video, options, progress)
+            return {"JobStatus": "SUCCEEDED", "VideoMetadata": analysis.metadata.to_aws(),
+                    "Faces": detection_items(analysis)}
+
+        return service.run_audited("StartFaceDetection", {"File": video.name}, context, run)
+
+    _each(videos, out_dir, as_json, options.sample_ms, analyse)
+
+
+@video_app.command("search")
+def video_search(
+    videos: list[Path] = typer.Argument(..., help="Video files (anything FFmpeg reads)"),
+    collection: str = typer.Option(..., "--collection", "-c", help="Collection to search"),
+    threshold: Optional[float] = typer.Option(
+        None, "--threshold", min=0, max=100,
+        help="FaceMatchThreshold (default 80; the collection's floor applies)"),
+    as_json: bool = typer.Option(False, "--json", help="Print GetFaceSearch's body"),
+    sample_ms: Optional[int] = SampleOpt,
+    out_dir: Optional[Path] = OutDirOpt,
+    purpose: Optional[str] = PurposeOpt,
+    case: Optional[str] = CaseOpt,
+) -> None:
+    """Every person tracked in each video, with their matches in the collection."""
+    from regard.governance.policy import CollectionPolicy
+    from regard.service import RegardService
+    from regard.video.analysis import AnalysisOptions
+    from regard.video.jobs import person_matches, record_search, search_items
+    from regard.vision.packs import get_pack
+
+    service = RegardService()
+    context = local_context(purpose, case)
+    try:
+        coll = service.store.catalog.get_collection(collection)
+    except RegardError as exc:
+        _fail(exc)
+    policy = CollectionPolicy.from_tags(coll.tags)
+    asked = threshold if threshold is not None else config.DEFAULT_MATCH_THRESHOLD
+    if policy.threshold_floor is not None:
+        if threshold is not None and threshold < policy.threshold_floor:
+            err.print(f"[red]InvalidParameterException[/red]: --threshold {threshold:g} is "
+                      f"below the threshold floor {policy.threshold_floor:g} of {collection}")
+            raise typer.Exit(code=1)
+        asked = max(asked, policy.threshold_floor)
+    options = AnalysisOptions(sample_ms=float(sample_ms or config.current().video_sample_ms),
+                              track=True, embed=True, pack=get_pack(coll.face_model_version))
+
+    def analyse(video: Path, progress: Callable[[int, int], None]) -> dict[str, Any]:
+        analysis = _analyse(service, video, options, progress)
+        found: dict[int, list[dict[str, Any]]] = {}
+
+        def search() -> dict[int, list[dict[str, Any]]]:
+            found.update(person_matches(
+                service, coll.name, asked,
+                {i: p.embeddings for i, p in analysis.persons.items()},
+                policy.max_matches or 100)[0])
+            return found
+
+        record_search(service, context, f"cli:{uuid.uuid4()}", coll.name, asked, search)
+        return {"JobStatus": "SUCCEEDED", "VideoMetadata": analysis.metadata.to_aws(),
+                "Persons": search_items(analysis, found)}
+
+    _each(videos, out_dir, as_json, options.sample_ms, analyse)

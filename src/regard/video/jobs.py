@@ -1,0 +1,422 @@
+"""The stored-video job kinds (``regard.jobs``): face detection, face search and redaction, their
+result pages, and the completion notification.
+
+A job reads its video from the object store as it decodes it (``ObjectStore.open``), analyses it
+(``regard.video.analysis``) and writes its results as numbered pages of at most ``CHUNK`` items:
+page 0 the summary (VideoMetadata, item count), pages 1.. the items by timestamp and, for face
+search, pages ``INDEX_BASE`` + 1.. the same items by person index; Get* pages through them
+without loading a job's whole result. A job run again after a takeover starts over and rewrites
+the same page numbers. The identifications of a face search (or of a redaction that keeps or
+redacts one collection's people) are recorded in the audit ledger when its job ends, as one
+``VideoFaceSearch`` entry; an erasure removes the erased faces from every stored result
+(``purge_faces``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+from sqlalchemy import select, update
+
+from regard import config
+from regard.errors import InvalidParameterError
+from regard.jobs.kinds import RunningJob, job_kind, on_finish
+from regard.jobs.store import Job, JobStore
+from regard.store import schema as s
+
+if TYPE_CHECKING:
+    from regard.service import RegardService
+
+log = logging.getLogger("regard.video")
+
+FACE_DETECTION = "FaceDetection"
+FACE_SEARCH = "FaceSearch"
+FACE_REDACTION = "FaceRedaction"
+CHUNK = 500  # items per result page
+INDEX_BASE = 1_000_000  # first page number of the by-person-index copy
+MAX_MATCHES = 100  # face matches kept per person (a collection policy may lower it)
+PROGRESS_SECONDS = 2.0
+
+
+# -- notification ----------------------------------------------------------------------------------
+def check_channel(channel: Any) -> str:
+    """The webhook a NotificationChannel's topic is mapped to (``REGARD_SNS_WEBHOOKS``); the
+    ARNs' shapes were checked against the service model already."""
+    if not isinstance(channel, dict) or not channel.get("SNSTopicArn") \
+            or not channel.get("RoleArn"):
+        raise InvalidParameterError("NotificationChannel needs SNSTopicArn and RoleArn")
+    url = config.current().sns_webhooks.get(channel["SNSTopicArn"])
+    if url is None:
+        raise InvalidParameterError(
+            f"SNS topic {channel['SNSTopicArn']} is not known to this server: its operator maps "
+            "topics to webhooks with REGARD_SNS_WEBHOOKS")
+    return url
+
+
+def completion_message(job: Job) -> dict[str, Any]:
+    """Rekognition Video's completion status, as it publishes it to the SNS topic."""
+    obj = (job.parameters.get("Video") or {}).get("S3Object") or {}
+    finished = job.finished or datetime.now(timezone.utc)
+    message: dict[str, Any] = {
+        "JobId": job.job_id, "Status": job.state, "API": job.parameters.get("API", job.kind),
+        "Timestamp": int(finished.timestamp() * 1000),
+        "Video": {"S3ObjectName": obj.get("Name"), "S3Bucket": obj.get("Bucket")}}
+    if job.job_tag:
+        message["JobTag"] = job.job_tag
+    if job.status_message:
+        message["Message"] = job.status_message
+    return message
+
+
+def deliver(url: str, topic: str, message: dict[str, Any], *, attempts: int = 4,
+            timeout: float = 5.0) -> bool:
+    """POST Amazon SNS's HTTP notification envelope (unsigned) with ``message`` as its Message;
+    retried with backoff. True when the webhook answered 2xx."""
+    envelope = {"Type": "Notification", "MessageId": str(uuid.uuid4()), "TopicArn": topic,
+                "Message": json.dumps(message),
+                "Timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+                + "Z", "SignatureVersion": "1"}
+    data = json.dumps(envelope).encode()
+    for attempt in range(attempts):
+        request = urllib.request.Request(url, data=data, method="POST", headers={
+            "Content-Type": "text/plain; charset=UTF-8",
+            "x-amz-sns-message-type": "Notification", "x-amz-sns-topic-arn": topic,
+            "x-amz-sns-message-id": envelope["MessageId"]})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+                if 200 <= response.status < 300:
+                    return True
+        except OSError as exc:
+            log.warning("notification of job %s to %s failed (attempt %d): %s",
+                        message.get("JobId"), url, attempt + 1, exc)
+        time.sleep(min(30.0, 0.5 * 2 ** attempt))
+    return False
+
+
+def _notify(job: Job, service: Any) -> None:
+    channel = job.parameters.get("NotificationChannel")
+    if not channel:
+        return
+    url = config.current().sns_webhooks.get(channel["SNSTopicArn"])
+    if url is None:
+        log.warning("job %s: topic %s is no longer mapped to a webhook", job.job_id,
+                    channel["SNSTopicArn"])
+        return
+    threading.Thread(target=deliver, args=(url, channel["SNSTopicArn"], completion_message(job)),
+                     name="regard-notify", daemon=True).start()
+
+
+for _kind in (FACE_DETECTION, FACE_SEARCH, FACE_REDACTION):
+    on_finish(_kind)(_notify)
+
+
+# -- result pages ----------------------------------------------------------------------------------
+def write_results(job: RunningJob, metadata: dict[str, Any], items: list[dict[str, Any]],
+                  by_index: list[dict[str, Any]] | None = None) -> None:
+    for i in range(0, len(items), CHUNK):
+        job.add_page(items[i:i + CHUNK], page=1 + i // CHUNK)
+    if by_index is not None:
+        for i in range(0, len(by_index), CHUNK):
+            job.add_page(by_index[i:i + CHUNK], page=INDEX_BASE + 1 + i // CHUNK)
+    job.add_page({"VideoMetadata": metadata, "Count": len(items), "Chunk": CHUNK}, page=0)
+
+
+def read_results(store: JobStore, job_id: str, sort: str, offset: int, limit: int
+                 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The summary and ``limit`` items from ``offset`` in ``sort`` order (TIMESTAMP | INDEX)."""
+    first = store.pages(job_id, after=-1, limit=1)
+    if not first or first[0][0] != 0:
+        return {"VideoMetadata": None, "Count": 0}, []
+    summary = first[0][1]
+    chunk = int(summary.get("Chunk", CHUNK))
+    base = INDEX_BASE if sort == "INDEX" else 0
+    start_page = base + 1 + offset // chunk
+    wanted = -(-(offset % chunk + limit) // chunk)
+    pages = [body for number, body in store.pages(job_id, after=start_page - 1, limit=wanted)
+             if start_page <= number < start_page + wanted]
+    items = [item for body in pages for item in body]
+    skip = offset % chunk
+    return summary, items[skip:skip + limit]
+
+
+def purge_faces(store: JobStore, face_ids: set[str]) -> int:
+    """Remove ``face_ids`` from the matches of every stored face search result (an erasure must
+    not leave a person's FaceId in a job's answer); how many pages changed."""
+    if not face_ids:
+        return 0
+    changed = 0
+    with store.db.write_transaction() as conn:
+        jobs = list(conn.execute(select(s.jobs.c.job_id).where(
+            s.jobs.c.kind == FACE_SEARCH)).scalars())
+        for job_id in jobs:
+            rows = conn.execute(select(s.job_pages.c.page, s.job_pages.c.body).where(
+                s.job_pages.c.job_id == job_id, s.job_pages.c.page > 0)).all()
+            for row in rows:
+                body = row.body
+                if not isinstance(body, list):
+                    continue
+                dirty = False
+                for item in body:
+                    kept = [m for m in item.get("FaceMatches", [])
+                            if m["Face"]["FaceId"] not in face_ids]
+                    if len(kept) != len(item.get("FaceMatches", [])):
+                        item["FaceMatches"] = kept
+                        dirty = True
+                if dirty:
+                    conn.execute(update(s.job_pages).where(
+                        s.job_pages.c.job_id == job_id,
+                        s.job_pages.c.page == row.page).values(body=body))
+                    changed += 1
+    return changed
+
+
+# -- running ---------------------------------------------------------------------------------------
+class _Progress:
+    """Job progress in video milliseconds, written at most every few seconds."""
+
+    def __init__(self, job: RunningJob) -> None:
+        self.job, self.last = job, 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_SECONDS:
+            self.last = now
+            self.job.progress(done, total)
+
+
+def _reader(svc: RegardService, video: dict[str, Any]) -> Any:
+    from regard.video.decode import VideoReader
+
+    obj = video["S3Object"]
+    fh = svc.objects.open(obj["Bucket"], obj["Name"], obj.get("Version"))
+    try:
+        reader = VideoReader(fh)
+    except BaseException:
+        fh.close()
+        raise
+    reader.closing = fh  # type: ignore[attr-defined]
+    return reader
+
+
+def _close(reader: Any) -> None:
+    reader.close()
+    reader.closing.close()
+
+
+def _sample_ms() -> float:
+    return float(config.current().video_sample_ms)
+
+
+@job_kind(FACE_DETECTION)
+def run_face_detection(job: RunningJob) -> None:
+    from regard.video.analysis import AnalysisOptions, analyze_video
+
+    svc = job.service
+    reader = _reader(svc, job.parameters["Video"])
+    try:
+        analysis = analyze_video(reader, svc.engine,
+                                 AnalysisOptions(sample_ms=_sample_ms(), track=False),
+                                 progress=_Progress(job), check=job.check)
+    finally:
+        _close(reader)
+    write_results(job, analysis.metadata.to_aws(), detection_items(analysis))
+
+
+def detection_items(analysis: Any) -> list[dict[str, Any]]:
+    """GetFaceDetection's ``Faces``: every face of every analysed frame, by timestamp."""
+    return [{"Timestamp": o.timestamp_ms, "Face": o.face.face_detail()}
+            for o in analysis.observations]
+
+
+def search_items(analysis: Any, found: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """GetFaceSearch's ``Persons`` by timestamp: every tracked person in every analysed frame,
+    with that person's matches (``[]`` when none), as Rekognition lists them. The person's
+    ``BoundingBox`` is the face's: Regard tracks faces, not bodies."""
+    items = []
+    for o in analysis.observations:
+        if o.person is None:
+            continue
+        face = o.face.face_detail()
+        items.append({"Timestamp": o.timestamp_ms,
+                      "Person": {"Index": o.person, "BoundingBox": face["BoundingBox"],
+                                 "Face": face},
+                      "FaceMatches": found.get(o.person, [])})
+    return items
+
+
+def by_index(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(items, key=lambda it: (it["Person"]["Index"], it["Timestamp"]))
+
+
+def person_matches(svc: RegardService, collection: str, threshold: float,
+                   embeddings: dict[int, list[np.ndarray]], max_matches: int = MAX_MATCHES
+                   ) -> tuple[dict[int, list[dict[str, Any]]], dict[str, Any]]:
+    """Each person's matches in ``collection``: its best similarity to each face, from any of
+    its embeddings, at ``threshold`` or above (raised by the policy's regard:max-fpir as for
+    every search), best first; and the search statistics."""
+    from regard.operations.common import face_body
+    from regard.operations.searches import EFFECTIVE_THRESHOLD, search_threshold
+    from regard.vision.packs import get_pack
+
+    coll = svc.store.catalog.get_collection(collection)
+    pack = get_pack(coll.face_model_version)
+    vectors = [v for vs in embeddings.values() for v in vs]
+    threshold, statistics = search_threshold(coll, pack, threshold,
+                                             int(coll.face_count) * max(1, len(vectors)))
+    statistics[EFFECTIVE_THRESHOLD] = threshold
+    best: dict[int, dict[str, float]] = {}
+    for person, vecs in embeddings.items():
+        scores: dict[str, float] = {}
+        for vector in vecs:
+            hits = svc.store.search(coll.name, vector, max_matches,
+                                    max_distance=pack.match_distance(threshold))[0]
+            sims = pack.similarities([h.distance for h in hits])
+            for hit, sim in zip(hits, sims):
+                sim = round(float(sim), 5)
+                if sim >= threshold and sim > scores.get(hit.face_id, -1.0):
+                    scores[hit.face_id] = sim
+        best[person] = scores
+    rows = svc.store.catalog.get_faces(coll.name, sorted({f for sc in best.values() for f in sc}))
+    out: dict[int, list[dict[str, Any]]] = {}
+    for person, scores in best.items():
+        ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:max_matches]
+        # A face erased since the search is simply not returned.
+        out[person] = [{"Similarity": sim, "Face": face_body(rows[f], coll.face_model_version)}
+                       for f, sim in ranked if f in rows]
+    return out, statistics
+
+
+def record_search(svc: RegardService, context: Any, job_id: str, collection: str,
+                  threshold: float, matches: Callable[[], dict[int, list[dict[str, Any]]]]
+                  ) -> None:
+    """One VideoFaceSearch ledger entry for a video's identifications, under the principal who
+    asked (the search runs inside it: refused, it does not run)."""
+    def summary() -> dict[str, Any]:
+        found = matches()
+        face_ids = sorted({m["Face"]["FaceId"] for ms in found.values() for m in ms})
+        sims = [m["Similarity"] for ms in found.values() for m in ms]
+        return {"Persons": len(found), "FaceIds": face_ids,
+                "TopSimilarity": max(sims) if sims else None}
+
+    svc.run_audited("VideoFaceSearch", {"CollectionId": collection,
+                                        "FaceMatchThreshold": threshold, "JobId": job_id},
+                    context, summary)
+
+
+@job_kind(FACE_SEARCH)
+def run_face_search(job: RunningJob) -> None:
+    from regard.governance.policy import CollectionPolicy
+    from regard.video.analysis import AnalysisOptions, analyze_video
+    from regard.vision.packs import get_pack
+
+    svc = job.service
+    p = job.parameters
+    coll = svc.store.catalog.get_collection(p["CollectionId"])
+    policy = CollectionPolicy.from_tags(coll.tags)
+    reader = _reader(svc, p["Video"])
+    try:
+        analysis = analyze_video(
+            reader, svc.engine,
+            AnalysisOptions(sample_ms=_sample_ms(), track=True, embed=True,
+                            pack=get_pack(coll.face_model_version)),
+            progress=_Progress(job), check=job.check)
+    finally:
+        _close(reader)
+    embeddings = {i: person.embeddings for i, person in analysis.persons.items()}
+    found: dict[int, list[dict[str, Any]]] = {}
+
+    def search() -> dict[int, list[dict[str, Any]]]:
+        found.update(person_matches(svc, coll.name, p["FaceMatchThreshold"], embeddings,
+                                    policy.max_matches or MAX_MATCHES)[0])
+        return found
+
+    record_search(job.service, job.context, job.job_id, coll.name, p["FaceMatchThreshold"],
+                   search)
+    items = search_items(analysis, found)
+    write_results(job, analysis.metadata.to_aws(), items, by_index(items))
+
+
+# -- redaction -------------------------------------------------------------------------------------
+def redaction_options(given: dict[str, Any]) -> dict[str, Any]:
+    """The redaction ``Options`` a job stores, checked now (a bad option fails the request)."""
+    from regard.video.redact import options_from_request
+
+    return options_from_request(given)
+
+
+@job_kind(FACE_REDACTION)
+def run_face_redaction(job: RunningJob) -> None:
+    from regard.video.redact import options_from_request, redact_video
+
+    svc = job.service
+    p = job.parameters
+    options = options_from_request(p.get("Options") or {})
+    named = p.get("KeepCollectionId") or p.get("OnlyCollectionId")
+    identify = None
+    record: dict[str, Any] = {}
+    if named:
+        identify = collection_identifier(svc, named, p["FaceMatchThreshold"], record)
+        options.keep_matched = bool(p.get("KeepCollectionId"))
+        options.only_matched = bool(p.get("OnlyCollectionId"))
+    out = p["Output"]["S3Object"]
+    reader_src = p["Video"]["S3Object"]
+    suffix = Path(out["Name"]).suffix or Path(reader_src["Name"]).suffix or ".mp4"
+    with tempfile.TemporaryDirectory(prefix="regard-redact-") as tmp:
+        src = svc.objects.open(reader_src["Bucket"], reader_src["Name"],
+                               reader_src.get("Version"))
+        target = Path(tmp) / f"redacted{suffix}"
+        try:
+            report = redact_video(src, target, options, engine=svc.engine, identify=identify,
+                                  progress=_Progress(job), check=job.check)
+        finally:
+            src.close()
+            if named:
+                record_search(svc, job.context, job.job_id, named, p["FaceMatchThreshold"],
+                               lambda: {0: record.get("matches", [])})
+        svc.objects.put_file(out["Bucket"], out["Name"], target)
+        size = os.path.getsize(target)
+    body = report.to_dict() if hasattr(report, "to_dict") else dict(vars(report))
+    body["OutputBytes"] = size
+    write_results(job, body.pop("VideoMetadata", None) or {}, [body])
+
+
+def collection_identifier(svc: RegardService, collection: str, threshold: float,
+                          record: dict[str, Any]) -> Callable[[np.ndarray, list[Any]], list[bool]]:
+    """``identify(rgb, faces)`` for redaction: whether each face matches someone in
+    ``collection`` at ``threshold``; the matched faces are collected in ``record["matches"]``
+    for the job's ledger entry."""
+    from regard.vision.packs import get_pack
+
+    coll = svc.store.catalog.get_collection(collection)
+    pack = get_pack(coll.face_model_version)
+    matches: list[dict[str, Any]] = record.setdefault("matches", [])
+    seen: set[str] = set()
+
+    def identify(rgb: np.ndarray, faces: list[Any]) -> list[bool]:
+        svc.engine.embed_faces(rgb, faces, pack)
+        found = person_matches(svc, coll.name, threshold,
+                               {i: [f.embedding] for i, f in enumerate(faces)}, 1)[0]
+        for ms in found.values():
+            for m in ms:
+                if m["Face"]["FaceId"] not in seen:
+                    seen.add(m["Face"]["FaceId"])
+                    matches.append(m)
+        return [bool(found.get(i)) for i in range(len(faces))]
+
+    return identify
+
+
+__all__ = ["CHUNK", "FACE_DETECTION", "FACE_REDACTION", "FACE_SEARCH", "INDEX_BASE",
+           "check_channel", "completion_message", "deliver", "person_matches", "purge_faces",
+           "read_results", "redaction_options", "write_results"]

@@ -537,6 +537,10 @@ NextToken = Annotated[str | None, Query(description="`NextToken` of the previous
 QualityFilterForm = Annotated[QualityFilter | None, Form(
     description="Faces below this quality are not used (default AUTO for indexing, NONE for "
                 "searching)")]
+JobId = Annotated[str, Path(description="The JobId the Start request returned",
+                            pattern=r"^[a-zA-Z0-9-_]+$", max_length=64)]
+MaxResults = Annotated[int | None, Query(ge=1, description="Page size (default and at most "
+                                                           "1000)")]
 _MAX_FACES = "At most this many matches (default 100)"
 _MAX_USERS = "At most this many users (default 100)"
 _THRESHOLD = "Smallest similarity, 0-100 (default 80)"
@@ -765,11 +769,6 @@ def mount(app: FastAPI, server: Server) -> None:
         return await call(request, **body.params())
 
     # -- stored video and redaction ---------------------------------------------------------------
-    JobId = Annotated[str, Path(description="The JobId the Start request returned",
-                                pattern=r"^[a-zA-Z0-9-_]+$", max_length=64)]
-    MaxResults = Annotated[int | None, Query(ge=1, description="Page size (default and at most "
-                                                               "1000)")]
-
     @route("POST", "/video/face-detection", "StartFaceDetection", "video",
            "Start detecting faces in a stored video")
     async def start_face_detection(request: Request, body: StartFaceDetectionBody) -> Response:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -31,10 +31,12 @@ PROGRESS_INTERVAL_S = 0.5  # at most about two progress reports a second
 class AnalysisOptions:
     """How a video is analysed.
 
-    ``sample_ms``: analyse the first frame at or after each multiple of it (Rekognition Video
-    reports faces about every 200 ms). ``track``: follow faces into persons (face search and
-    person tracking need them; face detection may skip it). ``embed``: embed faces for
-    re-identification and search (needs ``pack``). ``max_embeddings_per_track``: embeddings kept
+    ``sample_ms``: analyse the first frame at or after each multiple of it (200 ms: five looks
+    a second, enough to follow people, a fraction of the frames to detect in). ``track``: follow
+    faces into persons (face search and person tracking need them; face detection may skip
+    it). ``embed``: embed faces for re-identification and search (needs ``pack``); with
+    tracking only the faces the tracker picks are embedded, without it every face is.
+    ``max_embeddings_per_track``: embeddings kept
     per track, from its best faces. ``reid_similarity``: calibrated similarity at which a
     returning face keeps its person's Index. ``min_face_size``: faces smaller (pixels, smaller
     side) are ignored. ``max_missed_ms``: how long a track may go unseen before it ends.

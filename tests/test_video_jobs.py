@@ -1,0 +1,326 @@
+"""Stored-video jobs through boto3 and the REST API, on a real server on loopback: StartFaceDetection
+/ GetFaceDetection, StartFaceSearch / GetFaceSearch, their errors, idempotency, paging, the
+notification webhook, erasure of stored results, scopes, and a job surviving a server restart.
+The clips are made by the tests from scikit-image's pictures (``video_clips``)."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from botocore.exceptions import ClientError
+
+from aws_clients import error_code, rekognition
+from conftest import encode
+from live_server import LiveServer
+from regard.api.server import ServerSettings
+from regard.object_store import LocalObjectStore
+from video_clips import leave_and_return, make_clip
+
+pytestmark = pytest.mark.slow
+BUCKET = "videos"
+TOPIC = "arn:aws:sns:eu-west-1:123456789012:regard-jobs"
+ROLE = "arn:aws:iam::123456789012:role/regard"
+
+
+def _video(name: str) -> dict[str, Any]:
+    return {"S3Object": {"Bucket": BUCKET, "Name": name}}
+
+
+@pytest.fixture(scope="module")
+def bucket(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("s3")
+    folder = root / BUCKET
+    folder.mkdir()
+    clip = make_clip(folder / "walk.mp4", leave_and_return(), seconds=5.0)
+    data = clip.path.read_bytes()
+    (folder / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    (folder / "corrupt.mp4").write_bytes(os.urandom(50_000))
+    (folder / "empty.mp4").write_bytes(b"")
+    with open(folder / "huge.mp4", "wb") as fh:  # sparse: 10 GB + 1 byte, no disk used
+        fh.truncate(10 * 1024 ** 3 + 1)
+    return root
+
+
+class Hook(http.server.BaseHTTPRequestHandler):
+    received: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        Hook.received.append({"headers": {k.lower(): v for k, v in self.headers.items()},
+                              "body": json.loads(body)})
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def webhook() -> Any:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory, engine: Any, bucket: Path,
+         webhook: str) -> Any:
+    os.environ["REGARD_SNS_WEBHOOKS"] = f"{TOPIC}={webhook}"
+    home = tmp_path_factory.mktemp("home")
+    try:
+        with LiveServer(home, engine, ServerSettings(job_workers=2),
+                        object_store=LocalObjectStore(bucket)) as server:
+            yield server
+    finally:
+        os.environ.pop("REGARD_SNS_WEBHOOKS", None)
+
+
+@pytest.fixture(scope="module")
+def client(live: Any) -> Any:
+    key, secret = live.server.keys.create("video tests")
+    return rekognition(live.url, key.access_key_id, secret)
+
+
+@pytest.fixture(scope="module")
+def staff(client: Any, astronaut: Any) -> str:
+    client.create_collection(CollectionId="staff", Tags={"regard:purpose": "video tests"})
+    face = client.index_faces(CollectionId="staff", Image={"Bytes": encode(astronaut)},
+                              ExternalImageId="eileen")["FaceRecords"][0]["Face"]["FaceId"]
+    return face
+
+
+def _wait(get: Any, job_id: str, timeout: float = 120.0, **kw: Any) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        body = get(JobId=job_id, **kw)
+        if body["JobStatus"] != "IN_PROGRESS":
+            return body
+        assert time.monotonic() < deadline, f"job {job_id} still IN_PROGRESS"
+        time.sleep(0.2)
+
+
+def test_face_detection_job(client: Any) -> None:
+    job = client.start_face_detection(Video=_video("walk.mp4"), JobTag="walk-1")["JobId"]
+    first = client.get_face_detection(JobId=job)
+    assert first["JobStatus"] in ("IN_PROGRESS", "SUCCEEDED")
+    body = _wait(client.get_face_detection, job)
+    assert body["JobStatus"] == "SUCCEEDED", body.get("StatusMessage")
+    assert body["JobId"] == job and body["JobTag"] == "walk-1"
+    assert body["Video"] == _video("walk.mp4")
+    meta = body["VideoMetadata"]
+    assert meta["Codec"] == "h264" and meta["Format"] == "QuickTime / MOV"
+    assert (meta["FrameWidth"], meta["FrameHeight"]) == (640, 360)
+    assert meta["FrameRate"] == 25.0 and 4900 <= meta["DurationMillis"] <= 5100
+    assert meta["ColorRange"] == "LIMITED"
+    faces = body["Faces"]
+    stamps = sorted({f["Timestamp"] for f in faces})
+    # 5 analysed frames a second; the astronaut is away from 2.0 to 3.0 s
+    assert 20 <= len(stamps) <= 26
+    assert all(0 < b - a <= 240 for a, b in zip(stamps, stamps[1:]))
+    per_frame = {t: sum(f["Timestamp"] == t for f in faces) for t in stamps}
+    assert per_frame[0] == 2 and per_frame[2400] == 1 and per_frame[4000] == 2
+    assert all(0 <= f["Face"]["BoundingBox"]["Left"] <= 1 for f in faces)
+    assert {"Landmarks", "Pose", "Quality", "Confidence"} <= set(faces[0]["Face"])
+
+
+def test_pages_and_tokens(client: Any) -> None:
+    job = client.start_face_detection(Video=_video("walk.mp4"))["JobId"]
+    everything = _wait(client.get_face_detection, job)["Faces"]
+    seen, token = [], None
+    while True:
+        page = client.get_face_detection(JobId=job, MaxResults=7,
+                                         **({"NextToken": token} if token else {}))
+        assert len(page["Faces"]) <= 7
+        seen += page["Faces"]
+        token = page.get("NextToken")
+        if not token:
+            break
+    assert seen == everything
+    big = client.get_face_detection(JobId=job, MaxResults=5000)  # clamped to 1000
+    assert big["Faces"] == everything
+    with pytest.raises(ClientError) as bad:
+        client.get_face_detection(JobId=job, NextToken="bm90IGEgdG9rZW4=")
+    assert error_code(bad) == "InvalidPaginationTokenException"
+    with pytest.raises(ClientError) as missing:
+        client.get_face_detection(JobId="0f0e0d0c-0000-4000-8000-000000000000")
+    assert error_code(missing) == "ResourceNotFoundException"
+
+
+def test_client_request_token(client: Any) -> None:
+    a = client.start_face_detection(Video=_video("walk.mp4"), ClientRequestToken="same-1")
+    b = client.start_face_detection(Video=_video("walk.mp4"), ClientRequestToken="same-1")
+    assert a["JobId"] == b["JobId"]
+    with pytest.raises(ClientError) as changed:
+        client.start_face_detection(Video=_video("walk.mp4"), ClientRequestToken="same-1",
+                                    FaceAttributes="ALL")
+    assert error_code(changed) == "IdempotentParameterMismatchException"
+
+
+@pytest.mark.parametrize(("name", "code"), [("nothing-here.mp4", "InvalidS3ObjectException"),
+                                            ("huge.mp4", "VideoTooLargeException")])
+def test_start_refusals(client: Any, name: str, code: str) -> None:
+    with pytest.raises(ClientError) as refused:
+        client.start_face_detection(Video=_video(name))
+    assert error_code(refused) == code
+
+
+@pytest.mark.parametrize(("name", "words"), [("corrupt.mp4", "FFmpeg cannot open"),
+                                             ("truncated.mp4", "FFmpeg cannot open"),
+                                             ("empty.mp4", "empty")])
+def test_bad_videos_fail_the_job_clearly(client: Any, name: str, words: str) -> None:
+    job = client.start_face_detection(Video=_video(name))["JobId"]
+    body = _wait(client.get_face_detection, job)
+    assert body["JobStatus"] == "FAILED"
+    assert words in body["StatusMessage"]
+    assert "Faces" not in body
+
+
+def test_face_search_job_and_erasure(live: Any, client: Any, staff: str) -> None:
+    job = client.start_face_search(Video=_video("walk.mp4"), CollectionId="staff")["JobId"]
+    body = _wait(client.get_face_search, job)
+    assert body["JobStatus"] == "SUCCEEDED", body.get("StatusMessage")
+    persons = body["Persons"]
+    indexes = {p["Person"]["Index"] for p in persons}
+    assert indexes == {0, 1}  # the astronaut keeps her Index when she comes back
+    matched = {p["Person"]["Index"] for p in persons if p["FaceMatches"]}
+    assert len(matched) == 1
+    eileen = next(p for p in persons if p["FaceMatches"])
+    assert eileen["FaceMatches"][0]["Face"]["FaceId"] == staff
+    assert eileen["FaceMatches"][0]["Face"]["ExternalImageId"] == "eileen"
+    assert eileen["FaceMatches"][0]["Similarity"] >= 80
+    other = next(p for p in persons if not p["FaceMatches"])  # listed, unmatched
+    assert other["FaceMatches"] == []
+    stamps = [p["Timestamp"] for p in persons]
+    assert stamps == sorted(stamps)
+    by_index = client.get_face_search(JobId=job, SortBy="INDEX")["Persons"]
+    assert [p["Person"]["Index"] for p in by_index] == sorted(p["Person"]["Index"]
+                                                              for p in by_index)
+    assert sorted(map(json.dumps, by_index)) == sorted(map(json.dumps, persons))
+    # the identification is in the ledger, and who-searched finds it
+    service = live.server.service
+    entries = service.gate.ledger.entries(operations=["VideoFaceSearch"])
+    assert any(e.result.get("JobId") == job and staff in e.result["FaceIds"] for e in entries)
+    assert any(e["operation"] == "VideoFaceSearch"
+               for e in service.who_searched(ExternalImageId="eileen")["Entries"])
+    # erasing her removes her FaceId from the stored result
+    service.erase(ExternalImageId="eileen")
+    after = client.get_face_search(JobId=job)["Persons"]
+    assert all(p["FaceMatches"] == [] for p in after)
+    assert len(after) == len(persons)
+
+
+def test_face_search_refusals(live: Any, client: Any, staff: str) -> None:
+    with pytest.raises(ClientError) as missing:
+        client.start_face_search(Video=_video("walk.mp4"), CollectionId="nobody")
+    assert error_code(missing) == "ResourceNotFoundException"
+    client.create_collection(CollectionId="strict", Tags={
+        "regard:purpose": "video tests", "regard:threshold-floor": "95"})
+    with pytest.raises(ClientError) as low:
+        client.start_face_search(Video=_video("walk.mp4"), CollectionId="strict",
+                                 FaceMatchThreshold=90)
+    assert error_code(low) == "InvalidParameterException"
+    detect_only, secret = live.server.keys.create("detect only", scopes=["detect"])
+    narrow = rekognition(live.url, detect_only.access_key_id, secret)
+    with pytest.raises(ClientError) as denied:
+        narrow.start_face_search(Video=_video("walk.mp4"), CollectionId="staff")
+    assert error_code(denied) == "AccessDeniedException"
+    # a job is not visible to another principal
+    job = client.start_face_detection(Video=_video("walk.mp4"))["JobId"]
+    with pytest.raises(ClientError) as hidden:
+        narrow.get_face_detection(JobId=job)
+    assert error_code(hidden) == "ResourceNotFoundException"
+    with pytest.raises(ClientError) as wrong_kind:
+        client.get_face_search(JobId=job)
+    assert error_code(wrong_kind) == "InvalidParameterException"
+
+
+def test_limit_exceeded(live: Any, client: Any) -> None:
+    runner = live.server.jobs
+    saved = runner.max_concurrent
+    runner.max_concurrent = 0
+    try:
+        with pytest.raises(ClientError) as limited:
+            client.start_face_detection(Video=_video("walk.mp4"))
+        assert error_code(limited) == "LimitExceededException"
+    finally:
+        runner.max_concurrent = saved
+
+
+def test_notification_channel(client: Any) -> None:
+    Hook.received.clear()
+    with pytest.raises(ClientError) as unknown:
+        client.start_face_detection(Video=_video("walk.mp4"), NotificationChannel={
+            "SNSTopicArn": "arn:aws:sns:eu-west-1:123456789012:unmapped", "RoleArn": ROLE})
+    assert error_code(unknown) == "InvalidParameterException"
+    with pytest.raises(ClientError) as malformed:
+        client.start_face_detection(Video=_video("walk.mp4"), NotificationChannel={
+            "SNSTopicArn": "not-an-arn", "RoleArn": ROLE})
+    assert error_code(malformed) in ("ValidationException", "InvalidParameterException")
+    job = client.start_face_detection(Video=_video("walk.mp4"), JobTag="notify-me",
+                                      NotificationChannel={"SNSTopicArn": TOPIC,
+                                                           "RoleArn": ROLE})["JobId"]
+    _wait(client.get_face_detection, job)
+    deadline = time.monotonic() + 10
+    while not Hook.received and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert Hook.received, "no notification arrived"
+    note = Hook.received[-1]
+    assert note["headers"]["x-amz-sns-message-type"] == "Notification"
+    assert note["body"]["TopicArn"] == TOPIC
+    message = json.loads(note["body"]["Message"])
+    assert message["JobId"] == job and message["Status"] == "SUCCEEDED"
+    assert message["API"] == "StartFaceDetection" and message["JobTag"] == "notify-me"
+    assert message["Video"] == {"S3ObjectName": "walk.mp4", "S3Bucket": BUCKET}
+    assert isinstance(message["Timestamp"], int)
+
+
+def test_rest_door(live: Any, staff: str) -> None:
+    key, secret = live.server.keys.create("rest video")
+    headers = {"Authorization": f"Bearer {key.access_key_id}:{secret}"}
+    with httpx.Client(base_url=live.url + "/v1", headers=headers, timeout=60) as http:
+        started = http.post("/video/face-search", json={"Video": _video("walk.mp4"),
+                                                        "CollectionId": "staff"})
+        assert started.status_code == 200, started.text
+        job = started.json()["JobId"]
+        deadline = time.monotonic() + 120
+        while True:
+            body = http.get(f"/video/face-search/{job}", params={"sort_by": "INDEX"}).json()
+            if body["JobStatus"] != "IN_PROGRESS" or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert body["JobStatus"] == "SUCCEEDED"
+        assert {p["Person"]["Index"] for p in body["Persons"]} == {0, 1}
+        refused = http.post("/video/face-detection", json={"Video": _video("huge.mp4")})
+        assert refused.status_code == 400
+        assert refused.json()["__type"] == "VideoTooLargeException"
+        unknown = http.post("/video/face-detection", json={"Video": _video("walk.mp4"),
+                                                           "Bogus": 1})
+        assert unknown.status_code == 400
+
+
+def test_job_survives_a_server_restart(tmp_path: Path, engine: Any, bucket: Path) -> None:
+    """A job accepted by a server that runs none (or stops before running it) is run by the
+    next server on the same catalog."""
+    first = LiveServer(tmp_path, engine, ServerSettings(job_workers=0),
+                       object_store=LocalObjectStore(bucket))
+    with first:
+        key, secret = first.server.keys.create("restart")
+        job = rekognition(first.url, key.access_key_id, secret).start_face_detection(
+            Video=_video("walk.mp4"))["JobId"]
+        time.sleep(0.5)
+        assert rekognition(first.url, key.access_key_id, secret).get_face_detection(
+            JobId=job)["JobStatus"] == "IN_PROGRESS"
+    with LiveServer(tmp_path, engine, ServerSettings(job_workers=1),
+                    object_store=LocalObjectStore(bucket)) as second:
+        body = _wait(rekognition(second.url, key.access_key_id, secret).get_face_detection,
+                     job)
+        assert body["JobStatus"] == "SUCCEEDED" and body["Faces"]

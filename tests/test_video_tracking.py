@@ -168,6 +168,37 @@ def test_reidentification_joins_only_tracks_never_seen_together() -> None:
                                                                     (1000, 1000)]
 
 
+def test_the_reidentification_gallery_stays_right_when_compacted() -> None:
+    """A long video replaces many embeddings; the gallery drops them and must still point each
+    kept embedding at its track."""
+    rng = np.random.default_rng(2)
+    vectors = rng.normal(size=(30, 128)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    tracker = Tracker(pack=default_pack(), max_missed=1, embedding_budget=100,
+                      embed_margin=1.05)
+    look = 0
+    for person, vector in enumerate(vectors):
+        for k in range(20):  # growing from 20 px: each look better than the last until 112 px
+            face = fake_face(300, 200, min(20 * 1.1 ** k, 150), vector)
+            tracker.embedded(tracker.update(look, look * 200, [face]))
+            look += 1
+        for _ in range(3):  # gone: the track ends
+            tracker.update(look, look * 200, [])
+            look += 1
+    computed = sum(t.embeddings_computed for t in tracker.tracks)
+    assert computed > 400 and tracker._rows < computed  # compacted
+    for track in tracker.tracks:
+        assert len(track.embeddings) == 3
+        for _, vector, row in track.embeddings:
+            assert tracker._owner[row] == track.id and tracker._active[row]
+            assert np.array_equal(tracker._vectors[row], vector)
+    assert len(tracker.persons()) == 30
+    step = tracker.update(look, look * 200, [fake_face(300, 200, 120, vectors[0])])
+    tracker.embedded(step)
+    persons = tracker.persons()
+    assert len(persons) == 30 and persons[0].tracks == 2
+
+
 # -- the pipeline on made clips ------------------------------------------------------------------
 def test_moving_and_scaling_keeps_two_persons_without_switches(clips, engine) -> None:
     clip = clips["moving"]

@@ -155,7 +155,7 @@ class VideoReader:
             width, height = height, width
         color = getattr(ctx, "color_range", 0)
         return VideoMetadata(
-            codec=ctx.name, duration_millis=int(round(duration * 1000)),
+            codec=ctx.codec.canonical_name or ctx.name, duration_millis=int(round(duration * 1000)),
             format=self.container.format.long_name or self.container.format.name,
             frame_rate=fps, frame_width=int(width), frame_height=int(height),
             color_range="FULL" if int(color or 0) == 2 else "LIMITED", rotation=rotation,

@@ -275,6 +275,7 @@ class Tracker:
         self._owner = np.zeros(0, dtype=np.int64)
         self._active = np.zeros(0, dtype=bool)
         self._rows = 0
+        self._dropped = 0  # rows no longer kept (compacted away once they are many)
 
     # -- per frame -------------------------------------------------------------------------
     def update(self, frame_index: int, timestamp_ms: int, faces: Sequence[Face], *,
@@ -354,6 +355,7 @@ class Tracker:
                     continue
                 if track.embeddings[worst][2] >= 0:
                     self._active[track.embeddings[worst][2]] = False
+                    self._dropped += 1
                 del track.embeddings[worst]
             # blurred, tiny or turned-away faces give embeddings that resemble each other
             # more than their owners (bokeh audiences all look alike): kept for the person,
@@ -368,6 +370,8 @@ class Tracker:
     def _add(self, vector: np.ndarray, track_id: int) -> int:
         if self._rows and self._vectors.shape[1] != vector.size:
             raise ValueError("embeddings of different sizes in one tracker")
+        if self._dropped > max(256, self._rows // 2):
+            self._compact()
         if self._rows == len(self._vectors):
             size = max(16, 2 * len(self._vectors))
             grown = np.zeros((size, vector.size), dtype=np.float32)
@@ -382,6 +386,21 @@ class Tracker:
         self._active[row] = True
         self._rows += 1
         return row
+
+    def _compact(self) -> None:
+        """Drop the rows of embeddings no longer kept (a long video replaces many)."""
+        keep = np.flatnonzero(self._active[: self._rows])
+        new_row = np.full(self._rows, -1, dtype=np.int64)
+        new_row[keep] = np.arange(keep.size)
+        for track_id in set(self._owner[keep].tolist()):
+            track = self.tracks[track_id]
+            track.embeddings = [(q, v, int(new_row[r]) if r >= 0 else -1)
+                                for q, v, r in track.embeddings]
+        self._vectors[: keep.size] = self._vectors[keep]
+        self._owner[: keep.size] = self._owner[keep]
+        self._active[: keep.size] = True
+        self._rows = keep.size
+        self._dropped = 0
 
     def _reidentify(self, track: Track, vector: np.ndarray) -> None:
         """Join ``track``'s person to the most similar other person whose tracks were never

@@ -480,7 +480,10 @@ def fuzz_known(fuzz_live: LiveServer, images) -> dict[str, str]:
     (face_id,) = face_ids(service.index_faces(CollectionId="c",
                                               Image={"Bytes": images["astronaut"]}))
     service.create_user(CollectionId="c", UserId="u")
-    return {"collection_id": "c", "user_id": "u", "face_id": face_id}
+    job_id = service.jobs.submit("FaceDetection", service.context, {
+        "Video": {"S3Object": {"Bucket": "videos", "Name": "none.mp4"}},
+        "API": "StartFaceDetection"})
+    return {"collection_id": "c", "user_id": "u", "face_id": face_id, "job_id": job_id}
 
 
 @pytest.fixture(scope="module")

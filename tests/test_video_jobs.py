@@ -324,3 +324,65 @@ def test_job_survives_a_server_restart(tmp_path: Path, engine: Any, bucket: Path
         body = _wait(rekognition(second.url, key.access_key_id, secret).get_face_detection,
                      job)
         assert body["JobStatus"] == "SUCCEEDED" and body["Faces"]
+
+
+def _faces_in(path: Path, engine: Any) -> list[int]:
+    """Faces the detector finds in each frame of a video (every 5th frame)."""
+    from regard.video.decode import VideoReader
+
+    with VideoReader(path) as reader:
+        return [len(engine.detect(f.rgb).faces) for f in reader.frames() if f.index % 5 == 0]
+
+
+def test_redaction_job_and_image_redaction(live: Any, bucket: Path, engine: Any,
+                                           astronaut: Any) -> None:
+    import av
+
+    key, secret = live.server.keys.create("redaction")
+    headers = {"Authorization": f"Bearer {key.access_key_id}:{secret}"}
+    client = rekognition(live.url, key.access_key_id, secret)
+    client.create_collection(CollectionId="consenting", Tags={"regard:purpose": "video tests"})
+    client.index_faces(CollectionId="consenting", Image={"Bytes": encode(astronaut)},
+                       ExternalImageId="eileen")
+    with httpx.Client(base_url=live.url + "/v1", headers=headers, timeout=60) as http:
+        jobs = {}
+        for name, extra in [("all.mp4", {}), ("kept.mp4", {"KeepCollectionId": "consenting"})]:
+            started = http.post("/video/redaction", json={
+                "Video": _video("walk.mp4"), "Output": {"S3Object": {
+                    "Bucket": BUCKET, "Name": f"out/{name}"}},
+                "Options": {"Method": "mosaic"}, **extra})
+            assert started.status_code == 200, started.text
+            jobs[name] = started.json()["JobId"]
+        for name, job in jobs.items():
+            deadline = time.monotonic() + 180
+            while True:
+                body = http.get(f"/video/redaction/{job}").json()
+                if body["JobStatus"] != "IN_PROGRESS" or time.monotonic() > deadline:
+                    break
+                time.sleep(0.3)
+            assert body["JobStatus"] == "SUCCEEDED", body
+            assert body["Report"]["Frames"] == 125 and body["Report"]["AudioCopied"] is True
+            assert body["Output"] == {"S3Object": {"Bucket": BUCKET, "Name": f"out/{name}"}}
+        everyone = _faces_in(bucket / BUCKET / "out" / "all.mp4", engine)
+        assert everyone and max(everyone) == 0  # no face left anywhere
+        kept = _faces_in(bucket / BUCKET / "out" / "kept.mp4", engine)
+        assert max(kept) == 1  # the consenting astronaut stays visible, the other is hidden
+        with av.open(str(bucket / BUCKET / "out" / "all.mp4")) as out:
+            assert out.streams.audio and out.streams.video[0].average_rate == 25
+        entries = live.server.service.gate.ledger.entries(operations=["VideoFaceSearch"])
+        assert any(e.result.get("JobId") == jobs["kept.mp4"] and e.result["FaceIds"]
+                   for e in entries)
+        bad = http.post("/video/redaction", json={
+            "Video": _video("walk.mp4"), "Output": {"S3Object": {"Bucket": BUCKET,
+                                                                 "Name": "out/x.mp4"}},
+            "Options": {"Scale": 9}})
+        assert bad.status_code == 400
+        # one image: the same redaction, synchronously
+        image = http.post("/redact", files={"image": ("a.jpg", encode(astronaut), "image/jpeg")},
+                          data={"method": "blur"})
+        assert image.status_code == 200, image.text
+        assert image.headers["content-type"] == "image/jpeg"
+        assert image.headers["x-regard-faces-redacted"] == "1"
+        assert engine.detect(image.content).faces == []
+        junk = http.post("/redact", files={"image": ("a.jpg", b"junk" * 100, "image/jpeg")})
+        assert junk.status_code == 400

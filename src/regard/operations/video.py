@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -148,6 +149,29 @@ def video_face_search(svc: RegardService, call: Call) -> Params:
     (``RegardService.run_audited``); there is nothing to call."""
     raise InvalidParameterError("VideoFaceSearch is recorded by face search and redaction "
                                 "jobs; start one with StartFaceSearch")
+
+
+def _redacted(params: Params, result: Params) -> Params:
+    return {"Faces": result.get("FaceCount"), "Format": result.get("Format")}
+
+
+@operation("RedactFaces", scope="detect", pool="image", summary=_redacted, rekognition=False,
+           optional_audit=True)
+def redact_faces(svc: RegardService, call: Call) -> Params:
+    """Regard's own: every face of an image hidden (``regard.video.redact``), the image returned
+    in its own format, upright and without its EXIF/XMP metadata."""
+    from regard.video.redact import redact_image_bytes
+
+    spec = call.params.get("Image") or {}
+    if spec.get("Bytes") is None:
+        raise InvalidParameterError("Image.Bytes is required")
+    data = bytes(spec["Bytes"])
+    call.image_sha256.append(hashlib.sha256(data).hexdigest())
+    options = video_jobs.options_from_request(
+        video_jobs.redaction_options(call.params.get("Options") or {}))
+    encoded, report = redact_image_bytes(data, options)
+    return {"Image": encoded, "ContentType": f"image/{report.format.lower()}",
+            "Format": report.format, "FaceCount": report.masked}
 
 
 # -- results -------------------------------------------------------------------------------------

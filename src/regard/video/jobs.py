@@ -14,9 +14,11 @@ redacts one collection's people) are recorded in the audit ledger when its job e
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -348,16 +350,39 @@ def run_face_search(job: RunningJob) -> None:
 
 
 # -- redaction -------------------------------------------------------------------------------------
-def redaction_options(given: dict[str, Any]) -> dict[str, Any]:
-    """The redaction ``Options`` a job stores, checked now (a bad option fails the request)."""
-    from regard.video.redact import options_from_request
+_OPTION_MEMBERS = {"Method": "method", "Shape": "shape", "Scale": "scale", "Codec": "codec",
+                   "Crf": "crf", "Preset": "preset", "DetectEvery": "detect_every",
+                   "PadMillis": "pad_ms"}
 
-    return options_from_request(given)
+
+def redaction_options(given: dict[str, Any]) -> dict[str, Any]:
+    """The redaction ``Options`` a job stores (their request members), checked now: a bad one
+    fails the request, not the job."""
+    if not isinstance(given, dict):
+        raise InvalidParameterError("Options must be an object")
+    unknown = sorted(set(given) - set(_OPTION_MEMBERS))
+    if unknown:
+        raise InvalidParameterError(f"Unknown redaction option(s) {', '.join(unknown)}; "
+                                    f"known: {', '.join(_OPTION_MEMBERS)}")
+    options_from_request(given)
+    return dict(given)
+
+
+def options_from_request(given: dict[str, Any]) -> Any:
+    """``RedactionOptions`` from the request members (``Method``, ``Shape``, ``Scale``,
+    ``Codec``, ``Crf``, ``Preset``, ``DetectEvery``, ``PadMillis``)."""
+    from regard.video.redact import RedactionOptions
+
+    try:
+        return RedactionOptions(**{_OPTION_MEMBERS[k]: v for k, v in given.items()
+                                   if k in _OPTION_MEMBERS and v is not None})
+    except TypeError as exc:
+        raise InvalidParameterError(f"Invalid redaction options: {exc}") from None
 
 
 @job_kind(FACE_REDACTION)
 def run_face_redaction(job: RunningJob) -> None:
-    from regard.video.redact import options_from_request, redact_video
+    from regard.video.redact import redact_video
 
     svc = job.service
     p = job.parameters
@@ -367,23 +392,25 @@ def run_face_redaction(job: RunningJob) -> None:
     record: dict[str, Any] = {}
     if named:
         identify = collection_identifier(svc, named, p["FaceMatchThreshold"], record)
-        options.keep_matched = bool(p.get("KeepCollectionId"))
-        options.only_matched = bool(p.get("OnlyCollectionId"))
+        options = dataclasses.replace(options, keep_matched=bool(p.get("KeepCollectionId")),
+                                      only_matched=bool(p.get("OnlyCollectionId")))
     out = p["Output"]["S3Object"]
-    reader_src = p["Video"]["S3Object"]
-    suffix = Path(out["Name"]).suffix or Path(reader_src["Name"]).suffix or ".mp4"
+    source = p["Video"]["S3Object"]
+    suffix = Path(source["Name"]).suffix or ".mp4"
     with tempfile.TemporaryDirectory(prefix="regard-redact-") as tmp:
-        src = svc.objects.open(reader_src["Bucket"], reader_src["Name"],
-                               reader_src.get("Version"))
-        target = Path(tmp) / f"redacted{suffix}"
+        # Redaction reads the video twice (detect, then write): a local copy, streamed in.
+        local = Path(tmp) / f"source{suffix}"
+        with svc.objects.open(source["Bucket"], source["Name"], source.get("Version")) as fh, \
+                open(local, "wb") as copy:
+            shutil.copyfileobj(fh, copy, 1024 * 1024)
+        target = Path(tmp) / f"redacted{Path(out['Name']).suffix or suffix}"
         try:
-            report = redact_video(src, target, options, engine=svc.engine, identify=identify,
+            report = redact_video(local, target, options, identify=identify,
                                   progress=_Progress(job), check=job.check)
         finally:
-            src.close()
             if named:
                 record_search(svc, job.context, job.job_id, named, p["FaceMatchThreshold"],
-                               lambda: {0: record.get("matches", [])})
+                              lambda: {0: record.get("matches", [])})
         svc.objects.put_file(out["Bucket"], out["Name"], target)
         size = os.path.getsize(target)
     body = report.to_dict() if hasattr(report, "to_dict") else dict(vars(report))

@@ -74,3 +74,23 @@ def test_batch_resumes_and_bad_files_fail_alone(home: Path, clip: Path, tmp_path
     again = runner.invoke(app, ["video", "detect", str(clip), "--out-dir", str(out)])
     assert again.exit_code == 0 and "done already" in " ".join(again.output.split())
     assert done.stat().st_mtime_ns == stamp
+
+
+def test_redact_is_audited(home: Path, clip: Path, tmp_path: Path, astronaut) -> None:
+    photo = tmp_path / "eileen.jpg"
+    photo.write_bytes(encode(astronaut))
+    assert runner.invoke(app, ["collections", "create", "consenting", "--purpose",
+                               "testing"]).exit_code == 0
+    assert runner.invoke(app, ["index", "consenting", str(photo), "--workers",
+                               "1"]).exit_code == 0
+    image = runner.invoke(app, ["redact", str(photo), str(tmp_path / "out.jpg")])
+    assert image.exit_code == 0, image.output
+    video = runner.invoke(app, ["redact", str(clip), str(tmp_path / "out.mp4"),
+                                "--keep-collection", "consenting", "--method", "box"])
+    assert video.exit_code == 0, video.output
+    audit = runner.invoke(app, ["audit", "export"])
+    entries = [json.loads(line) for line in audit.stdout.splitlines() if line.strip()]
+    ops = [e["operation"] for e in entries]
+    assert "RedactFaces" in ops and "StartFaceRedaction" in ops
+    search = [e for e in entries if e["operation"] == "VideoFaceSearch"]
+    assert len(search) == 1 and len(search[0]["result"]["FaceIds"]) == 1

@@ -350,7 +350,7 @@ def test_redaction_job_and_image_redaction(live: Any, bucket: Path, engine: Any,
             started = http.post("/video/redaction", json={
                 "Video": _video("walk.mp4"), "Output": {"S3Object": {
                     "Bucket": BUCKET, "Name": f"out/{name}"}},
-                "Options": {"Method": "mosaic"}, **extra})
+                "Options": {"Method": "box"}, **extra})
             assert started.status_code == 200, started.text
             jobs[name] = started.json()["JobId"]
         for name, job in jobs.items():
@@ -379,7 +379,7 @@ def test_redaction_job_and_image_redaction(live: Any, bucket: Path, engine: Any,
         assert bad.status_code == 400
         # one image: the same redaction, synchronously
         image = http.post("/redact", files={"image": ("a.jpg", encode(astronaut), "image/jpeg")},
-                          data={"method": "blur"})
+                          data={"method": "box"})
         assert image.status_code == 200, image.text
         assert image.headers["content-type"] == "image/jpeg"
         assert image.headers["x-regard-faces-redacted"] == "1"

@@ -12,6 +12,7 @@ from regard.cli import (  # noqa: F401  (registers commands)
     eval_commands,
     governance_commands,
     model_commands,
+    redact_command,
     reindex_command,
     server_commands,
     video_commands,

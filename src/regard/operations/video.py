@@ -152,7 +152,11 @@ def video_face_search(svc: RegardService, call: Call) -> Params:
 
 
 def _redacted(params: Params, result: Params) -> Params:
-    return {"Faces": result.get("FaceCount"), "Format": result.get("Format")}
+    out = {"Faces": result.get("FaceCount", result.get("FacesMasked")),
+           "Format": result.get("Format")}
+    if params.get("File"):  # `regard redact` on a local file
+        out["File"] = params["File"]
+    return out
 
 
 @operation("RedactFaces", scope="detect", pool="image", summary=_redacted, rekognition=False,

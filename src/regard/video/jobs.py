@@ -299,6 +299,11 @@ def person_matches(svc: RegardService, collection: str, threshold: float,
     return out, statistics
 
 
+def as_matches(matched: dict[str, float]) -> dict[int, list[dict[str, Any]]]:
+    """Faces a redaction matched (FaceId: similarity) in ``record_search``'s shape."""
+    return {0: [{"Face": {"FaceId": face}, "Similarity": sim} for face, sim in matched.items()]}
+
+
 def record_search(svc: RegardService, context: Any, job_id: str, collection: str,
                   threshold: float, matches: Callable[[], dict[int, list[dict[str, Any]]]]
                   ) -> None:
@@ -382,16 +387,17 @@ def options_from_request(given: dict[str, Any]) -> Any:
 
 @job_kind(FACE_REDACTION)
 def run_face_redaction(job: RunningJob) -> None:
-    from regard.video.redact import redact_video
+    from regard.video.redact import collection_identifier, redact_video
 
     svc = job.service
     p = job.parameters
     options = options_from_request(p.get("Options") or {})
     named = p.get("KeepCollectionId") or p.get("OnlyCollectionId")
     identify = None
-    record: dict[str, Any] = {}
+    matched: dict[str, float] = {}
     if named:
-        identify = collection_identifier(svc, named, p["FaceMatchThreshold"], record)
+        identify = collection_identifier(svc, named, job.context,
+                                         threshold=p["FaceMatchThreshold"], matched=matched)
         options = dataclasses.replace(options, keep_matched=bool(p.get("KeepCollectionId")),
                                       only_matched=bool(p.get("OnlyCollectionId")))
     out = p["Output"]["S3Object"]
@@ -410,38 +416,12 @@ def run_face_redaction(job: RunningJob) -> None:
         finally:
             if named:
                 record_search(svc, job.context, job.job_id, named, p["FaceMatchThreshold"],
-                              lambda: {0: record.get("matches", [])})
+                              lambda: as_matches(matched))
         svc.objects.put_file(out["Bucket"], out["Name"], target)
         size = os.path.getsize(target)
     body = report.to_dict() if hasattr(report, "to_dict") else dict(vars(report))
     body["OutputBytes"] = size
     write_results(job, body.pop("VideoMetadata", None) or {}, [body])
-
-
-def collection_identifier(svc: RegardService, collection: str, threshold: float,
-                          record: dict[str, Any]) -> Callable[[np.ndarray, list[Any]], list[bool]]:
-    """``identify(rgb, faces)`` for redaction: whether each face matches someone in
-    ``collection`` at ``threshold``; the matched faces are collected in ``record["matches"]``
-    for the job's ledger entry."""
-    from regard.vision.packs import get_pack
-
-    coll = svc.store.catalog.get_collection(collection)
-    pack = get_pack(coll.face_model_version)
-    matches: list[dict[str, Any]] = record.setdefault("matches", [])
-    seen: set[str] = set()
-
-    def identify(rgb: np.ndarray, faces: list[Any]) -> list[bool]:
-        svc.engine.embed_faces(rgb, faces, pack)
-        found = person_matches(svc, coll.name, threshold,
-                               {i: [f.embedding] for i, f in enumerate(faces)}, 1)[0]
-        for ms in found.values():
-            for m in ms:
-                if m["Face"]["FaceId"] not in seen:
-                    seen.add(m["Face"]["FaceId"])
-                    matches.append(m)
-        return [bool(found.get(i)) for i in range(len(faces))]
-
-    return identify
 
 
 __all__ = ["CHUNK", "FACE_DETECTION", "FACE_REDACTION", "FACE_SEARCH", "INDEX_BASE",

@@ -41,11 +41,12 @@ import math
 import os
 import secrets
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -64,18 +65,24 @@ if TYPE_CHECKING:
 
 METHODS = ("blur", "mosaic", "box")
 SHAPES = ("ellipse", "box")
-# Measured on 2 cores (report in the module's tests): 720p, every frame written at ~40 fps with a
-# detection every 3rd frame on a 960-pixel copy; every 2nd frame drops it to ~30.
+# Measured on 2 cores, 1280x720 at 25 fps, every frame written (libx264 veryfast, crf 20):
+# detecting every frame ~27 fps, every 2nd ~36, every 3rd ~56 on tests/video_clips.py's clip and
+# ~34 on real footage (a stage and an audience: the encoder works harder), every 4th ~64.
+# Faces are tracked and interpolated between detections and masks padded, so every 3rd frame
+# (120 ms at 25 fps) loses nothing for faces that stay in view more than a few frames.
 DEFAULT_DETECT_EVERY = 3
 # The detector sees frames reduced to this many pixels on their longer side: YuNet on WIDER FACE
-# dev at 0.75x (1024 -> 768) finds 86 of 106 faces of 20-30 px (full size 87), at 0.5x 75;
-# 1.7x faster than full size (a 720p frame becomes 960x540).
+# dev (150 images, at confidence 35) finds 86 of 106 faces of 20-30 px at 0.75x (1024 -> 768),
+# 87 at full size and 75 at 0.5x; at 720p, 960x540 takes 25 ms a frame on 2 cores, 1280x720 47.
 DEFAULT_DETECT_SIZE = 960
 # Lower than YuNet's own 50: a missed face is a leak, a false one only an extra blur.
 DEFAULT_MIN_CONFIDENCE = 35.0
 BLUR_SAMPLES = 8  # blocks across the face before the blur
 BLUR_NOISE = 2.0  # standard deviation, in 8-bit levels, of the noise added after the blur
 MAX_IDENTIFY_PER_TRACK = 3
+# Images are searched for faces at up to 4K (8.3 MP; a 12 MP photo is reduced 1.2x): YuNet finds
+# faces from ~10 px there, ~0.3 s on 2 cores. Larger pictures are reduced to this first.
+IMAGE_DETECT_PIXELS = 3840 * 2160
 IMAGE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
 
 Box = tuple[float, float, float, float]  # left, top, right, bottom (pixels)
@@ -295,8 +302,8 @@ def redact_image_bytes(data: bytes, options: RedactionOptions | None = None, *,
     The output is upright: EXIF orientation is applied to the pixels, then EXIF (camera, time,
     GPS), XMP and text chunks are dropped, so no metadata leaks and no viewer turns the picture
     back; the ICC colour profile is kept (it describes colours, not people). A JPEG is written
-    with the input's quantization tables and chroma subsampling, so it keeps its quality. Full
-    resolution: the detector runs on a copy reduced as ``regard.imaging`` reduces for analysis.
+    with the input's quantization tables and chroma subsampling, so it keeps its quality. The
+    output has the full resolution; the detector sees at most ``IMAGE_DETECT_PIXELS``.
     """
     options = options or RedactionOptions()
     image, source_format = _open_image(data)
@@ -304,7 +311,8 @@ def redact_image_bytes(data: bytes, options: RedactionOptions | None = None, *,
     if fmt not in ("JPEG", "PNG", "WEBP"):
         raise InvalidParameterError(f"Cannot write images as {fmt}; use JPEG, PNG or WebP")
     pixels = _upright_pixels(image)
-    faces = _image_faces(pixels[:, :, :3], options, _engine(engine, options), identify)
+    faces = _image_faces(np.ascontiguousarray(pixels[:, :, :3]), options, _engine(engine, options),
+                         identify)
     hidden = redact_image(pixels, [f for f, keep in faces if not keep], options)
     out = io.BytesIO()
     _save(hidden, image, fmt, out)
@@ -372,12 +380,12 @@ def _open_image(data: bytes) -> tuple[Any, str]:
 
 
 def _upright_pixels(image: Any) -> np.ndarray:
-    """RGB (or RGBA when the image has transparency) uint8, EXIF orientation applied."""
-    from PIL import ImageOps
+    """RGB (or RGBA when the image has transparency) uint8 with the EXIF orientation applied,
+    read as ``regard.imaging`` reads it (malformed EXIF counts as upright)."""
+    from regard.imaging import _TRANSPOSE, _exif_orientation, _to_rgb
 
-    from regard.imaging import _to_rgb
-
-    upright = ImageOps.exif_transpose(image) or image
+    orientation = _exif_orientation(image)
+    upright = image.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else image
     if upright.mode in ("RGBA", "LA", "PA") or (upright.mode == "P"
                                                 and "transparency" in upright.info):
         return np.asarray(upright.convert("RGBA"), dtype=np.uint8).copy()
@@ -386,22 +394,26 @@ def _upright_pixels(image: Any) -> np.ndarray:
 
 def _image_faces(rgb: np.ndarray, options: RedactionOptions, engine: Engine,
                  identify: Identify | None) -> list[tuple[Box, bool]]:
-    """Each face box (full-size pixels) and whether it stays visible."""
+    """Each face box (full-size pixels) and whether it stays visible. The raw detector, not
+    ``Engine.detect``: no cap of 100 faces (a crowd is redacted whole) and no 80-pixel minimum;
+    on a copy of at most ``IMAGE_DETECT_PIXELS``."""
     from PIL import Image
 
-    from regard.imaging import ImageLimits, analysis_size
+    from regard.imaging import analysis_size
 
     height, width = rgb.shape[:2]
-    target = analysis_size(width, height, ImageLimits.from_env().max_analysis_pixels)
+    target = analysis_size(width, height, IMAGE_DETECT_PIXELS)
     small = rgb if target == (width, height) else np.asarray(
         Image.fromarray(rgb).resize(target, Image.BILINEAR, reducing_gap=2.0))
-    if min(small.shape[:2]) < 16:
-        return []
-    faces = [f for f in engine.detect(small).faces if f.confidence >= options.min_confidence]
-    matched = _decide(identify, small, faces, options)
     fx, fy = width / small.shape[1], height / small.shape[0]
-    return [((f.left * fx, f.top * fy, f.right * fx, f.bottom * fy), keep)
-            for f, keep in zip(faces, matched)]
+    found = [d for d in engine.detector.detect(small)
+             if d.confidence >= options.min_confidence
+             and min(d.width * fx, d.height * fy) >= engine.min_face_size]
+    faces = [_scaled(d, fx, fy) for d in found]
+    visible = [False] * len(faces)
+    if options.keep_matched or options.only_matched:
+        visible = _decide(identify, rgb, [_face(engine, rgb, d) for d in faces], options)
+    return [((d.left, d.top, d.right, d.bottom), keep) for d, keep in zip(faces, visible)]
 
 
 def _decide(identify: Identify | None, rgb: np.ndarray, faces: list[Face],
@@ -438,8 +450,7 @@ def _save(pixels: np.ndarray, source: Any, fmt: str, out: io.BytesIO) -> None:
                 kwargs["subsampling"] = sampling
             kwargs.pop("quality")
     elif fmt == "WEBP":
-        lossless = source.format == "WEBP" and getattr(source, "info", {}).get("lossless")
-        kwargs.update(lossless=True) if lossless else kwargs.update(quality=92)
+        kwargs["quality"] = 92
     image.save(out, format=fmt, **kwargs)
 
 
@@ -457,19 +468,19 @@ class _Track:
     def last(self) -> int:
         return self.frames[-1]
 
-    def velocity(self) -> tuple[float, float, float, float] | None:
-        """Box change per frame over the last two detections."""
-        if len(self.frames) < 2:
-            return None
-        dt = self.frames[-1] - self.frames[-2]
-        return tuple((a - b) / dt for a, b in zip(self.boxes[-1], self.boxes[-2]))  # type: ignore
-
     def predicted(self, index: int) -> Box:
-        v = self.velocity()
-        if v is None:
+        """Where the face should be at frame ``index``, moving as between its last two
+        detections."""
+        if len(self.frames) < 2:
             return self.boxes[-1]
-        dt = index - self.last
-        return tuple(b + dv * dt for b, dv in zip(self.boxes[-1], v))  # type: ignore[return-value]
+        f0, f1 = self.frames[-2], self.frames[-1]
+        return _lerp(self.boxes[-2], self.boxes[-1], (index - f0) / (f1 - f0))
+
+
+def _lerp(a: Box, b: Box, w: float) -> Box:
+    """``a`` + (``b`` - ``a``) x ``w``: interpolation for 0 <= w <= 1, extrapolation beyond."""
+    return (a[0] + (b[0] - a[0]) * w, a[1] + (b[1] - a[1]) * w,
+            a[2] + (b[2] - a[2]) * w, a[3] + (b[3] - a[3]) * w)
 
 
 def _iou(a: Box, b: Box) -> float:
@@ -559,22 +570,19 @@ class _Schedule:
 
 def _track_boxes(track: _Track, index: int) -> list[Box]:
     frames, boxes = track.frames, track.boxes
-    if index < frames[0] or index > frames[-1]:
-        before = index < frames[0]
-        end, other = (0, 1) if before else (-1, -2)
-        held = boxes[end]
-        if len(frames) < 2:
-            return [held]
-        dt = frames[end] - frames[other]
-        steps = index - frames[end]
-        moved = tuple(h + (h - o) / dt * steps for h, o in zip(held, boxes[other]))
-        return [held, moved]  # type: ignore[list-item]
-    pos = bisect.bisect_left(frames, index)
-    if frames[pos] == index:
-        return [boxes[pos]]
-    f0, f1 = frames[pos - 1], frames[pos]
-    w = (index - f0) / (f1 - f0)
-    return [tuple(a + (b - a) * w for a, b in zip(boxes[pos - 1], boxes[pos]))]  # type: ignore
+    if frames[0] <= index <= frames[-1]:
+        pos = bisect.bisect_left(frames, index)
+        if frames[pos] == index:
+            return [boxes[pos]]
+        f0, f1 = frames[pos - 1], frames[pos]
+        return [_lerp(boxes[pos - 1], boxes[pos], (index - f0) / (f1 - f0))]
+    end, other = (0, 1) if index < frames[0] else (-1, -2)
+    if len(frames) < 2:
+        return [boxes[end]]
+    # Padding: held where last seen, and also moved on at the last speed (a face walking in
+    # or out of view between two detections).
+    ahead = (index - frames[end]) / (frames[end] - frames[other])
+    return [boxes[end], _lerp(boxes[end], boxes[other], -ahead)]
 
 
 # -- video: the report --------------------------------------------------------------------------
@@ -642,7 +650,7 @@ def _analyse(reader: Any, engine: Engine, options: RedactionOptions,
     tracker = _Tracker(max(options.detect_every, int(options.max_gap_ms * fps / 1000)))
     detector = engine.detector
     min_size = engine.min_face_size
-    evaluating = identify is not None and (options.keep_matched or options.only_matched)
+    evaluating = options.keep_matched or options.only_matched
     detections = 0
     frames = 0
     for index, _ms, frame in reader.decoded():
@@ -653,7 +661,8 @@ def _analyse(reader: Any, engine: Engine, options: RedactionOptions,
             if factor == 1.0:
                 small = frame.to_ndarray(format="rgb24")
             else:
-                small = frame.to_ndarray(width=small_w, height=small_h, format="rgb24")
+                small = frame.to_ndarray(width=small_w, height=small_h, format="rgb24",
+                                         interpolation="BILINEAR")
             if turns:
                 small = np.ascontiguousarray(np.rot90(small, turns))
             found = [d for d in detector.detect(small)
@@ -662,8 +671,8 @@ def _analyse(reader: Any, engine: Engine, options: RedactionOptions,
             detections += len(found)
             boxes = [(d.left * fx, d.top * fy, d.right * fx, d.bottom * fy) for d in found]
             assigned = tracker.update(index, boxes)
-            if evaluating and found:
-                _identify_tracks(reader, frame, engine, identify, assigned,  # type: ignore[arg-type]
+            if evaluating and identify is not None and found:
+                _identify_tracks(reader, frame, engine, identify, assigned,
                                  dict(zip(boxes, found)), fx, fy)
         ticker(frames, 2 * max(total_guess, frames))
     return _Analysis(frames, detections, tracker.tracks)
@@ -901,6 +910,9 @@ def redact_video(src: str | Path, dst: str | Path, options: RedactionOptions | N
     if src.resolve() == dst.resolve():
         raise InvalidParameterError("The output must not overwrite the input")
     suffix = dst.suffix or src.suffix
+    if suffix.lower() in IMAGE_FORMATS:
+        raise InvalidParameterError(f"{dst.name} names an image; a video needs a video "
+                                    "container (.mp4, .mkv, .mov, .webm)")
     _check_container(suffix)
     engine = _engine(engine, options)
     started = time.monotonic()
@@ -919,8 +931,11 @@ def redact_video(src: str | Path, dst: str | Path, options: RedactionOptions | N
             written, masked, audio = _write(src, tmp, schedule, options, encoder, meta.rotation,
                                             analysis.frames, check, ticker)
         except av.FFmpegError as exc:
+            copied = ", and the audio copied unchanged" if options.audio else ""
             raise InvalidParameterError(
-                f"Cannot write {dst.name} with {encoder}: {exc}") from None
+                f"Cannot write {dst.name} as {suffix} with {encoder} video{copied}: {exc}. "
+                "Try another container (.mkv takes every codec), --codec or --no-audio"
+            ) from None
     seconds = time.monotonic() - started
     ticker(2 * written, 2 * written, force=True)
     return RedactionReport(
@@ -950,10 +965,12 @@ def _check_container(suffix: str) -> None:
                                     ".mov, .webm or .avi")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _muxer_extensions(name: str) -> tuple[str, ...]:
     import av
 
+    if "image2" in name or name.endswith("_pipe"):
+        return ()  # one picture per file, not a video container
     try:
         fmt = av.ContainerFormat(name, "w")
     except Exception:
@@ -981,7 +998,7 @@ def _write(src: Path, tmp: Path, schedule: _Schedule, options: RedactionOptions,
             formats = {f.name for f in (av.codec.Codec(encoder, "w").video_formats or ())}
             source_format = ctx.pix_fmt or "yuv420p"
             pix_fmt = source_format if source_format in formats else (
-                "yuv420p" if "yuv420p" in formats or not formats else sorted(formats)[0])
+                "yuv420p" if "yuv420p" in formats or not formats else min(formats))
             vout.pix_fmt = pix_fmt
             time_base = vin.time_base or Fraction(1, 90000)
             vout.time_base = time_base
@@ -994,7 +1011,12 @@ def _write(src: Path, tmp: Path, schedule: _Schedule, options: RedactionOptions,
             _encoder_settings(vout, encoder, options, float(rate))
             if rotation:
                 vout.set_display_rotation(rotation)
-            audio_out = {a.index: out.add_stream_from_template(a) for a in audio_in}
+            try:
+                audio_out = {a.index: out.add_stream_from_template(a) for a in audio_in}
+            except ValueError as exc:  # PyAV: "'webm' format does not support 'aac' codec"
+                raise InvalidParameterError(
+                    f"Cannot copy the audio unchanged: {exc}. Try another container (.mkv "
+                    "takes every codec) or --no-audio") from None
             masker = _FrameMasker(options, rotation, pix_fmt)
             step = max(1, round(1 / (float(rate) * float(time_base))))
             index = masked = 0
@@ -1009,6 +1031,10 @@ def _write(src: Path, tmp: Path, schedule: _Schedule, options: RedactionOptions,
                     for frame in packet.decode():
                         if check is not None:
                             check()
+                        if index >= total:  # never seen by pass 1: refuse, rather than leak
+                            raise InvalidVideoError(
+                                f"The video decoded to more frames the second time ({index + 1}"
+                                f" > {total}); it cannot be redacted reliably")
                         boxes = schedule.boxes_at(index)
                         if boxes:
                             frame = masker(frame, boxes)
@@ -1058,13 +1084,15 @@ class _replacing:
 # -- identification against a collection ----------------------------------------------------------
 def collection_identifier(service: RegardService, collection: str,
                           context: CallContext | None, *, threshold: float | None = None,
-                          engine: Engine | None = None) -> Identify:
+                          engine: Engine | None = None,
+                          matched: dict[str, float] | None = None) -> Identify:
     """An ``identify`` function: does each face match a face of ``collection`` at
     ``threshold`` (default Rekognition's 80; the collection's policy may raise it, as a search
     would)? Checked once here like a SearchFacesByImage by ``context`` (scopes, the collection
     allow-list, the policy's threshold floor and FPIR cap); the faces are embedded with the
     collection's face-model pack and looked up in its index, and their embeddings wiped after.
-    The audit entry for the redaction job is the caller's to record."""
+    The audit entry for the redaction job is the caller's to record: ``matched`` (when given)
+    collects each matched FaceId with its best similarity for it."""
     from regard.config import DEFAULT_MATCH_THRESHOLD
     from regard.errors import AccessDeniedError
     from regard.governance.policy import CollectionPolicy
@@ -1098,8 +1126,14 @@ def collection_identifier(service: RegardService, collection: str,
         vectors = np.stack([f.embedding for f in faces]).astype(np.float32)
         try:
             hits = service.store.search(collection, vectors, 1, max_distance=limit)
-            return [bool(row) and float(pack.similarities(row[0].distance)) >= used
-                    for row in hits]
+            found = []
+            for row in hits:
+                similarity = float(pack.similarities(row[0].distance)) if row else 0.0
+                found.append(bool(row) and similarity >= used)
+                if found[-1] and matched is not None:
+                    face = row[0].face_id
+                    matched[face] = max(matched.get(face, 0.0), round(similarity, 5))
+            return found
         finally:
             wipe(vectors, *(f.embedding for f in faces))
             for face in faces:

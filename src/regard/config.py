@@ -380,13 +380,13 @@ class Settings:
         "box-to-box motion small enough to track by overlap, and runs a 720p video at over 4x "
         "real time on 2 cores (`bench/video.py`); 1 analyses every frame.")
     sns_webhooks = Setting(
-        "REGARD_SNS_WEBHOOKS", "`ARN=URL` pairs separated by spaces", {},
+        "REGARD_SNS_WEBHOOKS", "`ARN=URL` pairs separated by spaces", None,
         "Where a stored-video job's `NotificationChannel.SNSTopicArn` is delivered: each SNS "
         "topic ARN a client may name, mapped to the webhook URL that receives Amazon SNS's "
         "HTTP notification (its `Message` is Rekognition's completion status: JobId, Status, "
         "API, JobTag, Timestamp, Video). A job naming an unmapped topic is refused with "
         "`InvalidParameterException`.",
-        lambda raw: _webhooks(raw), default_text="none")
+        lambda raw: _webhooks(raw), default_text="none", secret=True)
 
     def problems(self) -> list[str]:
         """What is wrong with each malformed setting (empty: all parse); for a start-up check."""

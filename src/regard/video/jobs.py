@@ -58,7 +58,7 @@ def check_channel(channel: Any) -> str:
     if not isinstance(channel, dict) or not channel.get("SNSTopicArn") \
             or not channel.get("RoleArn"):
         raise InvalidParameterError("NotificationChannel needs SNSTopicArn and RoleArn")
-    url = config.current().sns_webhooks.get(channel["SNSTopicArn"])
+    url = (config.current().sns_webhooks or {}).get(channel["SNSTopicArn"])
     if url is None:
         raise InvalidParameterError(
             f"SNS topic {channel['SNSTopicArn']} is not known to this server: its operator maps "
@@ -110,7 +110,7 @@ def _notify(job: Job, service: Any) -> None:
     channel = job.parameters.get("NotificationChannel")
     if not channel:
         return
-    url = config.current().sns_webhooks.get(channel["SNSTopicArn"])
+    url = (config.current().sns_webhooks or {}).get(channel["SNSTopicArn"])
     if url is None:
         log.warning("job %s: topic %s is no longer mapped to a webhook", job.job_id,
                     channel["SNSTopicArn"])

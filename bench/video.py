@@ -18,26 +18,36 @@ All on this machine's cores (2 here), one system at a time, on the same clips:
   loaded once before (a job server keeps them loaded). "x RT" = video duration / wall time.
 - Redaction of every frame: Regard's ``redact_video(src, dst, RedactionOptions())`` in this
   process (its models loaded before, by a warm-up image) against ``deface IN -o OUT`` (deface
-  1.5, CenterFace) with its defaults, stated in ``DEFACE_DEFAULTS``. fps = frames / wall. deface's wall time includes starting Python and
-  loading its model: that start-up is measured on its own (one 64x64 image) and deface's
-  "steady" fps excludes it; the ratio uses the steady figure (the one kinder to deface).
-- Leaks in the redacted videos, counted per face per evaluated frame (every ``--leak-every``-th
-  frame). The faces of a frame are its true regions: the made clips' exact boxes; for the real
-  clip, the union of Regard's YuNet (its default threshold, 50) and CenterFace (deface's default
-  0.2) on the ORIGINAL frame (a CenterFace box overlapping a YuNet one at IoU > 0.3 is the same
-  face). A true face is leaked in an output frame when a detection in that frame overlaps it
-  (IoU > 0.3, or the detection's centre inside it) from either detector at a low threshold:
-  YuNet at confidence >= 30 on a window around the face (the box grown by its own size on every
-  side), upscaled 2x (the window's long side capped at 1280 px), and CenterFace at score >= 0.1
-  on the whole frame, in deface's venv (bench/deface_runner.py). Detections elsewhere (a blur
-  blob in the background) never count, and the output frames are compared frame by frame with
-  the input's.
+  1.5, CenterFace) with its defaults, stated in ``DEFACE_DEFAULTS``. fps = frames / wall.
+  deface's wall time includes starting Python and loading its model: that start-up is measured
+  on its own (one 64x64 image) and deface's "steady" fps excludes it; the ratio uses the steady
+  figure (the one kinder to deface).
+- Leaks in the redacted videos, counted per true face per evaluated frame (every
+  ``--leak-every``-th frame). True faces: the made clips' exact boxes; for the real clip, the
+  union of Regard's YuNet (its default threshold, 50) and CenterFace (deface's default, 0.2) on
+  the ORIGINAL frame (a CenterFace box overlapping a YuNet one at IoU > 0.3 is the same face;
+  the union gives each tool's own detector a say in what a face is). A true face is *found* in
+  an output frame when a detection there overlaps it (IoU > 0.3, or the detection's centre
+  inside it), from either of two detectors at low thresholds: YuNet at confidence >= 30 on a
+  window around the face (the box grown by its own size on every side) upscaled 2x (long side
+  capped at 1280 px), and CenterFace at score >= 0.1 on the same window, in deface's venv
+  (bench/deface_runner.py). Found is not leaked: both tools leave a face-shaped blob that these
+  detectors still call a face (every blurred face of the made clips is found). A face is
+  *leaked* when found AND still recognisable: Regard's default-pack embedding of the output at
+  the face's landmarks (dlib's 5 points, located on the original frame) matches the original's
+  at calibrated similarity >= 80 (Rekognition's default match threshold). Neither test alone
+  works: a blurred face is found; an already dark, out-of-focus face scores ~99 whether blurred
+  or not. Detections away from the true faces (blobs in the background) never count. Output
+  frames are compared with the input's frame by frame (deface writes 640x368 for a 640x360
+  input, a macro-block multiple: its frames are scaled back; and it can add or drop frames:
+  ``frame_offset`` lines them up).
 - Leaks on WIDER FACE dev images with their ground truth: each image's decoded pixels are saved
   as PNG (so that untouched pixels stay exact); Regard redacts them with
   ``redact_image_file(src, dst, RedactionOptions())`` (what the CLI and the API run: detection
   on the analysis-size copy, then ``redact_image`` with the boxes found) and deface in image
-  mode (``deface DIR``, writing NNNN_anonymized.png). ms/image: PNG in to PNG out. Faces counted: valid ground-truth boxes >= 20 px high. Leaked: found in the output by
-  the detectors above, or >= 50% of the box's pixels unchanged (every channel within 2 levels).
+  mode (``deface DIR``, writing NNNN_anonymized.png). Faces counted: valid ground-truth boxes
+  >= 20 px high. Leaked as above; *intact*: >= 50% of the box's pixels unchanged (every
+  channel within 2 levels); the leak rate counts either. ms/image: PNG in to PNG out.
 - Tracking on the made clips (true identities known): observations are matched to the true boxes
   of their frame (greedy, IoU >= 0.3); for each true person, the sequence of person Indexes over
   the analysed frames where it is matched; an identity switch is a change of Index between
@@ -57,8 +67,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -76,10 +88,11 @@ from regard.analysis import Engine  # noqa: E402
 from regard.datasets import WiderImage, wider_images  # noqa: E402
 from regard.evaluation.detection import greedy_match, iou_matrix  # noqa: E402
 from regard.video.decode import VideoReader  # noqa: E402
-from regard.vision.detect import YuNetDetector  # noqa: E402
+from regard.vision.detect import Detection, YuNetDetector  # noqa: E402
 from regard.vision.packs import default_pack  # noqa: E402
 
 Box = tuple[float, float, float, float]  # left, top, right, bottom in pixels
+Region = tuple[Box, str]  # a true face and what says so: "truth", "yunet" or "centerface"
 
 VIDEO_OUT = OUT / "video"
 DEFACE_VENV = ROOT / ".bench-deface"
@@ -94,7 +107,7 @@ HAMILTON = "video/short_hamilton_clip.mp4"
 SAMPLE_MS = 200.0
 TARGET_X_RT = 4.0
 TARGET_VS_DEFACE = 3.0
-LEAK_IOU = 0.3  # a detection overlapping a true face this much (or centred in it) leaks it
+LEAK_IOU = 0.3  # a detection overlapping a true face this much (or centred in it) finds it
 LEAK_YUNET = 30.0  # YuNet confidence for leak search (Regard's default: 50)
 LEAK_CENTERFACE = 0.1  # CenterFace score for leak search (deface's default: 0.2)
 TRUTH_CENTERFACE = 0.2  # the real clip's true faces: CenterFace at deface's default
@@ -103,6 +116,7 @@ MAX_WINDOW = 1280
 MIN_GT_PX = 20
 UNCHANGED_LEVELS = 2
 UNCHANGED_LEAK = 0.5
+LEAK_SIMILARITY = 80.0  # Rekognition's default match threshold: a face search would match
 TRACK_IOU = 0.3
 
 
@@ -235,13 +249,13 @@ def tracking_score(clip: BenchClip, analysis: Any) -> dict:
         present += len(names)
         obs = by_frame.get(fi, [])
         dets = np.array([(o.face.left, o.face.top, o.face.right, o.face.bottom) for o in obs])
-        match = greedy_match(dets.reshape(-1, 4), np.array([truth[n] for n in names]).reshape(-1, 4),
-                             TRACK_IOU)
+        true_boxes = np.array([truth[n] for n in names]).reshape(-1, 4)
+        match = greedy_match(dets.reshape(-1, 4), true_boxes, TRACK_IOU)
         for name, m in zip(names, match):
             if m >= 0:
                 matched += 1
                 sequences.setdefault(name, []).append(obs[m].person)
-    switches = sum(sum(a != b for a, b in zip(s, s[1:])) for s in sequences.values())
+    switches = sum(sum(a != b for a, b in pairwise(s)) for s in sequences.values())
     owners: dict[int, set[str]] = {}
     for name, seq in sequences.items():
         for index in seq:
@@ -292,7 +306,7 @@ def deface_startup(tmp: Path) -> float:
 
 
 def run_deface(args: list[str]) -> None:
-    done = subprocess.run([str(DEFACE), *args], capture_output=True, text=True)
+    done = subprocess.run([str(DEFACE), *args], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         sys.exit(f"deface failed ({done.returncode}): {done.stderr[-2000:]}")
 
@@ -320,50 +334,125 @@ def overlaps(det: Box, region: Box) -> bool:
     return bool(iou_matrix(np.array([det]), np.array([region]))[0, 0] > LEAK_IOU)
 
 
-def window_detections(detector: YuNetDetector, rgb: np.ndarray, region: Box) -> list[Box]:
-    """YuNet on the region grown by its own size on each side, upscaled (see the module doc)."""
-    h, w = rgb.shape[:2]
-    l, t, r, b = region
-    bw, bh = r - l, b - t
-    x0, y0 = max(0, int(l - bw)), max(0, int(t - bh))
-    x1, y1 = min(w, int(r + bw) + 1), min(h, int(b + bh) + 1)
-    if x1 - x0 < 4 or y1 - y0 < 4:
-        return []
-    crop = rgb[y0:y1, x0:x1]
-    s = min(UPSCALE, MAX_WINDOW / max(crop.shape[:2]))
-    if s != 1:
-        size = (max(1, round(crop.shape[1] * s)), max(1, round(crop.shape[0] * s)))
-        crop = np.asarray(Image.fromarray(crop).resize(size, Image.BILINEAR))
-    sx, sy = crop.shape[1] / (x1 - x0), crop.shape[0] / (y1 - y0)
-    return [(d.left / sx + x0, d.top / sy + y0, d.right / sx + x0, d.bottom / sy + y0)
-            for d in detector.detect(crop)]
+class Judge:
+    """The leak tests, the same for both tools: YuNet on an upscaled window around a true face,
+    and whether the output face would still match the original in a face search."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.yunet = YuNetDetector(min_confidence=LEAK_YUNET)
+        self.engine = engine
+        self.pack = default_pack()
+        self.embedder = engine.embedder_for(self.pack)
+
+    def found_by_yunet(self, rgb: np.ndarray, region: Box) -> bool:
+        """YuNet on the region grown by its own size on each side, upscaled (module doc)."""
+        h, w = rgb.shape[:2]
+        l, t, r, b = region
+        bw, bh = r - l, b - t
+        x0, y0 = max(0, int(l - bw)), max(0, int(t - bh))
+        x1, y1 = min(w, int(r + bw) + 1), min(h, int(b + bh) + 1)
+        if x1 - x0 < 4 or y1 - y0 < 4:
+            return False
+        crop = rgb[y0:y1, x0:x1]
+        s = min(UPSCALE, MAX_WINDOW / max(crop.shape[:2]))
+        if s != 1:
+            size = (max(1, round(crop.shape[1] * s)), max(1, round(crop.shape[0] * s)))
+            crop = np.asarray(Image.fromarray(crop).resize(size, Image.BILINEAR))
+        sx, sy = crop.shape[1] / (x1 - x0), crop.shape[0] / (y1 - y0)
+        return any(overlaps((d.left / sx + x0, d.top / sy + y0, d.right / sx + x0,
+                             d.bottom / sy + y0), region) for d in self.yunet.detect(crop))
+
+    def landmarks(self, rgb: np.ndarray, region: Box) -> Any:
+        return self.engine.aligner.landmarks(rgb, Detection(*region, 100.0))
+
+    def embed(self, rgb: np.ndarray, marks: Any) -> np.ndarray:
+        return self.embedder.embed_faces(rgb, [marks])[0]
+
+    def similarity(self, a: np.ndarray, b: np.ndarray) -> float:
+        return Engine.similarity(a, b, self.pack)
 
 
 @dataclass
 class LeakCount:
+    """Per tool: true faces looked at, found in the output, leaked (found and recognisable)."""
+
     faces: int = 0
-    leaked: int = 0
+    found: int = 0  # a detector finds a face there (what the redaction left: a blob counts)
     by_yunet: int = 0
     by_centerface: int = 0
+    leaked: int = 0  # found, and the output face matches the original at >= LEAK_SIMILARITY
+    intact: int = 0  # images: >= UNCHANGED_LEAK of the box's pixels unchanged
+    leaked_or_intact: int = 0
     frames: int = 0
     frames_with_leak: int = 0
-    extra: dict = field(default_factory=dict)
-
-    def add_face(self, yunet: bool, centerface: bool) -> bool:
-        self.faces += 1
-        self.by_yunet += yunet
-        self.by_centerface += centerface
-        self.leaked += yunet or centerface
-        return yunet or centerface
+    similarity_sum: float = 0.0  # over found faces
+    unchanged_sum: float = 0.0  # images
+    leaked_heights: list = field(default_factory=list)  # px, of each leaked or intact face
+    faces_by_source: dict = field(default_factory=dict)  # what found the true face (real clip)
+    leaked_by_source: dict = field(default_factory=dict)
 
     @property
     def rate(self) -> float | None:
         return self.leaked / self.faces if self.faces else None
 
     def as_dict(self) -> dict:
-        return {"faces": self.faces, "leaked": self.leaked, "leak_rate": self.rate,
-                "leaked_by_yunet": self.by_yunet, "leaked_by_centerface": self.by_centerface,
-                "frames": self.frames, "frames_with_leak": self.frames_with_leak, **self.extra}
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__
+               if not k.endswith("_sum")}
+        out["leak_rate"] = self.rate
+        out["mean_similarity_found"] = self.similarity_sum / self.found if self.found else None
+        out["mean_unchanged"] = self.unchanged_sum / self.faces if self.faces else None
+        return out
+
+    def __add__(self, other: LeakCount) -> LeakCount:
+        def plus(a: Any, b: Any) -> Any:
+            if isinstance(a, dict):
+                return {k: a.get(k, 0) + b.get(k, 0) for k in {*a, *b}}
+            return a + b
+
+        return LeakCount(**{k: plus(getattr(self, k), getattr(other, k))
+                            for k in self.__dataclass_fields__})
+
+
+def judge_frame(judge: Judge, count: LeakCount, orig: np.ndarray, out: np.ndarray,
+                regions: list[Region], cf_dets: list | None, cache: dict,
+                unchanged: np.ndarray | None = None) -> None:
+    """Count one tool's output frame (or image) against the original's true faces. ``cache``:
+    the original faces' landmarks and embeddings, shared by the tools."""
+    cf = [tuple(d[:4]) for d in cf_dets or []]
+    count.frames += 1
+    leak_here = False
+    for k, (region, source) in enumerate(regions):
+        yn = judge.found_by_yunet(out, region)
+        by_cf = any(overlaps(d, region) for d in cf)
+        leaked = False
+        if yn or by_cf:
+            if k not in cache:
+                marks = judge.landmarks(orig, region)
+                cache[k] = (marks, judge.embed(orig, marks))
+            marks, reference = cache[k]
+            similarity = judge.similarity(reference, judge.embed(out, marks))
+            count.similarity_sum += similarity
+            leaked = similarity >= LEAK_SIMILARITY
+        intact = False
+        if unchanged is not None:
+            l, t, r, b = (round(v) for v in region)
+            patch = unchanged[max(t, 0):max(b, t + 1), max(l, 0):max(r, l + 1)]
+            fraction = float(patch.mean()) if patch.size else 0.0
+            count.unchanged_sum += fraction
+            intact = fraction >= UNCHANGED_LEAK
+        count.faces += 1
+        count.found += yn or by_cf
+        count.by_yunet += yn
+        count.by_centerface += by_cf
+        count.leaked += leaked
+        count.intact += intact
+        count.leaked_or_intact += leaked or intact
+        leak_here |= leaked or intact
+        count.faces_by_source[source] = count.faces_by_source.get(source, 0) + 1
+        if leaked or intact:
+            count.leaked_heights.append(round(region[3] - region[1]))
+            count.leaked_by_source[source] = count.leaked_by_source.get(source, 0) + 1
+    count.frames_with_leak += leak_here
 
 
 def centerface(jobs: list[dict], tmp: Path) -> list[list]:
@@ -372,7 +461,7 @@ def centerface(jobs: list[dict], tmp: Path) -> list[list]:
     spec.write_text(json.dumps(jobs))
     t0 = time.perf_counter()
     done = subprocess.run([str(DEFACE_PY), str(BENCH / "deface_runner.py"), str(spec),
-                           str(result)], capture_output=True, text=True)
+                           str(result)], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         sys.exit(f"deface_runner failed: {done.stderr[-2000:]}")
     print(f"  CenterFace on {len(jobs)} inputs: {time.perf_counter() - t0:.0f} s",
@@ -380,11 +469,19 @@ def centerface(jobs: list[dict], tmp: Path) -> list[list]:
     return json.loads(result.read_text())
 
 
-def sampled_frames(path: Path, every: int, size: tuple[int, int]):  # -> Iterator[(i, rgb)]
-    """Every ``every``-th frame of ``path`` as RGB of ``size`` (resized when it differs)."""
+def at(per_frame: list, i: int) -> list | None:
+    return per_frame[i] if i < len(per_frame) else None
+
+
+def frames_at(path: Path, wanted: set[int], size: tuple[int, int]
+              ) -> Iterator[tuple[int, np.ndarray]]:
+    """The ``wanted`` frames of ``path`` (decoding order) as RGB of ``size``, in order."""
+    last = max(wanted, default=-1)
     with VideoReader(path) as reader:
         for i, _, frame in reader.decoded():
-            if i % every:
+            if i > last:
+                return
+            if i not in wanted:
                 continue
             rgb = reader.upright(frame)
             if (rgb.shape[1], rgb.shape[0]) != size:
@@ -392,37 +489,62 @@ def sampled_frames(path: Path, every: int, size: tuple[int, int]):  # -> Iterato
             yield i, rgb
 
 
+def thumbnails(path: Path) -> np.ndarray:
+    """(frames, 36, 64) grey thumbnails of every frame, to line outputs up with the input."""
+    with VideoReader(path) as reader:
+        return np.stack([frame.reformat(width=64, height=36, format="gray").to_ndarray()[:36, :64]
+                         for _, _, frame in reader.decoded()]).astype(np.float32)
+
+
+def frame_offset(original: np.ndarray, output: np.ndarray, lead: int = 90) -> int:
+    """The d for which output frame i + d shows input frame i. deface reads through imageio,
+    which resamples to a constant rate from the container's start: the dev clip's video starts
+    0.85 s in, so deface's output opens with 25 copies of its first frame (d = 25)."""
+    best, best_err = 0, np.inf
+    for d in range(-5, lead + 1):
+        ks = np.arange(max(0, d), min(len(output), len(original) + d))
+        if len(ks) < len(original) // 2:
+            continue
+        err = float(np.abs(output[ks] - original[ks - d]).mean())
+        if err < best_err - 1e-6:
+            best, best_err = d, err
+    return best
+
+
 def true_regions(clip: BenchClip, every: int, cf_original: list | None,
-                 detector: YuNetDetector) -> dict[int, list[Box]]:
+                 detector: YuNetDetector) -> dict[int, list[Region]]:
     """Per evaluated frame, the true face regions (module doc)."""
     if clip.people is not None:
-        return {i: list(p.values()) for i, p in enumerate(clip.people) if i % every == 0}
+        return {i: [(box, "truth") for box in p.values()]
+                for i, p in enumerate(clip.people) if i % every == 0}
     assert cf_original is not None
-    regions = {}
-    for i, rgb in sampled_frames(clip.path, every, clip.size):
+    regions: dict[int, list[Region]] = {}
+    for i, rgb in frames_at(clip.path, set(range(0, clip.frames, every)), clip.size):
         boxes = [(d.left, d.top, d.right, d.bottom) for d in detector.detect(rgb)]
-        cf = [tuple(d[:4]) for d in (cf_original[i] if i < len(cf_original) else None) or []]
+        cf = [tuple(d[:4]) for d in at(cf_original, i) or []]
         if boxes and cf:
             same = iou_matrix(np.array(cf), np.array(boxes)).max(axis=1) > LEAK_IOU
             cf = [c for c, s in zip(cf, same) if not s]
-        regions[i] = boxes + cf
+        regions[i] = [(b, "yunet") for b in boxes] + [(c, "centerface") for c in cf]
     return regions
 
 
-def video_leaks(clip: BenchClip, output: Path, regions: dict[int, list[Box]], cf_out: list,
-                detector: YuNetDetector, every: int) -> LeakCount:
-    count = LeakCount()
-    for i, rgb in sampled_frames(output, every, clip.size):
-        if i not in regions:
-            continue
-        count.frames += 1
-        cf = [tuple(d[:4]) for d in (cf_out[i] if i < len(cf_out) else None) or []]
-        leak = False
-        for region in regions[i]:
-            yn = any(overlaps(d, region) for d in window_detections(detector, rgb, region))
-            leak |= count.add_face(yn, any(overlaps(d, region) for d in cf))
-        count.frames_with_leak += leak
-    return count
+def video_leaks(clip: BenchClip, outputs: dict[str, Path], offsets: dict[str, int],
+                regions: dict[int, list[Region]], cf: dict[str, list], judge: Judge
+                ) -> dict[str, LeakCount]:
+    """Each tool's output against the original, frame by frame (output frame i + offset for
+    input frame i); ``regions`` only holds frames every output has."""
+    counts = {tool: LeakCount() for tool in outputs}
+    wanted = set(regions)
+    streams = {t: frames_at(p, {i + offsets[t] for i in wanted}, clip.size)
+               for t, p in outputs.items()}
+    for i, orig in frames_at(clip.path, wanted, clip.size):
+        cache: dict = {}
+        for tool, stream in streams.items():
+            k, out = next(stream)
+            assert k == i + offsets[tool], (clip.name, tool, i, k)
+            judge_frame(judge, counts[tool], orig, out, regions[i], at(cf[tool], k), cache)
+    return counts
 
 
 # -- WIDER FACE images ----------------------------------------------------------------------------
@@ -457,37 +579,18 @@ def wider_redaction(images: list[WiderImage], engine: Engine, tmp: Path,
             "deface_ms_with_startup": 1000 * deface_s / len(images)}
 
 
-def image_leaks(images: list[WiderImage], inputs: list[Path], outputs: list[Path],
-                cf_out: list[list], detector: YuNetDetector) -> LeakCount:
-    count = LeakCount()
-    by_pixels = 0
-    unchanged_sum = 0.0
-    for image, src, dst, cf in zip(images, inputs, outputs, cf_out):
-        a = np.asarray(Image.open(src).convert("RGB"), dtype=np.int16)
-        b = np.asarray(Image.open(dst).convert("RGB"), dtype=np.int16)
-        same = (np.abs(a - b) <= UNCHANGED_LEVELS).all(axis=2)
-        dets = [tuple(d[:4]) for d in (cf[0] if cf else None) or []]
-        count.frames += 1
-        leak_here = False
-        for region in counted_faces(image):
-            l, t, r, bt = (int(round(v)) for v in region)
-            patch = same[max(t, 0):max(bt, t + 1), max(l, 0):max(r, l + 1)]
-            unchanged = float(patch.mean()) if patch.size else 0.0
-            unchanged_sum += unchanged
-            pixels = unchanged >= UNCHANGED_LEAK
-            by_pixels += pixels
-            yn = any(overlaps(d, region) for d in window_detections(detector, b.astype(np.uint8),
-                                                                      region))
-            centre = any(overlaps(d, region) for d in dets)
-            count.faces += 1
-            count.by_yunet += yn
-            count.by_centerface += centre
-            count.leaked += yn or centre or pixels
-            leak_here |= yn or centre or pixels
-        count.frames_with_leak += leak_here
-    count.extra.update({"leaked_by_pixels": by_pixels,
-                        "mean_unchanged": unchanged_sum / count.faces if count.faces else None})
-    return count
+def image_leaks(images: list[WiderImage], wider: dict[str, Any], cf: dict[str, list],
+                judge: Judge) -> dict[str, LeakCount]:
+    counts = {tool: LeakCount() for tool in ("regard", "deface")}
+    for k, image in enumerate(images):
+        regions = [(box, "truth") for box in counted_faces(image)]
+        orig = np.asarray(Image.open(wider["inputs"][k]).convert("RGB"))
+        cache: dict = {}
+        for tool, count in counts.items():
+            out = np.asarray(Image.open(wider[tool][k]).convert("RGB"))
+            unchanged = (np.abs(orig.astype(np.int16) - out) <= UNCHANGED_LEVELS).all(axis=2)
+            judge_frame(judge, count, orig, out, regions, at(cf[tool][k], 0), cache, unchanged)
+    return counts
 
 
 # -- report ---------------------------------------------------------------------------------------
@@ -521,8 +624,14 @@ def main() -> None:
     tag = "quick" if args.quick else "full"
     VIDEO_OUT.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
+    stages: dict[str, float] = {}
 
-    print("making clips", file=sys.stderr)
+    def stage(name: str) -> None:
+        stages[name] = time.perf_counter()
+        print(name, file=sys.stderr)
+
+
+    stage("clips")
     made = made_clips(args.quick)
     clips = made + real_clips(root, args.quick)
     hd = [c for c in clips if c.is_720p]
@@ -532,49 +641,57 @@ def main() -> None:
         warm = next(iter(reader.frames())).rgb
     engine.detect(warm, embed=True, pack=default_pack())  # loads every model once
 
-    print("analysis", file=sys.stderr)
+    stage("analysis")
     analyses = run_analyses(hd, engine)
 
-    print("redaction", file=sys.stderr)
+    stage("video redaction")
     tmp = Path(tempfile.mkdtemp(prefix="regard-bench-video-"))
     try:
         warm_redaction(warm, tmp)
         regard = redact_regard(clips, tag)
         startup = deface_startup(tmp)
         deface = redact_deface(clips, tag, startup)
+        stage("image redaction")
         images = wider_images(root)[:n_wider]
         wider = wider_redaction(images, engine, tmp, startup)
 
-        print("leaks", file=sys.stderr)
+        stage("leaks")
+        tools = {"regard": regard, "deface": deface}
+        for c in clips:  # line each output up with its input (see frame_offset)
+            reference = thumbnails(c.path)
+            for t in tools.values():
+                t[c.name]["offset"] = frame_offset(reference, thumbnails(t[c.name]["path"]))
         real = [c for c in clips if c.people is None]
-        jobs = [{"path": str(c.path), "thresh": TRUTH_CENTERFACE, "every": every, "size": None}
-                for c in real]
-        for c in clips:
-            for tool in (regard, deface):
-                jobs.append({"path": str(tool[c.name]["path"]), "thresh": LEAK_CENTERFACE,
-                             "every": every, "size": list(c.size)})
-        jobs += [{"path": str(p), "thresh": LEAK_CENTERFACE, "every": 1, "size": None}
-                 for p in wider["regard"] + wider["deface"]]
+        cf_original = dict(zip((c.name for c in real), centerface(
+            [{"path": str(c.path), "thresh": TRUTH_CENTERFACE, "size": None,
+              "frames": list(range(0, c.frames, every))} for c in real], tmp)))
+        truth_detector = YuNetDetector()
+        regions = {}
+        for c in clips:  # the evaluated frames: those every output has
+            found = true_regions(c, every, cf_original.get(c.name), truth_detector)
+            regions[c.name] = {i: r for i, r in found.items() if all(
+                0 <= i + t[c.name]["offset"] < t[c.name]["frames_out"] for t in tools.values())}
+        jobs = [{"path": str(t[c.name]["path"]), "thresh": LEAK_CENTERFACE, "size": list(c.size),
+                 "regions": {str(i + t[c.name]["offset"]): [box for box, _ in r]
+                             for i, r in regions[c.name].items() if r}}
+                for c in clips for t in tools.values()]
+        jobs += [{"path": str(p), "thresh": LEAK_CENTERFACE, "size": None,
+                  "regions": {"0": counted_faces(image)}}
+                 for t in tools for p, image in zip(wider[t], images)]
         cf = centerface(jobs, tmp)
-        cf_original = dict(zip((c.name for c in real), cf[: len(real)]))
-        cf_videos = cf[len(real): len(real) + 2 * len(clips)]
-        cf_wider = cf[len(real) + 2 * len(clips):]
-        truth_detector, leak_detector = YuNetDetector(), YuNetDetector(min_confidence=LEAK_YUNET)
+        judge = Judge(engine)
         leaks: dict[str, dict[str, LeakCount]] = {}
         for k, c in enumerate(clips):
-            regions = true_regions(c, every, cf_original.get(c.name), truth_detector)
-            leaks[c.name] = {
-                name: video_leaks(c, tool[c.name]["path"], regions, cf_videos[2 * k + j],
-                                  leak_detector, every)
-                for j, (name, tool) in enumerate((("regard", regard), ("deface", deface)))}
-        n = len(images)
-        wider_leaks = {
-            "regard": image_leaks(images, wider["inputs"], wider["regard"], cf_wider[:n],
-                                  leak_detector),
-            "deface": image_leaks(images, wider["inputs"], wider["deface"], cf_wider[n:],
-                                  leak_detector)}
+            outputs = {t: tools[t][c.name]["path"] for t in tools}
+            offsets = {t: tools[t][c.name]["offset"] for t in tools}
+            per_tool = {t: cf[2 * k + j] for j, t in enumerate(tools)}
+            leaks[c.name] = video_leaks(c, outputs, offsets, regions[c.name], per_tool, judge)
+        n, base = len(images), 2 * len(clips)
+        wider_leaks = image_leaks(images, wider, {t: cf[base + j * n: base + (j + 1) * n]
+                                                  for j, t in enumerate(tools)}, judge)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    stage_end = time.perf_counter()
     tracking = {
         c.name: {embed: tracking_score(c, analyses[c.name][mode]["analysis"])
                  for embed, mode in (("embed=False", "tracking"), ("embed=True", "search"))}
@@ -582,7 +699,9 @@ def main() -> None:
 
     # -- tables ---------------------------------------------------------------------------------
     print(f"\nStored video on {os.cpu_count()} cores, {'--quick' if args.quick else 'full'} run "
-          f"({time.perf_counter() - t_start:.0f} s)")
+          f"({time.perf_counter() - t_start:.0f} s: " + ", ".join(
+              f"{name} {end - start:.0f}" for (name, start), end in
+              zip(stages.items(), [*list(stages.values())[1:], stage_end])) + ")")
     print(f"\n1. Analysis throughput, 720p H.264, sampling {SAMPLE_MS:g} ms "
           f"(x real time = duration / wall; target >= {TARGET_X_RT:g}x)\n")
     rows = [[c.name, f"{c.duration_s:.1f}", f"{c.fps:g}",
@@ -610,33 +729,48 @@ def main() -> None:
     print_table(["clip", "size", "fps", "frames", "regard fps", "deface fps", "deface e2e",
                  "regard/deface", "regard x RT"], rows)
 
-    print(f"\n3. Leaked faces in the redacted videos (true faces in every {every}th frame; "
-          f"leak = YuNet>={LEAK_YUNET:g} 2x window or CenterFace>={LEAK_CENTERFACE:g} overlaps "
-          f"it)\n")
+    print(f"\n3. Leaked faces in the redacted videos: true faces of every {every}th frame; found = "
+          f"a detection in the output overlaps it (YuNet >= {LEAK_YUNET:g} on a 2x window, or "
+          f"CenterFace >= {LEAK_CENTERFACE:g}; blurred blobs count); leaked = found and the output "
+          f"face still matches the original at similarity >= {LEAK_SIMILARITY:g}\n")
     rows = []
+    tot = {t: LeakCount() for t in ("regard", "deface")}
     for c in clips:
         r, d = leaks[c.name]["regard"], leaks[c.name]["deface"]
-        rows.append([c.name, r.frames, r.faces, r.leaked, pct(r.rate),
-                     f"{r.by_yunet}/{r.by_centerface}", d.leaked, pct(d.rate),
-                     f"{d.by_yunet}/{d.by_centerface}"])
-    tot = {t: LeakCount(**{k: sum(getattr(leaks[c.name][t], k) for c in clips)
-                           for k in ("faces", "leaked", "by_yunet", "by_centerface", "frames",
-                                     "frames_with_leak")}) for t in ("regard", "deface")}
-    rows.append(["all", tot["regard"].frames, tot["regard"].faces, tot["regard"].leaked,
-                 pct(tot["regard"].rate), "", tot["deface"].leaked, pct(tot["deface"].rate), ""])
-    print_table(["clip", "frames", "faces", "regard leaked", "rate", "by yn/cf",
-                 "deface leaked", "rate", "by yn/cf"], rows)
+        tot = {"regard": tot["regard"] + r, "deface": tot["deface"] + d}
+        rows.append([c.name, r.frames, r.faces, r.found, r.leaked, pct(r.rate), d.found,
+                     d.leaked, pct(d.rate)])
+    rows.append(["all", tot["regard"].frames, tot["regard"].faces, tot["regard"].found,
+                 tot["regard"].leaked, pct(tot["regard"].rate), tot["deface"].found,
+                 tot["deface"].leaked, pct(tot["deface"].rate)])
+    print_table(["clip", "frames", "faces", "regard found", "leaked", "rate", "deface found",
+                 "leaked", "rate"], rows)
+    real_counts = {t: sum((leaks[c.name][t] for c in clips if c.people is None), LeakCount())
+                   for t in tools}
+    if real_counts["regard"].faces:
+        by = {t: ", ".join(f"{src} {lc.leaked_by_source.get(src, 0)}/{n}"
+                           for src, n in sorted(lc.faces_by_source.items()))
+              for t, lc in real_counts.items()}
+        print(f"  real clip, leaked / true faces by the detector that found them in the original: "
+              f"regard {by['regard']}; deface {by['deface']}")
+    for c in clips:
+        for t in tools:
+            out = tools[t][c.name]
+            if out["frames_out"] != c.frames or out["offset"]:
+                print(f"  note: {c.name}: {t} wrote {out['frames_out']} frames for {c.frames}; "
+                      f"its frame i + {out['offset']} shows input frame i (compared so)")
 
-    print(f"\n4. WIDER FACE dev, {len(images)} images: valid faces >= {MIN_GT_PX} px; leaked = "
-          f"found by the detectors above or >= {UNCHANGED_LEAK:.0%} of its pixels unchanged\n")
+    print(f"\n4. WIDER FACE dev, {len(images)} images, valid faces >= {MIN_GT_PX} px high: found "
+          f"and leaked as above; intact = >= {UNCHANGED_LEAK:.0%} of the box's pixels unchanged; "
+          f"ms/image: PNG to PNG\n")
     rows = []
     for t in ("regard", "deface"):
         lc = wider_leaks[t]
-        ms_ = wider["regard_ms"] if t == "regard" else wider["deface_ms"]
-        rows.append([t, lc.faces, lc.leaked, pct(lc.rate), lc.by_yunet, lc.by_centerface,
-                     lc.extra["leaked_by_pixels"], pct(lc.extra["mean_unchanged"]),
-                     f"{ms_:.0f}"])
-    print_table(["tool", "faces", "leaked", "rate", "by yunet", "by centerface", "by pixels",
+        rows.append([t, lc.faces, f"{lc.found} ({lc.by_yunet}/{lc.by_centerface})", lc.leaked,
+                     lc.intact, lc.leaked_or_intact, pct(lc.leaked_or_intact / lc.faces
+                                                         if lc.faces else None),
+                     pct(lc.as_dict()["mean_unchanged"]), f"{wider[t + '_ms']:.0f}"])
+    print_table(["tool", "faces", "found (yunet/cf)", "leaked", "intact", "either", "rate",
                  "unchanged", "ms/image"], rows)
 
     print(f"\n5. Tracking on the made clips (IoU >= {TRACK_IOU:g} to the true box; switches = "
@@ -659,12 +793,14 @@ def main() -> None:
           f"{'met' if hd_fps >= 30 else 'met at 25' if hd_fps >= 25 else 'NOT met'}")
     print(f"  vs deface {hd_fps / hd_deface:.2f}x (>= {TARGET_VS_DEFACE:g}x): "
           f"{'met' if hd_fps / hd_deface >= TARGET_VS_DEFACE else 'NOT met'}")
-    print(f"  leaks: videos {tot['regard'].leaked} vs {tot['deface'].leaked}, WIDER "
-          f"{wider_leaks['regard'].leaked} vs {wider_leaks['deface'].leaked} (fewer: "
-          f"{'met' if tot['regard'].leaked <= tot['deface'].leaked and wider_leaks['regard'].leaked <= wider_leaks['deface'].leaked else 'NOT met'})")
+    wl = {t: wider_leaks[t].leaked_or_intact for t in tools}
+    fewer = tot["regard"].leaked <= tot["deface"].leaked and wl["regard"] <= wl["deface"]
+    print(f"  leaked faces: videos {tot['regard'].leaked} vs deface {tot['deface'].leaked}, "
+          f"WIDER {wl['regard']} vs {wl['deface']} (fewer: {'met' if fewer else 'NOT met'})")
 
     write_json(args.json, {
         "benchmark": "video", "quick": args.quick, "cores": os.cpu_count(),
+        "seconds": stage_end - t_start,
         "leak_every": every, "deface_flags": DEFACE_DEFAULTS, "deface_startup_s": startup,
         "clips": {c.name: {"path": str(c.path), "size": c.size, "fps": c.fps,
                            "frames": c.frames, "duration_s": c.duration_s} for c in clips},
@@ -672,10 +808,15 @@ def main() -> None:
                          for m, r in modes.items()} for c, modes in analyses.items()},
         "redaction": {c.name: {"regard_fps": regard[c.name]["fps"],
                                "deface_fps_steady": deface[c.name]["fps_steady"],
-                               "deface_fps": deface[c.name]["fps"]} for c in clips},
+                               "deface_fps": deface[c.name]["fps"],
+                               "frames_out": {t: tools[t][c.name]["frames_out"] for t in tools},
+                               "frame_offset": {t: tools[t][c.name]["offset"] for t in tools}}
+                      for c in clips},
+        "video_leaks_total": {t: lc.as_dict() for t, lc in tot.items()},
         "video_leaks": {c: {t: lc.as_dict() for t, lc in v.items()} for c, v in leaks.items()},
         "wider": {"images": len(images), "regard_ms": wider["regard_ms"],
                   "deface_ms": wider["deface_ms"],
+                  "deface_ms_with_startup": wider["deface_ms_with_startup"],
                   "leaks": {t: lc.as_dict() for t, lc in wider_leaks.items()}},
         "tracking": tracking,
         "targets": {"analysis_x_real_time": hd_rt, "redaction_720p_fps": hd_fps,

@@ -42,7 +42,7 @@ def bucket(tmp_path_factory: pytest.TempPathFactory) -> Path:
     clip = make_clip(folder / "walk.mp4", leave_and_return(), seconds=5.0)
     data = clip.path.read_bytes()
     (folder / "truncated.mp4").write_bytes(data[: len(data) // 2])
-    (folder / "corrupt.mp4").write_bytes(os.urandom(50_000))
+    (folder / "corrupt.mp4").write_bytes(bytes(range(256)) * 200)  # no container FFmpeg knows
     (folder / "empty.mp4").write_bytes(b"")
     with open(folder / "huge.mp4", "wb") as fh:  # sparse: 10 GB + 1 byte, no disk used
         fh.truncate(10 * 1024 ** 3 + 1)
@@ -173,7 +173,7 @@ def test_start_refusals(client: Any, name: str, code: str) -> None:
     assert error_code(refused) == code
 
 
-@pytest.mark.parametrize(("name", "words"), [("corrupt.mp4", "FFmpeg cannot open"),
+@pytest.mark.parametrize(("name", "words"), [("corrupt.mp4", "corrupt"),
                                              ("truncated.mp4", "FFmpeg cannot open"),
                                              ("empty.mp4", "empty")])
 def test_bad_videos_fail_the_job_clearly(client: Any, name: str, words: str) -> None:

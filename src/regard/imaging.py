@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import io
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -88,32 +90,61 @@ def decode(data: bytes | bytearray | memoryview, limits: ImageLimits | None = No
         raise ImageTooLargeError(
             f"Image is {len(data)} bytes; the limit for image bytes is {limits.max_bytes}"
         )
+    with _untrusted():
+        image, fmt = _opened(data, limits)
+        width, height = image.size
+        orientation = _exif_orientation(image)
+        target = analysis_size(width, height, limits.max_analysis_pixels)
+        if target != (width, height) and fmt == "JPEG":
+            image.draft("RGB", target)  # decode at 1/2, 1/4 or 1/8 scale: bounded work
+        image.load()  # full decode: truncated or corrupt data fails here
+        if target != (width, height):
+            image = _reduced(image, target)
+        upright = image.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE \
+            else image
+        rgb = _to_rgb(upright)
+    pixels = np.asarray(rgb, dtype=np.uint8)
+    _check_min_size(pixels.shape[1], pixels.shape[0], limits)
+    scale = max(width, height) / max(pixels.shape[:2])
+    return DecodedImage(pixels=np.ascontiguousarray(pixels), format=fmt,
+                        exif_orientation=orientation, scale=scale)
+
+
+def load_full(data: bytes, limits: ImageLimits | None = None) -> tuple[Image.Image, str]:
+    """The whole image at full size, decoded, and its format: refused as ``decode`` refuses
+    (format, pixel limit, corrupt data) but with no byte limit and no reduction, for work that
+    writes the picture back (redaction). EXIF orientation is not applied."""
+    if not data:
+        raise InvalidImageFormatError("The image file is empty")
+    with _untrusted():
+        image, fmt = _opened(bytes(data), limits or ImageLimits.from_env())
+        image.load()
+    return image, fmt
+
+
+def _opened(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str]:
+    """Pillow's lazy image of untrusted bytes, once its format and pixel count (read from the
+    header, before any decoding) are acceptable."""
+    image = Image.open(io.BytesIO(data))
+    fmt = image.format or ""
+    if fmt not in SUPPORTED_FORMATS:
+        raise InvalidImageFormatError(
+            f"Unsupported image format {fmt or 'unknown'}; use JPEG, PNG or WebP")
+    width, height = image.size
+    if width * height > limits.max_pixels:
+        raise ImageTooLargeError(f"Image is {width}x{height} = {width * height} pixels; "
+                                 f"the limit is {limits.max_pixels}")
+    return image, fmt
+
+
+@contextmanager
+def _untrusted() -> Iterator[None]:
+    """Pillow's failures on untrusted bytes as Rekognition's errors."""
     try:
         with warnings.catch_warnings():
             # Pillow warns (and past 2x errors) on big images; our own pixel check runs first.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            fmt = image.format or ""
-            if fmt not in SUPPORTED_FORMATS:
-                raise InvalidImageFormatError(
-                    f"Unsupported image format {fmt or 'unknown'}; use JPEG, PNG or WebP"
-                )
-            width, height = image.size
-            if width * height > limits.max_pixels:
-                raise ImageTooLargeError(
-                    f"Image is {width}x{height} = {width * height} pixels; "
-                    f"the limit is {limits.max_pixels}"
-                )
-            orientation = _exif_orientation(image)
-            target = analysis_size(width, height, limits.max_analysis_pixels)
-            if target != (width, height) and fmt == "JPEG":
-                image.draft("RGB", target)  # decode at 1/2, 1/4 or 1/8 scale: bounded work
-            image.load()  # full decode: truncated or corrupt data fails here
-            if target != (width, height):
-                image = _reduced(image, target)
-            upright = image.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE \
-                else image
-            rgb = _to_rgb(upright)
+            yield
     except (ImageTooLargeError, InvalidImageFormatError):
         raise
     except Image.DecompressionBombError as exc:
@@ -123,11 +154,6 @@ def decode(data: bytes | bytearray | memoryview, limits: ImageLimits | None = No
             "Image bytes are not a recognized image (JPEG, PNG or WebP)") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidImageFormatError(f"Image bytes could not be decoded: {exc}") from exc
-    pixels = np.asarray(rgb, dtype=np.uint8)
-    _check_min_size(pixels.shape[1], pixels.shape[0], limits)
-    scale = max(width, height) / max(pixels.shape[:2])
-    return DecodedImage(pixels=np.ascontiguousarray(pixels), format=fmt,
-                        exif_orientation=orientation, scale=scale)
 
 
 # EXIF orientation -> the transposition that makes the image upright (as ImageOps.exif_transpose;

@@ -73,20 +73,11 @@ class LocalObjectStore:
     def get(self, bucket: str, name: str, version: str | None = None) -> bytes:
         if version:
             raise InvalidS3ObjectError("Object versions are not supported by a local object store")
-        if not bucket or not name or "\x00" in name or bucket in (".", ".."):
-            raise InvalidS3ObjectError("Invalid S3 object reference")
-        path = (self.root / bucket / name).resolve()
-        if not path.is_relative_to(self.root / bucket) or path == self.root / bucket:
-            raise InvalidS3ObjectError(f"Invalid S3 object name {name!r}")
+        path = self._path(bucket, name)
         try:
             data = _read_regular_file(path, self.max_bytes + 1)
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
-            raise InvalidS3ObjectError(
-                f"Unable to get object metadata from S3. Check object key, region and/or access "
-                f"permissions. (s3://{bucket}/{name} does not exist)") from exc
         except OSError as exc:
-            raise InvalidS3ObjectError(f"Unable to read s3://{bucket}/{name}: {exc.strerror}") \
-                from exc
+            raise _unreadable(exc, bucket, name) from exc
         return _within_limit(data, self.max_bytes)
 
     def _path(self, bucket: str, name: str) -> Path:
@@ -102,19 +93,9 @@ class LocalObjectStore:
             raise InvalidS3ObjectError("Object versions are not supported by a local object store")
         path = self._path(bucket, name)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
-            raise InvalidS3ObjectError(
-                f"Unable to get object metadata from S3. Check object key, region and/or access "
-                f"permissions. (s3://{bucket}/{name} does not exist)") from exc
+            fd = _open_regular_file(path)
         except OSError as exc:
-            raise InvalidS3ObjectError(f"Unable to read s3://{bucket}/{name}: {exc.strerror}") \
-                from exc
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise InvalidS3ObjectError(
-                f"Unable to get object metadata from S3: {path.name} is not a regular file")
-        os.set_blocking(fd, True)
+            raise _unreadable(exc, bucket, name) from exc
         return os.fdopen(fd, "rb")
 
     def put_file(self, bucket: str, name: str, path: Path) -> None:
@@ -254,21 +235,36 @@ def _read_within(body: Any, limit: int, seconds: float, what: str) -> bytes:
     return b"".join(chunks)
 
 
-def _read_regular_file(path: Path, limit: int) -> bytes:
-    """At most ``limit`` bytes of a regular file. Opened without blocking and checked on the open
+def _open_regular_file(path: Path) -> int:
+    """A descriptor of a regular file, opened without blocking and checked on the open
     descriptor: a FIFO, socket or device under the root would otherwise block a worker forever
     (opening a FIFO waits for a writer, reading a device may never end), and checking before
     opening would race with a swap of the file."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InvalidS3ObjectError(
+            f"Unable to get object metadata from S3: {path.name} is not a regular file")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def _read_regular_file(path: Path, limit: int) -> bytes:
+    """At most ``limit`` bytes of a regular file."""
+    fd = _open_regular_file(path)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise InvalidS3ObjectError(
-                f"Unable to get object metadata from S3: {path.name} is not a regular file")
-        os.set_blocking(fd, True)
         with os.fdopen(fd, "rb", closefd=False) as fh:
             return fh.read(limit)
     finally:
         os.close(fd)
+
+
+def _unreadable(exc: OSError, bucket: str, name: str) -> InvalidS3ObjectError:
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
+        return InvalidS3ObjectError(
+            f"Unable to get object metadata from S3. Check object key, region and/or access "
+            f"permissions. (s3://{bucket}/{name} does not exist)")
+    return InvalidS3ObjectError(f"Unable to read s3://{bucket}/{name}: {exc.strerror}")
 
 
 def _within_limit(data: bytes, max_bytes: int) -> bytes:

@@ -51,10 +51,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from regard.errors import (
-    InvalidImageFormatError,
     InvalidParameterError,
     InvalidVideoError,
-    RegardError,
 )
 
 if TYPE_CHECKING:
@@ -343,40 +341,11 @@ def redact_image_file(src: str | Path, dst: str | Path, options: RedactionOption
 
 
 def _open_image(data: bytes) -> tuple[Any, str]:
-    """The image (Pillow), refused as ``regard.imaging`` refuses (format, pixel limit), but with
-    no byte limit: redaction writes the full picture back."""
-    import warnings
+    """The image (Pillow), refused as ``regard.imaging`` refuses (format, pixel limit, corrupt
+    data), but with no byte limit: redaction writes the full picture back."""
+    from regard.imaging import load_full
 
-    from PIL import Image, UnidentifiedImageError
-
-    from regard.imaging import SUPPORTED_FORMATS, ImageLimits
-
-    limits = ImageLimits.from_env()
-    if not data:
-        raise InvalidImageFormatError("The image file is empty")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            fmt = image.format or ""
-            if fmt not in SUPPORTED_FORMATS:
-                raise InvalidImageFormatError(
-                    f"Unsupported image format {fmt or 'unknown'}; use JPEG, PNG or WebP")
-            if image.width * image.height > limits.max_pixels:
-                from regard.errors import ImageTooLargeError
-
-                raise ImageTooLargeError(
-                    f"Image is {image.width}x{image.height}; the limit is {limits.max_pixels} "
-                    "pixels")
-            image.load()
-    except RegardError:
-        raise
-    except UnidentifiedImageError:
-        raise InvalidImageFormatError(
-            "The file is not a recognized image (JPEG, PNG or WebP)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InvalidImageFormatError(f"The image could not be decoded: {exc}") from None
-    return image, fmt
+    return load_full(data)
 
 
 def _upright_pixels(image: Any) -> np.ndarray:

@@ -223,7 +223,8 @@ def test_video_every_frame_hidden_and_everything_else_kept(clips, tmp_path):
     calls: list[tuple[int, int]] = []
     report = redact_video(clip.path, out, progress=lambda d, t: calls.append((d, t)))
     assert report.frames == report.frames_with_masks == clip.frames
-    assert report.tracks == 2 and report.audio_copied and report.codec == "libx264"
+    # the two faces, and perhaps a few low-confidence boxes (redaction errs on the side of hiding)
+    assert report.tracks >= 2 and report.audio_copied and report.codec == "libx264"
     assert calls[-1] == (2 * clip.frames, 2 * clip.frames)
     assert all(a[0] <= b[0] for a, b in zip(calls, calls[1:]))
     assert_faces_hidden(clip, out)
@@ -293,12 +294,16 @@ def test_identify_keeps_or_hides_only_matched_tracks(clips, tmp_path):
         return [f.left > rgb.shape[1] / 2 for f in faces]
 
     kept = tmp_path / "kept.mp4"
-    report = redact_video(clip.path, kept, RedactionOptions(keep_matched=True),
+    # YuNet's own threshold, one pass: the test counts the two people's tracks exactly (the
+    # defaults also hide a few low-confidence boxes, which this stand-in would "match")
+    strict = {"min_confidence": 50.0, "lift_shadows": False}
+    report = redact_video(clip.path, kept, RedactionOptions(keep_matched=True, **strict),
                           identify=identify)
     assert report.tracks_visible == 1
     assert len(asked) <= MAX_IDENTIFY_PER_TRACK * report.tracks
     only = tmp_path / "only.mp4"
-    redact_video(clip.path, only, RedactionOptions(only_matched=True), identify=identify)
+    redact_video(clip.path, only, RedactionOptions(only_matched=True, **strict),
+                 identify=identify)
     original = frames(clip.path)
     for path, hidden in ((kept, "astronaut"), (only, "cameraman")):
         for i, (_, rgb) in enumerate(frames(path)):

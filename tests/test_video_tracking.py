@@ -133,6 +133,21 @@ def test_motion_prediction_keeps_a_fast_face_on_its_track() -> None:
     assert len(tracker.persons()) == 1
 
 
+def test_a_small_face_moving_further_than_its_width_keeps_its_track() -> None:
+    """A 45 px face crossing a 720p frame moves ~36 px between looks from its first look (IoU
+    0.11, and no velocity yet to predict with): nearness takes it; a face of very different
+    size at that distance, or one farther than 1.5 widths, starts a track of its own."""
+    tracker = Tracker()
+    for i in range(6):
+        step = tracker.update(i, i * 200, [fake_face(200 + 36 * i, 300, 45)])
+        assert step.observations[0].track == 0
+    assert len(tracker.persons()) == 1
+    other = Tracker()
+    other.update(0, 0, [fake_face(200, 300, 45)])
+    assert other.update(1, 200, [fake_face(236, 300, 100)]).observations[0].track == 1
+    assert other.update(2, 400, [fake_face(400, 300, 45)]).observations[0].track == 2
+
+
 def test_a_track_ends_after_max_missed_looks() -> None:
     tracker = Tracker(max_missed=2)
     tracker.update(0, 0, [fake_face(100, 100, 80)])

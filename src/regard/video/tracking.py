@@ -176,6 +176,25 @@ def match(scores: np.ndarray, min_score: float) -> list[tuple[int, int]]:
     return pairs
 
 
+NEAR_WIDTHS = 1.5
+NEAR_WEIGHT = 0.6  # a near face scores at most this, below a well-overlapping one
+
+
+def nearness(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """A score in [0, ``NEAR_WEIGHT``] for each pair of boxes (left, top, right, bottom): 1 -
+    centre distance / (``NEAR_WIDTHS`` x their mean width), 0 when their sizes differ by more
+    than 1.5x."""
+    ca = np.stack([(a[:, 0] + a[:, 2]) / 2, (a[:, 1] + a[:, 3]) / 2], axis=1)
+    cb = np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], axis=1)
+    wa, wb = a[:, 2] - a[:, 0], b[:, 2] - b[:, 0]
+    distance = np.linalg.norm(ca[:, None, :] - cb[None, :, :], axis=2)
+    width = (wa[:, None] + wb[None, :]) / 2
+    ratio = np.maximum(wa[:, None], wb[None, :]) / np.maximum(np.minimum(wa[:, None],
+                                                                           wb[None, :]), 1e-6)
+    score = np.clip(1.0 - distance / (NEAR_WIDTHS * np.maximum(width, 1e-6)), 0.0, 1.0)
+    return np.where(ratio <= 1.5, NEAR_WEIGHT * score, 0.0)
+
+
 def _box(face: Face) -> _Box:
     return np.array([(face.left + face.right) / 2, (face.top + face.bottom) / 2,
                      face.right - face.left, face.bottom - face.top], dtype=np.float64)
@@ -295,8 +314,14 @@ class Tracker:
             last = np.stack([_corners(t.box) for t in self.live])
             boxes = np.array([[f.left, f.top, f.right, f.bottom] for f in faces])
             # the better of the prediction and the last box: a face that stopped moving is
-            # still found where it was
+            # still found where it was; and a track seen once (no velocity yet) may take a
+            # face of about its size that moved up to ``NEAR_WIDTHS`` face widths (a small face
+            # walking past moves further than its own width between looks)
             scores = np.maximum(iou_matrix(predicted, boxes), iou_matrix(last, boxes))
+            fresh = np.array([t.velocity is None for t in self.live])
+            if fresh.any():
+                scores = np.where(fresh[:, None],
+                                  np.maximum(scores, nearness(last, boxes)), scores)
             for ti, fi in match(scores, self.min_iou):
                 track, obs = self.live[ti], observations[fi]
                 track.update(obs)

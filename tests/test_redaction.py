@@ -155,7 +155,8 @@ def test_image_file_exif_orientation_applied_and_metadata_stripped(tmp_path, ast
     src = tmp_path / "photo.jpg"
     Image.fromarray(stored).save(src, quality=92, exif=exif.tobytes())
     report = redact_image_file(src, tmp_path / "photo.redacted.jpg")
-    assert (report.faces, report.masked, report.format) == (1, 1, "JPEG")
+    # the face, and perhaps an uncertain box of the shadow-lifted pass (hidden too)
+    assert report.faces >= 1 and report.masked == report.faces and report.format == "JPEG"
     with Image.open(tmp_path / "photo.redacted.jpg") as result:
         assert result.format == "JPEG" and result.size == (512, 512)
         assert not result.getexif() and "exif" not in result.info
@@ -374,7 +375,7 @@ def test_cli_image_video_batch_and_errors(clips, tmp_path, astronaut):
     result = runner.invoke(app, ["redact", str(photo), str(tmp_path / "a.png"), "--json"])
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
-    assert body["Kind"] == "image" and body["FacesMasked"] == 1
+    assert body["Kind"] == "image" and body["FacesMasked"] >= 1
     assert Image.open(tmp_path / "a.png").format == "PNG"
 
     result = runner.invoke(app, ["redact", str(clips["cut"].path), str(tmp_path / "v.mp4"),

@@ -382,7 +382,7 @@ def test_redaction_job_and_image_redaction(live: Any, bucket: Path, engine: Any,
                           data={"method": "box"})
         assert image.status_code == 200, image.text
         assert image.headers["content-type"] == "image/jpeg"
-        assert image.headers["x-regard-faces-redacted"] == "1"
+        assert int(image.headers["x-regard-faces-redacted"]) >= 1
         assert engine.detect(image.content).faces == []
         junk = http.post("/redact", files={"image": ("a.jpg", b"junk" * 100, "image/jpeg")})
         assert junk.status_code == 400

@@ -74,11 +74,15 @@ DEFAULT_DETECT_EVERY = 3
 # 87 at full size and 75 at 0.5x; at 720p, 960x540 takes 25 ms a frame on 2 cores, 1280x720 47.
 DEFAULT_DETECT_SIZE = 960
 # Lower than YuNet's own 50: a missed face is a leak, a false one only an extra blur. With the
-# second, shadow-lifted pass (``lift_shadows``) recall of true faces (bench/video.py's truth: the
-# union of YuNet and CenterFace on the original) on the dev clip rises from 0.55 (35, one pass)
-# to 0.91 at 360p and from 0.68 to 0.81 at 720p, and of WIDER FACE dev's faces >= 20 px from 0.905
-# to 0.957 (a sweep of 10/20/35/50, both passes: 10 finds a little more with ~3x the false boxes).
+# second, shadow-lifted pass (``lift_shadows``, at ``DEFAULT_LIFTED_CONFIDENCE``) recall of true
+# faces (bench/video.py's truth: the union of YuNet and CenterFace on the original) on the dev
+# clip rises from 0.55 (35, one pass) to 0.96 at 360p and from 0.68 to 0.90 at 720p, and of WIDER
+# FACE dev's faces >= 20 px from 0.905 to 0.968. Measured sweep (plain / lifted thresholds), dev
+# clip 720p and 360p recall, false boxes per frame at 720p: 20/20 0.81 0.91 2.4; 20/15 0.84 0.94
+# 3.1; 20/10 0.90 0.96 5.0; 10/10 0.94 0.96 6.9. The lifted copy's false boxes are mostly small
+# blobs in dark areas: hidden needlessly, never a leak.
 DEFAULT_MIN_CONFIDENCE = 20.0
+DEFAULT_LIFTED_CONFIDENCE = 10.0
 # The shadow lift: gamma 0.5, as a lookup table (dark, backlit and out-of-focus faces, an
 # audience in a dim hall, are found on the lifted copy that the detector misses on the original).
 _LIFT = (255.0 * (np.arange(256) / 255.0) ** 0.5).round().astype(np.uint8)
@@ -108,7 +112,8 @@ class RedactionOptions:
     ``keep_matched``: tracks that ``identify`` matched stay visible (everyone else is hidden);
     ``only_matched``: only those are hidden. ``audio``: copy the audio streams (else drop them).
     ``lift_shadows``: detect a second time on a shadow-lifted copy (gamma 0.5) and take both
-    passes' faces: dark faces are the ones a single pass misses.
+    passes' faces (those of the second at ``lifted_confidence`` or more): dark faces are the
+    ones a single pass misses.
     """
 
     method: str = "blur"
@@ -128,6 +133,7 @@ class RedactionOptions:
     only_matched: bool = False
     audio: bool = True
     lift_shadows: bool = True
+    lifted_confidence: float = DEFAULT_LIFTED_CONFIDENCE
 
     def __post_init__(self) -> None:
         checks = [
@@ -143,6 +149,7 @@ class RedactionOptions:
             (0 <= self.pad_ms <= 10_000, "pad_ms must be 0-10000"),
             (0 <= self.max_gap_ms <= 60_000, "max_gap_ms must be 0-60000"),
             (0 <= self.min_confidence <= 100, "min_confidence must be 0-100"),
+            (0 <= self.lifted_confidence <= 100, "lifted_confidence must be 0-100"),
             (not (self.keep_matched and self.only_matched),
              "keep_matched and only_matched exclude each other"),
             (self.codec is None or bool(self.codec.strip()), "codec must not be empty"),
@@ -298,7 +305,11 @@ def _default_engine(min_confidence: float) -> Engine:
 
 
 def _engine(engine: Engine | None, options: RedactionOptions) -> Engine:
-    return engine if engine is not None else _default_engine(options.min_confidence)
+    """The caller's engine, or one whose detector reports down to the lowest confidence the
+    options use (an engine's detector drops what is below its own threshold)."""
+    lowest = min(options.min_confidence,
+                 options.lifted_confidence if options.lift_shadows else 100.0)
+    return engine if engine is not None else _default_engine(lowest)
 
 
 def redact_image_bytes(data: bytes, options: RedactionOptions | None = None, *,
@@ -404,7 +415,7 @@ def detect_faces(detector: Any, rgb: np.ndarray, options: RedactionOptions) -> l
     boxes = [(d.left, d.top, d.right, d.bottom) for d in found]
     for d in detector.detect(_LIFT[rgb]):
         box = (d.left, d.top, d.right, d.bottom)
-        if d.confidence >= options.min_confidence and all(_iou(box, b) <= 0.4 for b in boxes):
+        if d.confidence >= options.lifted_confidence and all(_iou(box, b) <= 0.4 for b in boxes):
             found.append(d)
             boxes.append(box)
     return found

@@ -29,6 +29,7 @@ from regard.errors import InvalidParameterError, RegardError
 from regard.video.redact import (
     DEFAULT_DETECT_EVERY,
     DEFAULT_MIN_CONFIDENCE,
+    DEFAULT_PRESET,
     IMAGE_FORMATS,
     RedactionOptions,
 )
@@ -66,7 +67,8 @@ def redact(
     codec: Optional[str] = typer.Option(
         None, "--codec", help="Video encoder (default: the source's, else libx264)"),
     crf: int = typer.Option(20, "--crf", help="Video quality, x264 scale (lower is better)"),
-    preset: str = typer.Option("veryfast", "--preset", help="Encoder speed (x264 names)"),
+    preset: str = typer.Option(DEFAULT_PRESET, "--preset",
+                               help="Encoder speed (x264 names; veryfast: smaller files, slower)"),
     detect_every: int = typer.Option(DEFAULT_DETECT_EVERY, "--detect-every",
                                      help="Detect faces on every n-th frame (tracked between)"),
     pad_ms: float = typer.Option(300.0, "--pad-ms",

@@ -63,12 +63,17 @@ if TYPE_CHECKING:
 
 METHODS = ("blur", "mosaic", "box")
 SHAPES = ("ellipse", "box")
-# Measured on 2 cores, 1280x720 at 25 fps, every frame written (libx264 veryfast, crf 20):
-# detecting every frame ~27 fps, every 2nd ~36, every 3rd ~56 on tests/video_clips.py's clip and
-# ~34 on real footage (a stage and an audience: the encoder works harder), every 4th ~64.
-# Faces are tracked and interpolated between detections and masks padded, so every 3rd frame
-# (120 ms at 25 fps) loses nothing for faces that stay in view more than a few frames.
-DEFAULT_DETECT_EVERY = 3
+# Measured on 2 cores, 1280x720, every frame written (crf 20), one detection pass, libx264
+# veryfast: detecting every frame ~27 fps, every 2nd ~36, every 3rd ~56 on tests/video_clips.py's
+# clip and ~34 on real footage (a stage and an audience: the encoder works harder), every 4th
+# ~64. With the second, shadow-lifted pass on the real footage (29.97 fps, ~17 faces masked a
+# frame): every 3rd + veryfast 22 fps, every 4th + veryfast 26.5, every 3rd + superfast 28,
+# every 4th + superfast 33.6 (files ~1.75x veryfast's at the same crf). The defaults are the
+# last, the one faster than real time; ``--preset veryfast`` trades speed for size. Faces are
+# tracked and interpolated between detections and masks padded (never less than the interval),
+# so every 4th frame (133-160 ms) loses nothing for faces in view more than a few frames.
+DEFAULT_DETECT_EVERY = 4
+DEFAULT_PRESET = "superfast"
 # The detector sees frames reduced to this many pixels on their longer side: YuNet on WIDER FACE
 # dev (150 images, at confidence 35) finds 86 of 106 faces of 20-30 px at 0.75x (1024 -> 768),
 # 87 at full size and 75 at 0.5x; at 720p, 960x540 takes 25 ms a frame on 2 cores, 1280x720 47.
@@ -123,7 +128,7 @@ class RedactionOptions:
     mosaic_blocks: int = 8
     codec: str | None = None
     crf: int = 20
-    preset: str = "veryfast"
+    preset: str = DEFAULT_PRESET
     detect_every: int = DEFAULT_DETECT_EVERY
     detect_size: int = DEFAULT_DETECT_SIZE
     pad_ms: float = 300.0
@@ -193,9 +198,10 @@ def redact_image(rgb: np.ndarray, boxes: Iterable[Any],
 
 
 def _obscure(plane: np.ndarray, face: Box, options: RedactionOptions, fill: np.ndarray,
-             maxval: int, rng: np.random.Generator) -> None:
+             maxval: int, rng: np.random.Generator, flat: bool = False) -> None:
     """Hide one face in ``plane`` ((H, W) or (H, W, C), modified in place); ``face`` in this
-    plane's pixels."""
+    plane's pixels. ``flat``: a blur becomes the region's mean (a video's chroma planes: who
+    someone is lies in the luma, which is blurred; a flat chroma hides as much, faster)."""
     size = max(face[2] - face[0], face[3] - face[1])
     if size <= 0:
         return
@@ -213,6 +219,9 @@ def _obscure(plane: np.ndarray, face: Box, options: RedactionOptions, fill: np.n
         means = _block_mean(region, block)
         hidden = np.repeat(np.repeat(means, block, 0), block, 1)[:y1 - y0, :x1 - x0]
         hidden = np.rint(hidden).astype(plane.dtype)
+    elif flat:
+        mean = region.reshape((-1, *region.shape[2:])).mean(axis=0)
+        hidden = np.broadcast_to(np.rint(mean).astype(plane.dtype), region.shape)
     else:
         hidden = _blur(region, size, maxval, rng)
     if options.shape == "ellipse":
@@ -236,46 +245,67 @@ def _block_mean(region: np.ndarray, block: int) -> np.ndarray:
 
 
 def _gaussian(small: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur (edges replicated) of a small float array."""
+    """Separable Gaussian blur (edges replicated) of a small float array: one matrix product
+    per axis (a video frame has dozens of faces, each a few blocks across: products of small
+    cached matrices cost far less than a loop over the kernel's taps)."""
+    small = _along(_gaussian_matrix(small.shape[0], round(sigma, 3)), small, 0)
+    return _along(_gaussian_matrix(small.shape[1], round(sigma, 3)), small, 1)
+
+
+@lru_cache(maxsize=1024)
+def _gaussian_matrix(n: int, sigma: float) -> np.ndarray:
+    """(n, n): row i holds the kernel's weights on the samples it reads, edges replicated."""
     radius = max(1, int(math.ceil(3 * sigma)))
-    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2).astype(np.float32)
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
     taps /= taps.sum()
-    for axis in (0, 1):
-        pad = [(0, 0)] * small.ndim
-        pad[axis] = (radius, radius)
-        padded = np.pad(small, pad, mode="edge")
-        n = small.shape[axis]
-        acc = np.zeros_like(small)
+    matrix = np.zeros((n, n), dtype=np.float32)
+    for i in range(n):
         for k, weight in enumerate(taps):
-            acc += weight * np.take(padded, np.arange(k, k + n), axis=axis)
-        small = acc
-    return small
+            matrix[i, min(max(i + k - radius, 0), n - 1)] += weight
+    return matrix
+
+
+def _along(matrix: np.ndarray, values: np.ndarray, axis: int) -> np.ndarray:
+    """``matrix`` applied to ``values`` along ``axis`` (0 or 1; any trailing channel axis)."""
+    out = np.tensordot(matrix, values, axes=(1, axis))
+    return out if axis == 0 else np.moveaxis(out, 0, 1)
 
 
 def _upsample(small: np.ndarray, height: int, width: int, block: int) -> np.ndarray:
     """Bilinear interpolation of block centres back to ``height`` x ``width`` pixels."""
-    def axis(n: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        pos = np.clip((np.arange(n, dtype=np.float32) + 0.5) / block - 0.5, 0, m - 1)
-        lo = np.floor(pos).astype(np.intp)
-        hi = np.minimum(lo + 1, m - 1)
-        return lo, hi, (pos - lo).astype(np.float32)
+    rows = _upsample_matrix(height, small.shape[0], block)
+    cols = _upsample_matrix(width, small.shape[1], block)
+    return _along(cols, _along(rows, small, 0), 1)
 
-    y0, y1, wy = axis(height, small.shape[0])
-    x0, x1, wx = axis(width, small.shape[1])
-    extra = (None,) * (small.ndim - 2)
-    wy = wy[(slice(None), None, *extra)]
-    wx = wx[(None, slice(None), *extra)]
-    top = small[y0][:, x0] * (1 - wx) + small[y0][:, x1] * wx
-    bottom = small[y1][:, x0] * (1 - wx) + small[y1][:, x1] * wx
-    return top * (1 - wy) + bottom * wy
+
+@lru_cache(maxsize=1024)
+def _upsample_matrix(n: int, m: int, block: int) -> np.ndarray:
+    """(n, m): the bilinear weights of pixel i on the m block centres."""
+    pos = np.clip((np.arange(n, dtype=np.float32) + 0.5) / block - 0.5, 0, m - 1)
+    lo = np.floor(pos).astype(np.intp)
+    hi = np.minimum(lo + 1, m - 1)
+    frac = (pos - lo).astype(np.float32)
+    matrix = np.zeros((n, m), dtype=np.float32)
+    np.add.at(matrix, (np.arange(n), lo), 1 - frac)
+    np.add.at(matrix, (np.arange(n), hi), frac)
+    return matrix
 
 
 def _blur(region: np.ndarray, size: float, maxval: int, rng: np.random.Generator) -> np.ndarray:
     """Reduce to ``BLUR_SAMPLES`` blocks across the face, blur with sigma = size / 4, add noise,
-    interpolate back (see the module docstring for why this order)."""
+    interpolate back (see the module docstring for why this order). A face under
+    ``2 x BLUR_SAMPLES`` pixels (a distant face, or the half-size chroma of a small one) is
+    filled with its mean colour plus noise: the blur would leave no more than that anyway,
+    and a video of a crowd has hundreds of them."""
+    if size < 2 * BLUR_SAMPLES:
+        channels = region.shape[2:]
+        mean = region.reshape((-1, *channels)).mean(axis=0, dtype=np.float32)
+        noise = rng.normal(0.0, BLUR_NOISE * maxval / 255, region.shape).astype(np.float32)
+        return np.clip(np.rint(mean + noise), 0, maxval).astype(region.dtype)
     block = max(1, int(round(size / BLUR_SAMPLES)))
     small = _block_mean(region, block)
-    small = _gaussian(small, sigma=size / 4 / block)
+    # sigma in blocks, on a quarter-block grid: the blur matrices are shared between faces
+    small = _gaussian(small, sigma=max(0.25, round(size / 4 / block * 4) / 4))
     small += rng.normal(0.0, BLUR_NOISE * maxval / 255, small.shape).astype(np.float32)
     smooth = _upsample(small, region.shape[0], region.shape[1], block)
     return np.clip(np.rint(smooth), 0, maxval).astype(region.dtype)
@@ -468,6 +498,7 @@ class _Track:
     matched: bool = False
     evaluations: int = 0
     evaluated_area: float = 0.0
+    best_confidence: float = 0.0
 
     @property
     def last(self) -> int:
@@ -550,6 +581,14 @@ class _Tracker:
         return assigned
 
 
+def _confirmed(track: _Track, options: RedactionOptions) -> bool:
+    """A track is masked when one of its detections reached ``min_confidence``, or when it was
+    detected more than once: a box only the shadow-lifted pass found, once, is most often a
+    blob in a dark area, while a dim face is found again at the next detection (the masks of a
+    confirmed track cover the frames before its first detection too: nothing shows meanwhile)."""
+    return track.best_confidence >= options.min_confidence or len(track.frames) >= 2
+
+
 class _Schedule:
     """The masks of each frame from the tracks, queried in frame order: interpolated between a
     track's detections, held (and also extrapolated at the track's last speed) ``pad`` frames
@@ -570,7 +609,32 @@ class _Schedule:
         out: list[Box] = []
         for track in self._active:
             out.extend(_track_boxes(track, index))
-        return out
+        return _merged(out)
+
+
+MERGE_IOU = 0.5
+
+
+def _merged(boxes: list[Box]) -> list[Box]:
+    """Boxes overlapping at IoU > ``MERGE_IOU`` (a track's held and extrapolated padding, two
+    tracks on one face) replaced by the box enclosing both: it covers all each would, and a
+    crowded frame is masked once per face instead of several times."""
+    out = list(boxes)
+    merging = True
+    while merging and len(out) > 1:
+        merging = False
+        for i in range(len(out)):
+            for j in range(i + 1, len(out)):
+                if _iou(out[i], out[j]) > MERGE_IOU:
+                    a, b = out[i], out[j]
+                    out[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]),
+                              max(a[3], b[3]))
+                    del out[j]
+                    merging = True
+                    break
+            if merging:
+                break
+    return out
 
 
 def _track_boxes(track: _Track, index: int) -> list[Box]:
@@ -675,6 +739,9 @@ def _analyse(reader: Any, engine: Engine, options: RedactionOptions,
             detections += len(found)
             boxes = [(d.left * fx, d.top * fy, d.right * fx, d.bottom * fy) for d in found]
             assigned = tracker.update(index, boxes)
+            confidence = {box: d.confidence for box, d in zip(boxes, found)}
+            for track, box in assigned:
+                track.best_confidence = max(track.best_confidence, confidence.get(box, 0.0))
             if evaluating and identify is not None and found:
                 _identify_tracks(reader, frame, engine, identify, assigned,
                                  dict(zip(boxes, found)), fx, fy)
@@ -834,9 +901,10 @@ class _FrameMasker:
             values = np.array([fill[c] * (maxval / 255) for c in comps], np.float32)
             if len(comps) == 1:
                 values = values[0]
+            chroma = 0 not in comps
             for (left, top, right, bottom) in stored:
                 _obscure(arr, (left * sx, top * sy, right * sx, bottom * sy), self.options,
-                         values, maxval, self.rng)
+                         values, maxval, self.rng, flat=chroma)
         return frame
 
     def _via_rgb(self, frame: Any, stored: list[Box]) -> Any:
@@ -927,7 +995,7 @@ def redact_video(src: str | Path, dst: str | Path, options: RedactionOptions | N
         analysis = _analyse(reader, engine, options, identify, check, ticker, guess)
     fps = meta.frame_rate or 25.0
     pad = max(options.detect_every, int(math.ceil(options.pad_ms * fps / 1000)))
-    hidden = [t for t in analysis.tracks if _hidden(t, options)]
+    hidden = [t for t in analysis.tracks if _hidden(t, options) and _confirmed(t, options)]
     schedule = _Schedule(hidden, pad)
     encoder = choose_encoder(meta.codec, suffix, options.codec)
     with _replacing(dst, suffix) as tmp:

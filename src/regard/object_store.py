@@ -145,13 +145,8 @@ class S3ObjectStore:
                                     f"s3://{bucket}/{name}")
             finally:
                 body.close()
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "Error")
-            raise InvalidS3ObjectError(
-                f"Unable to get object metadata from S3. Check object key, region and/or access "
-                f"permissions. ({code} for s3://{bucket}/{name})") from exc
-        except BotoCoreError as exc:
-            raise InvalidS3ObjectError(f"The object store is unreachable: {exc}") from exc
+        except (ClientError, BotoCoreError) as exc:
+            raise _s3_error(exc, bucket, name) from exc
         return _within_limit(data, self.max_bytes)
 
     def open(self, bucket: str, name: str, version: str | None = None) -> IO[bytes]:
@@ -162,13 +157,8 @@ class S3ObjectStore:
             kwargs["VersionId"] = version
         try:
             size = int(self._client.head_object(**kwargs)["ContentLength"])
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "Error")
-            raise InvalidS3ObjectError(
-                f"Unable to get object metadata from S3. Check object key, region and/or access "
-                f"permissions. ({code} for s3://{bucket}/{name})") from exc
-        except BotoCoreError as exc:
-            raise InvalidS3ObjectError(f"The object store is unreachable: {exc}") from exc
+        except (ClientError, BotoCoreError) as exc:
+            raise _s3_error(exc, bucket, name) from exc
         return io.BufferedReader(_RangedObject(self._client, kwargs, size), 8 * 1024 * 1024)
 
     def put_file(self, bucket: str, name: str, path: Path) -> None:
@@ -179,6 +169,17 @@ class S3ObjectStore:
                 self._client.put_object(Bucket=bucket, Key=name, Body=body)
         except (ClientError, BotoCoreError, OSError) as exc:
             raise InvalidS3ObjectError(f"Unable to write s3://{bucket}/{name}: {exc}") from exc
+
+
+def _s3_error(exc: Exception, bucket: str, name: str) -> InvalidS3ObjectError:
+    """botocore's failure to read an object, as Rekognition words it."""
+    response = getattr(exc, "response", None)
+    if response is None:  # BotoCoreError: no answer at all
+        return InvalidS3ObjectError(f"The object store is unreachable: {exc}")
+    code = response.get("Error", {}).get("Code", "Error")
+    return InvalidS3ObjectError(
+        f"Unable to get object metadata from S3. Check object key, region and/or access "
+        f"permissions. ({code} for s3://{bucket}/{name})")
 
 
 class _RangedObject(io.RawIOBase):

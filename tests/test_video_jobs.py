@@ -377,6 +377,10 @@ def test_redaction_job_and_image_redaction(live: Any, bucket: Path, engine: Any,
                                                                  "Name": "out/x.mp4"}},
             "Options": {"Scale": 9}})
         assert bad.status_code == 400
+        same = http.post("/video/redaction", json={
+            "Video": _video("walk.mp4"), "Output": {"S3Object": {"Bucket": BUCKET,
+                                                                 "Name": "walk.mp4"}}})
+        assert same.status_code == 400 and "never overwritten" in same.json()["message"]
         # one image: the same redaction, synchronously
         image = http.post("/redact", files={"image": ("a.jpg", encode(astronaut), "image/jpeg")},
                           data={"method": "box"})

@@ -124,6 +124,9 @@ def start_face_redaction(svc: RegardService, call: Call) -> Params:
     if not output.get("Bucket") or not output.get("Name"):
         raise InvalidParameterError("Output.S3Object needs Bucket and Name: where the redacted "
                                     "video is written")
+    if (output["Bucket"], output["Name"]) == (video["Bucket"], video["Name"]):
+        raise InvalidParameterError("Output.S3Object must differ from Video.S3Object: the "
+                                    "original is never overwritten")
     keep, only = p.get("KeepCollectionId"), p.get("OnlyCollectionId")
     if keep and only:
         raise InvalidParameterError("Give KeepCollectionId or OnlyCollectionId, not both")

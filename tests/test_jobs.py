@@ -34,7 +34,8 @@ from regard.jobs import (
     JobRunner,
     JobStore,
 )
-from regard.jobs.kinds import RunningJob
+from regard.jobs import kinds
+from regard.jobs.kinds import RunningJob, on_finish
 from regard.store import schema as s
 
 TESTS = Path(__file__).parent
@@ -328,9 +329,19 @@ def test_a_job_whose_runners_keep_dying_fails_after_max_attempts(service):
         [dead] = store.claim(f"dead-{attempt}", lease_seconds=0.2, max_attempts=2)
         assert dead.attempts == attempt
         time.sleep(0.25)
-    with JobRunner(service, service.store.database, lease_seconds=1.0, poll_seconds=0.05,
-                   max_attempts=2) as runner:
-        job = runner.wait(job_id, timeout=20)
+    finished: list[tuple[str, str]] = []
+    on_finish(COUNT)(lambda job, svc: finished.append((job.job_id, job.state)))
+    try:
+        with JobRunner(service, service.store.database, lease_seconds=1.0, poll_seconds=0.05,
+                       max_attempts=2) as runner:
+            job = runner.wait(job_id, timeout=20)
+            deadline = time.monotonic() + 5
+            while not finished and time.monotonic() < deadline:
+                time.sleep(0.02)
+    finally:
+        kinds._FINISHED.pop(COUNT, None)
+    # given up on by the claim, not by a runner: its completion hook (a notification) runs too
+    assert finished == [(job_id, FAILED)]
     assert job.state == FAILED and job.attempts == 2 and job.lease_owner == "dead-2"
     assert "stopped 2 times" in (job.status_message or "")
     assert job.expires is not None and runner.store.pages(job_id) == []

@@ -224,9 +224,13 @@ class JobRunner:
         if free <= 0 or self._pool is None or self._stopping.is_set():
             return 0
         claimed_at = time.monotonic()
+        given_up: list[str] = []
         jobs = self.store.claim(self.owner, lease_seconds=self.lease_seconds,
                                 kinds=registered_kinds(), limit=free,
-                                max_attempts=self.max_attempts, exclude=self.running)
+                                max_attempts=self.max_attempts, exclude=self.running,
+                                failed=given_up)
+        for job_id in given_up:  # FAILED here, not by a runner: their hooks run all the same
+            self._finished(job_id)
         for job in jobs:
             running = RunningJob(job, self.store, self.service, runner=self.owner,
                                  lease_seconds=self.lease_seconds, stopping=self._stopping,
@@ -237,6 +241,16 @@ class JobRunner:
                      job.attempts, self.owner, job.owner)
             self._pool.submit(self._run, running)
         return len(jobs)
+
+    def _finished(self, job_id: str) -> None:
+        """Run the completion hook of a job that is now SUCCEEDED or FAILED (a notification)."""
+        try:
+            job = self.store.get(job_id)
+            hook = finish_hook(job.kind)
+            if hook is not None:
+                hook(job, self.service)
+        except Exception:
+            log.exception("job %s: its completion hook failed", job_id)
 
     def _heartbeat_loop(self) -> None:
         interval = self.lease_seconds / 3
@@ -279,12 +293,7 @@ class JobRunner:
             state, message = FAILED, INTERNAL_ERROR
         if self.store.finish(job.job_id, self.owner, job.attempt, state, message):
             log.info("job %s %s", job.job_id, state)
-            hook = finish_hook(job.kind)
-            if hook is not None:
-                try:
-                    hook(self.store.get(job.job_id), self.service)
-                except Exception:
-                    log.exception("job %s: its completion hook failed", job.job_id)
+            self._finished(job.job_id)
         else:
             log.warning("job %s ended on %s after its lease was lost: another runner has it",
                         job.job_id, self.owner)

@@ -295,14 +295,16 @@ class JobStore:
                    and_(s.jobs.c.state == IN_PROGRESS, s.jobs.c.lease_expires < now))
 
     def claim(self, owner: str, *, lease_seconds: float, kinds: Sequence[str] | None = None,
-              limit: int = 1, max_attempts: int = 3, exclude: Iterable[str] = ()) -> list[Job]:
+              limit: int = 1, max_attempts: int = 3, exclude: Iterable[str] = (),
+              failed: list[str] | None = None) -> list[Job]:
         """Take up to ``limit`` jobs for runner ``owner`` (oldest first): QUEUED ones, and
         IN_PROGRESS ones whose lease expired (their runner died or stalled). Each is IN_PROGRESS
         with ``lease_owner=owner``, ``lease_expires=now+lease_seconds`` and one more attempt. A
         job with an expired lease that has already been started ``max_attempts`` times is marked
         FAILED with a message saying so instead (never silently lost, never retried forever).
         ``kinds``: only these (the kinds this process can run); ``exclude``: JobIds not to take
-        (the runner's own, still running)."""
+        (the runner's own, still running); ``failed``: a list the JobIds this call marked
+        FAILED are appended to (their completion hooks are the caller's to run)."""
         if limit < 1:
             return []
         skip = set(exclude)
@@ -324,26 +326,35 @@ class JobStore:
                 break
             job = self._claim_one(cand.job_id, cand.state, cand.attempts, owner,
                                   lease_seconds, max_attempts)
-            if job is not None:
+            if job is None:
+                continue
+            if job.state == FAILED:
+                if failed is not None:
+                    failed.append(job.job_id)
+            else:
                 claimed.append(job)
         return claimed
 
     def _claim_one(self, job_id: str, state: str, attempts: int, owner: str,
                    lease_seconds: float, max_attempts: int) -> Job | None:
+        """The job taken (IN_PROGRESS), or the job given up on (FAILED), or None (another
+        runner was first)."""
         with self.db.write_transaction() as conn:
             now = self.clock()
             # As read, and still claimable: a runner that raced us changed attempts or state.
             as_read = and_(s.jobs.c.job_id == job_id, s.jobs.c.attempts == attempts,
                            self._claimable(now))
             if state == IN_PROGRESS and attempts >= max_attempts:
-                conn.execute(update(s.jobs).where(as_read).values(
+                gave_up = conn.execute(update(s.jobs).where(as_read).values(
                     state=FAILED, lease_expires=None, finished=now,
                     expires=now + timedelta(days=self.result_days),
                     status_message=_message(
                         f"The job's worker stopped {attempts} times before finishing it (a "
                         "crash, a kill, or a lost database connection each time); it is not "
-                        "tried again")))
-                return None
+                        "tried again"))).rowcount
+                if gave_up != 1:
+                    return None
+                return _job(conn.execute(select(s.jobs).where(s.jobs.c.job_id == job_id)).one())
             taken = conn.execute(update(s.jobs).where(as_read).values(
                 state=IN_PROGRESS, lease_owner=owner,
                 lease_expires=now + timedelta(seconds=lease_seconds),

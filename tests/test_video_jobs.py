@@ -390,3 +390,35 @@ def test_redaction_job_and_image_redaction(live: Any, bucket: Path, engine: Any,
         assert engine.detect(image.content).faces == []
         junk = http.post("/redact", files={"image": ("a.jpg", b"junk" * 100, "image/jpeg")})
         assert junk.status_code == 400
+
+
+def test_an_erasure_racing_a_finishing_search_still_removes_the_face(
+        tmp_path: Path, engine: Any, bucket: Path, astronaut: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The person is erased just before the job writes its pages (the erasure's purge sees no
+    pages yet): the job takes the erased face out of what it wrote."""
+    from regard.jobs import JobRunner
+    from regard.service import RegardService
+    from regard.store import Store
+    from regard.video import jobs as video_jobs
+
+    service = RegardService(engine, Store(f"sqlite:///{tmp_path / 'c.db'}",
+                                          checkpoint_dir=False),
+                            object_store=LocalObjectStore(bucket), default_purpose="tests")
+    service.create_collection(CollectionId="staff")
+    service.index_faces(CollectionId="staff", Image={"Bytes": encode(astronaut)},
+                        ExternalImageId="eileen")
+    original = video_jobs.write_results
+
+    def erase_first(*args: Any, **kw: Any) -> None:
+        service.erase(ExternalImageId="eileen")
+        original(*args, **kw)
+
+    monkeypatch.setattr(video_jobs, "write_results", erase_first)
+    with JobRunner(service, service.store.database, poll_seconds=0.05) as runner:
+        service.jobs = runner
+        job = service.start_face_search(Video=_video("walk.mp4"), CollectionId="staff")["JobId"]
+        assert runner.wait(job, timeout=120).state == "SUCCEEDED"
+    persons = service.get_face_search(JobId=job)["Persons"]
+    assert persons and all(p["FaceMatches"] == [] for p in persons)
+    service.store.close()

@@ -352,6 +352,12 @@ def run_face_search(job: RunningJob) -> None:
                    search)
     items = search_items(analysis, found)
     write_results(job, analysis.metadata.to_aws(), items, by_index(items))
+    # An erasure that committed while these pages were being written did not see them: its
+    # faces are taken out now (one committing later purges the written pages itself).
+    matched = {m["Face"]["FaceId"] for ms in found.values() for m in ms}
+    if matched:
+        gone = matched - set(svc.store.catalog.get_faces(coll.name, sorted(matched)))
+        purge_faces(svc.jobs.store, gone)
 
 
 # -- redaction -------------------------------------------------------------------------------------

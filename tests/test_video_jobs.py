@@ -422,3 +422,28 @@ def test_an_erasure_racing_a_finishing_search_still_removes_the_face(
     persons = service.get_face_search(JobId=job)["Persons"]
     assert persons and all(p["FaceMatches"] == [] for p in persons)
     service.store.close()
+
+
+def test_jobs_spool_observations_to_disk_not_memory(engine: Any, bucket: Path) -> None:
+    """A job's observations go to a temporary SQLite file frame by frame (the analysis keeps
+    none), come back in time order and by person, and the file is gone after."""
+    from regard.video.analysis import AnalysisOptions, analyze_video
+    from regard.video.decode import VideoReader
+    from regard.video.jobs import Spool
+    from regard.vision.packs import default_pack
+
+    with VideoReader(bucket / BUCKET / "walk.mp4") as reader, Spool() as spool:
+        analysis = analyze_video(reader, engine, AnalysisOptions(
+            track=True, embed=True, pack=default_pack()), sink=spool.add)
+        folder = Path(spool._dir.name)
+        assert analysis.observations == [] and folder.exists()
+        timeline = list(spool.in_time_order())
+        people = list(spool.by_person(analysis.person_of))
+    assert not folder.exists()
+    assert len(timeline) == len(people) == sum(p.observations
+                                               for p in analysis.persons.values())
+    stamps = [ts for ts, _, _ in timeline]
+    assert stamps == sorted(stamps)
+    assert [(p, ts) for ts, p, _ in people] == sorted((p, ts) for ts, p, _ in people)
+    assert {p for _, p, _ in people} == {0, 1}
+    assert {"BoundingBox", "Landmarks", "Pose", "Quality", "Confidence"} <= set(timeline[0][2])

@@ -104,14 +104,21 @@ class VideoAnalysis:
     observations: list[Observation]
     persons: dict[int, Person] = field(default_factory=dict)
     analysed_ms: list[int] = field(default_factory=list)  # each analysed frame's timestamp
+    person_of: dict[int, int] = field(default_factory=dict)  # track id -> person Index
 
 
 def analyze_video(reader: VideoReader, engine: Engine, options: AnalysisOptions, *,
                   progress: Callable[[int, int], None] | None = None,
-                  check: Callable[[], None] | None = None) -> VideoAnalysis:
+                  check: Callable[[], None] | None = None,
+                  sink: Callable[[list[Observation]], None] | None = None) -> VideoAnalysis:
     """Analyse ``reader``'s video with ``engine``. ``progress(ms_done, duration_ms)`` is called
     at most about twice a second and once at the end; ``check()`` before every analysed frame
-    (it raises to cancel, and the exception propagates with the decoder stopped)."""
+    (it raises to cancel, and the exception propagates with the decoder stopped).
+
+    ``sink``: each analysed frame's observations are handed to it instead of being kept (the
+    result's ``observations`` is then empty and ``person_of`` maps their ``track`` to the
+    person's Index): memory stays bounded however long the video. Without it, observations are
+    kept and their ``person`` set."""
     duration = reader.metadata.duration_millis
     tracker = Tracker(
         pack=options.pack if options.embed else None, max_missed=options.max_missed,
@@ -141,7 +148,10 @@ def analyze_video(reader: VideoReader, engine: Engine, options: AnalysisOptions,
                     engine.embed_faces(frame.rgb, [o.face for o in step.embed], options.pack)
                     tracker.embedded(step)
                 step_obs = step.observations
-            observations.extend(step_obs)
+            if sink is not None:
+                sink(step_obs)
+            else:
+                observations.extend(step_obs)
             analysed.append(frame.timestamp_ms)
             del frame
             if progress is not None and time.monotonic() - last_report >= PROGRESS_INTERVAL_S:
@@ -152,9 +162,14 @@ def analyze_video(reader: VideoReader, engine: Engine, options: AnalysisOptions,
         if close is not None:
             close()  # stops the decoding thread now, not when the generator is collected
     persons = tracker.persons() if tracker is not None else {}
+    person_of = tracker.person_of if tracker is not None else {}
+    for obs in observations:
+        if obs.track is not None:
+            obs.person = person_of[obs.track]
     if progress is not None:
         progress(duration, duration)
-    return VideoAnalysis(reader.metadata, len(analysed), observations, persons, analysed)
+    return VideoAnalysis(reader.metadata, len(analysed), observations, persons, analysed,
+                         person_of)
 
 
 __all__ = ["AnalysisOptions", "Observation", "Person", "ShotChanges", "VideoAnalysis",

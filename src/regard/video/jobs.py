@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import sqlite3
 import tempfile
 import threading
 import time
@@ -26,7 +27,7 @@ import urllib.request
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 from sqlalchemy import select, update
@@ -124,14 +125,67 @@ for _kind in (FACE_DETECTION, FACE_SEARCH, FACE_REDACTION):
 
 
 # -- result pages ----------------------------------------------------------------------------------
-def write_results(job: RunningJob, metadata: dict[str, Any], items: list[dict[str, Any]],
-                  by_index: list[dict[str, Any]] | None = None) -> None:
-    for i in range(0, len(items), CHUNK):
-        job.add_page(items[i:i + CHUNK], page=1 + i // CHUNK)
+def write_results(job: RunningJob, metadata: dict[str, Any], items: Iterable[dict[str, Any]],
+                  by_index: Iterable[dict[str, Any]] | None = None) -> None:
+    """The result pages, streamed (``items`` may be generators): pages 1.. in ``items``' order,
+    ``INDEX_BASE`` + 1.. in ``by_index``'s, and the summary (page 0) last."""
+    count = _write_chunks(job, items, 1)
     if by_index is not None:
-        for i in range(0, len(by_index), CHUNK):
-            job.add_page(by_index[i:i + CHUNK], page=INDEX_BASE + 1 + i // CHUNK)
-    job.add_page({"VideoMetadata": metadata, "Count": len(items), "Chunk": CHUNK}, page=0)
+        _write_chunks(job, by_index, INDEX_BASE + 1)
+    job.add_page({"VideoMetadata": metadata, "Count": count, "Chunk": CHUNK}, page=0)
+
+
+def _write_chunks(job: RunningJob, items: Iterable[dict[str, Any]], first_page: int) -> int:
+    chunk: list[dict[str, Any]] = []
+    count = 0
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == CHUNK:
+            job.add_page(chunk, page=first_page + count // CHUNK)
+            count += len(chunk)
+            chunk = []
+    if chunk:
+        job.add_page(chunk, page=first_page + count // CHUNK)
+        count += len(chunk)
+    return count
+
+
+class Spool:
+    """A running job's observations on disk (a temporary SQLite file), so that a long video's
+    faces are never all in memory: appended frame by frame, read back in time order or by
+    person. Holds boxes, landmarks, pose and quality (never embeddings); deleted on close."""
+
+    def __init__(self) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="regard-video-")
+        self.db = sqlite3.connect(Path(self._dir.name) / "observations.db")
+        self.db.execute("CREATE TABLE obs (seq INTEGER PRIMARY KEY, ts INTEGER, "
+                        "track INTEGER, face TEXT)")
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.db.close()
+        self._dir.cleanup()
+
+    def add(self, observations: list[Any]) -> None:
+        self.db.executemany("INSERT INTO obs (ts, track, face) VALUES (?, ?, ?)", [
+            (o.timestamp_ms, o.track, json.dumps(o.face.face_detail())) for o in observations])
+
+    def in_time_order(self) -> Iterator[tuple[int, int | None, dict[str, Any]]]:
+        """(timestamp, track, FaceDetail) as analysed."""
+        for ts, track, face in self.db.execute("SELECT ts, track, face FROM obs ORDER BY seq"):
+            yield ts, track, json.loads(face)
+
+    def by_person(self, person_of: dict[int, int]
+                  ) -> Iterator[tuple[int, int, dict[str, Any]]]:
+        """(timestamp, person Index, FaceDetail) by person, then time."""
+        self.db.execute("CREATE TEMP TABLE person_of (track INTEGER PRIMARY KEY, person INTEGER)")
+        self.db.executemany("INSERT INTO person_of VALUES (?, ?)", person_of.items())
+        for ts, person, face in self.db.execute(
+                "SELECT o.ts, p.person, o.face FROM obs o JOIN person_of p ON o.track = p.track "
+                "ORDER BY p.person, o.ts, o.seq"):
+            yield ts, person, json.loads(face)
 
 
 def read_results(store: JobStore, job_id: str, sort: str, offset: int, limit: int
@@ -226,13 +280,15 @@ def run_face_detection(job: RunningJob) -> None:
 
     svc = job.service
     reader = _reader(svc, job.parameters["Video"])
-    try:
-        analysis = analyze_video(reader, svc.engine,
-                                 AnalysisOptions(sample_ms=_sample_ms(), track=False),
-                                 progress=_Progress(job), check=job.check)
-    finally:
-        _close(reader)
-    write_results(job, analysis.metadata.to_aws(), detection_items(analysis))
+    with Spool() as spool:
+        try:
+            analysis = analyze_video(reader, svc.engine,
+                                     AnalysisOptions(sample_ms=_sample_ms(), track=False),
+                                     progress=_Progress(job), check=job.check, sink=spool.add)
+        finally:
+            _close(reader)
+        write_results(job, analysis.metadata.to_aws(),
+                      ({"Timestamp": ts, "Face": face} for ts, _, face in spool.in_time_order()))
 
 
 def detection_items(analysis: Any) -> list[dict[str, Any]]:
@@ -242,23 +298,19 @@ def detection_items(analysis: Any) -> list[dict[str, Any]]:
 
 
 def search_items(analysis: Any, found: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """GetFaceSearch's ``Persons`` by timestamp: every tracked person in every analysed frame,
-    with that person's matches (``[]`` when none), as Rekognition lists them. The person's
+    """GetFaceSearch's ``Persons`` by timestamp from an analysis that kept its observations."""
+    return [person_item(o.timestamp_ms, o.person, o.face.face_detail(), found)
+            for o in analysis.observations if o.person is not None]
+
+
+def person_item(timestamp: int, person: int, face: dict[str, Any],
+                found: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
+    """One of GetFaceSearch's ``Persons``: every tracked person in every analysed frame, with
+    that person's matches (``[]`` when none), as Rekognition lists them. The person's
     ``BoundingBox`` is the face's: Regard tracks faces, not bodies."""
-    items = []
-    for o in analysis.observations:
-        if o.person is None:
-            continue
-        face = o.face.face_detail()
-        items.append({"Timestamp": o.timestamp_ms,
-                      "Person": {"Index": o.person, "BoundingBox": face["BoundingBox"],
-                                 "Face": face},
-                      "FaceMatches": found.get(o.person, [])})
-    return items
-
-
-def by_index(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(items, key=lambda it: (it["Person"]["Index"], it["Timestamp"]))
+    return {"Timestamp": timestamp,
+            "Person": {"Index": person, "BoundingBox": face["BoundingBox"], "Face": face},
+            "FaceMatches": found.get(person, [])}
 
 
 def person_matches(svc: RegardService, collection: str, threshold: float,
@@ -324,20 +376,25 @@ def record_search(svc: RegardService, context: Any, job_id: str, collection: str
 @job_kind(FACE_SEARCH)
 def run_face_search(job: RunningJob) -> None:
     from regard.governance.policy import CollectionPolicy
-    from regard.video.analysis import AnalysisOptions, analyze_video
     from regard.vision.packs import get_pack
+
+    coll = job.service.store.catalog.get_collection(job.parameters["CollectionId"])
+    with Spool() as spool:
+        _face_search(job, coll, CollectionPolicy.from_tags(coll.tags), spool,
+                     get_pack(coll.face_model_version))
+
+
+def _face_search(job: RunningJob, coll: Any, policy: Any, spool: Spool, pack: Any) -> None:
+    from regard.video.analysis import AnalysisOptions, analyze_video
 
     svc = job.service
     p = job.parameters
-    coll = svc.store.catalog.get_collection(p["CollectionId"])
-    policy = CollectionPolicy.from_tags(coll.tags)
     reader = _reader(svc, p["Video"])
     try:
         analysis = analyze_video(
             reader, svc.engine,
-            AnalysisOptions(sample_ms=_sample_ms(), track=True, embed=True,
-                            pack=get_pack(coll.face_model_version)),
-            progress=_Progress(job), check=job.check)
+            AnalysisOptions(sample_ms=_sample_ms(), track=True, embed=True, pack=pack),
+            progress=_Progress(job), check=job.check, sink=spool.add)
     finally:
         _close(reader)
     embeddings = {i: person.embeddings for i, person in analysis.persons.items()}
@@ -350,8 +407,12 @@ def run_face_search(job: RunningJob) -> None:
 
     record_search(job.service, job.context, job.job_id, coll.name, p["FaceMatchThreshold"],
                    search)
-    items = search_items(analysis, found)
-    write_results(job, analysis.metadata.to_aws(), items, by_index(items))
+    person_of = analysis.person_of
+    write_results(job, analysis.metadata.to_aws(),
+                  (person_item(ts, person_of[track], face, found)
+                   for ts, track, face in spool.in_time_order() if track is not None),
+                  (person_item(ts, person, face, found)
+                   for ts, person, face in spool.by_person(person_of)))
     # An erasure that committed while these pages were being written did not see them: its
     # faces are taken out now (one committing later purges the written pages itself).
     matched = {m["Face"]["FaceId"] for ms in found.values() for m in ms}

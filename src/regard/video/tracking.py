@@ -211,7 +211,9 @@ class Track:
     def __init__(self, track_id: int, obs: Observation) -> None:
         self.id = track_id
         self.first_ms = self.last_ms = obs.timestamp_ms
-        self.observations: list[Observation] = [obs]
+        # a count, not the observations: a long video's faces are not all kept in memory (the
+        # caller keeps or spools them, and maps tracks to persons with ``Tracker.person_of``)
+        self.observations = 1
         self.box = _box(obs.face)
         self.velocity: np.ndarray | None = None  # (cx, cy, w, h) per millisecond
         self.missed = 0
@@ -239,7 +241,7 @@ class Track:
         self.box = box
         self.last_ms = obs.timestamp_ms
         self.missed = 0
-        self.observations.append(obs)
+        self.observations += 1
 
 
 @dataclass
@@ -463,22 +465,22 @@ class Tracker:
 
     # -- results ---------------------------------------------------------------------------
     def persons(self) -> dict[int, Person]:
-        """Persons indexed 0, 1, 2... in order of first appearance, with each observation's
-        ``person`` set."""
+        """Persons indexed 0, 1, 2... in order of first appearance; ``person_of`` maps each
+        track id to its person's Index (what an Observation's ``track`` becomes)."""
         ordered = sorted(self._groups.values(), key=lambda ts: (min(t.first_ms for t in ts),
                                                           min(t.id for t in ts)))
         out: dict[int, Person] = {}
+        self.person_of: dict[int, int] = {}
         for index, tracks in enumerate(ordered):
             kept = sorted((e for t in tracks for e in t.embeddings), key=lambda e: -e[0])
             for t in tracks:
-                for obs in t.observations:
-                    obs.person = index
+                self.person_of[t.id] = index
             out[index] = Person(
                 index=index, first_ms=min(t.first_ms for t in tracks),
                 last_ms=max(t.last_ms for t in tracks),
                 embeddings=[e[1] for e in kept[: self.max_embeddings]],
                 embeddings_computed=sum(t.embeddings_computed for t in tracks),
-                observations=sum(len(t.observations) for t in tracks), tracks=len(tracks))
+                observations=sum(t.observations for t in tracks), tracks=len(tracks))
         return out
 
 

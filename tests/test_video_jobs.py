@@ -447,3 +447,33 @@ def test_jobs_spool_observations_to_disk_not_memory(engine: Any, bucket: Path) -
     assert [(p, ts) for ts, p, _ in people] == sorted((p, ts) for ts, p, _ in people)
     assert {p for _, p, _ in people} == {0, 1}
     assert {"BoundingBox", "Landmarks", "Pose", "Quality", "Confidence"} <= set(timeline[0][2])
+
+
+def test_the_aws_cli_starts_and_reads_a_job(live: Any) -> None:
+    """`aws rekognition start-face-detection` / `get-face-detection` unchanged, with an
+    endpoint URL (what existing scripts do)."""
+    import subprocess
+    import sys
+
+    key, secret = live.server.keys.create("aws cli")
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": key.access_key_id,
+           "AWS_SECRET_ACCESS_KEY": secret, "AWS_DEFAULT_REGION": "eu-west-1",
+           "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+    aws = [str(Path(sys.executable).parent / "aws"), "rekognition", "--endpoint-url", live.url,
+           "--output", "json"]
+
+    def run(*args: str) -> dict[str, Any]:
+        done = subprocess.run([*aws, *args], env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    job = run("start-face-detection", "--video",
+              f"S3Object={{Bucket={BUCKET},Name=walk.mp4}}", "--job-tag", "cli")["JobId"]
+    deadline = time.monotonic() + 120
+    while (body := run("get-face-detection", "--job-id", job, "--max-results", "10")
+           )["JobStatus"] == "IN_PROGRESS":
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    assert body["JobStatus"] == "SUCCEEDED" and len(body["Faces"]) == 10 and body["NextToken"]
+    assert body["VideoMetadata"]["Codec"] == "h264"

@@ -13,8 +13,9 @@ import json
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import IO, Any, Callable, Iterator, Optional
 
 import typer
 from rich.progress import (
@@ -46,8 +47,24 @@ def _bar() -> Progress:
                     disable=not err.is_terminal)
 
 
+@dataclass
+class _Result:
+    """One video's answer, its items read back from the job-style spool (never all in
+    memory): ``member`` is ``Faces`` (GetFaceDetection) or ``Persons`` (GetFaceSearch)."""
+
+    metadata: dict[str, Any]
+    member: str
+    items: Callable[[], Iterator[dict[str, Any]]]
+    people: dict[int, list[dict[str, Any]]] | None = None  # search: each person's matches
+
+
+Analyse = Callable[[Path, Callable[[int, int], None], Any], _Result]
+
+
 def _each(videos: list[Path], out_dir: Optional[Path], as_json: bool, sample_ms: float,
-          analyse: Callable[[Path, Callable[[int, int], None]], dict[str, Any]]) -> None:
+          analyse: Analyse) -> None:
+    from regard.video.jobs import Spool
+
     failed = 0
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -67,52 +84,62 @@ def _each(videos: list[Path], out_dir: Optional[Path], as_json: bool, sample_ms:
                 bar.update(task, completed=done_ms, total=total_ms or None, frames=frames,
                            fps=frames / elapsed)
 
-            try:
-                body = analyse(video, progress)
-            except RegardError as exc:
-                failed += 1
-                err.print(f"{video}: [red]{exc.code}[/red]: {exc.message}")
-                continue
-            finally:
-                bar.remove_task(task)
-            text = json.dumps(body, indent=None if target is None else 1)
-            if target is not None:
-                tmp = target.with_suffix(".json.part")
-                tmp.write_text(text)
-                tmp.replace(target)
-            if as_json:
-                sys.stdout.write((json.dumps({"Video": str(video), **body})
-                                  if len(videos) > 1 else json.dumps(body)) + "\n")
-            elif target is None:
-                _summary(video, body)
+            with Spool() as spool:
+                try:
+                    result = analyse(video, progress, spool)
+                except RegardError as exc:
+                    failed += 1
+                    err.print(f"{video}: [red]{exc.code}[/red]: {exc.message}")
+                    continue
+                finally:
+                    bar.remove_task(task)
+                if target is not None:
+                    tmp = target.with_suffix(".json.part")
+                    with open(tmp, "w") as fh:
+                        _write_body(fh, result)
+                    tmp.replace(target)
+                if as_json:
+                    _write_body(sys.stdout, result,
+                                {"Video": str(video)} if len(videos) > 1 else None)
+                    sys.stdout.write("\n")
+                elif target is None:
+                    _summary(video, result)
     if failed:
         raise typer.Exit(code=1)
 
 
-def _summary(video: Path, body: dict[str, Any]) -> None:
-    meta = body.get("VideoMetadata") or {}
-    if "Faces" in body:
-        print(f"{video}: {meta.get('DurationMillis', 0) / 1000:.1f} s, "
-              f"{len(body['Faces'])} faces in analysed frames")
+def _write_body(out: IO[str], result: _Result, extra: dict[str, Any] | None = None) -> None:
+    """The Get* body as JSON, its items streamed one by one."""
+    head = json.dumps({**(extra or {}), "JobStatus": "SUCCEEDED",
+                       "VideoMetadata": result.metadata})
+    out.write(head[:-1] + f", {json.dumps(result.member)}: [")
+    for i, item in enumerate(result.items()):
+        out.write((", " if i else "") + json.dumps(item))
+    out.write("]}")
+
+
+def _summary(video: Path, result: _Result) -> None:
+    seconds = result.metadata.get("DurationMillis", 0) / 1000
+    if result.people is None:
+        faces = sum(1 for _ in result.items())
+        print(f"{video}: {seconds:.1f} s, {faces} faces in analysed frames")
         return
-    people: dict[int, list[dict[str, Any]]] = {}
-    for item in body.get("Persons", []):
-        people.setdefault(item["Person"]["Index"], item["FaceMatches"])
-    print(f"{video}: {meta.get('DurationMillis', 0) / 1000:.1f} s, {len(people)} people")
-    for index, matches in sorted(people.items()):
+    print(f"{video}: {seconds:.1f} s, {len(result.people)} people")
+    for index, matches in sorted(result.people.items()):
         best = matches[0] if matches else None
         print(f"  person {index}: " + (
             f"{best['Face'].get('ExternalImageId', best['Face']['FaceId'])} "
             f"({best['Similarity']:.1f})" if best else "no match"))
 
 
-def _analyse(service: Any, video: Path, options: Any,
-             progress: Callable[[int, int], None]) -> Any:
+def _analyse(service: Any, video: Path, options: Any, progress: Callable[[int, int], None],
+             spool: Any) -> Any:
     from regard.video.analysis import analyze_video
     from regard.video.decode import VideoReader
 
     with VideoReader(video) as reader:
-        return analyze_video(reader, service.engine, options, progress=progress)
+        return analyze_video(reader, service.engine, options, progress=progress,
+                             sink=spool.add)
 
 
 @video_app.command("detect")
@@ -127,20 +154,19 @@ def video_detect(
     """Faces in every analysed frame of each video (Timestamp in ms, FaceDetail)."""
     from regard.service import RegardService
     from regard.video.analysis import AnalysisOptions
-    from regard.video.jobs import detection_items
-
     service = RegardService()
     context = local_context(purpose, case)
     options = AnalysisOptions(sample_ms=float(sample_ms or config.current().video_sample_ms),
                               track=False)
 
-    def analyse(video: Path, progress: Callable[[int, int], None]) -> dict[str, Any]:
+    def analyse(video: Path, progress: Callable[[int, int], None], spool: Any) -> _Result:
         def run() -> dict[str, Any]:
-            analysis = _analyse(service, video, options, progress)
-            return {"JobStatus": "SUCCEEDED", "VideoMetadata": analysis.metadata.to_aws(),
-                    "Faces": detection_items(analysis)}
+            analysis = _analyse(service, video, options, progress, spool)
+            return {"VideoMetadata": analysis.metadata.to_aws()}
 
-        return service.run_audited("StartFaceDetection", {"File": video.name}, context, run)
+        done = service.run_audited("StartFaceDetection", {"File": video.name}, context, run)
+        return _Result(done["VideoMetadata"], "Faces", lambda: (
+            {"Timestamp": ts, "Face": face} for ts, _, face in spool.in_time_order()))
 
     _each(videos, out_dir, as_json, options.sample_ms, analyse)
 
@@ -162,7 +188,7 @@ def video_search(
     from regard.governance.policy import CollectionPolicy
     from regard.service import RegardService
     from regard.video.analysis import AnalysisOptions
-    from regard.video.jobs import person_matches, record_search, search_items
+    from regard.video.jobs import person_item, person_matches, record_search
     from regard.vision.packs import get_pack
 
     service = RegardService()
@@ -182,8 +208,8 @@ def video_search(
     options = AnalysisOptions(sample_ms=float(sample_ms or config.current().video_sample_ms),
                               track=True, embed=True, pack=get_pack(coll.face_model_version))
 
-    def analyse(video: Path, progress: Callable[[int, int], None]) -> dict[str, Any]:
-        analysis = _analyse(service, video, options, progress)
+    def analyse(video: Path, progress: Callable[[int, int], None], spool: Any) -> _Result:
+        analysis = _analyse(service, video, options, progress, spool)
         found: dict[int, list[dict[str, Any]]] = {}
 
         def search() -> dict[int, list[dict[str, Any]]]:
@@ -194,7 +220,11 @@ def video_search(
             return found
 
         record_search(service, context, f"cli:{uuid.uuid4()}", coll.name, asked, search)
-        return {"JobStatus": "SUCCEEDED", "VideoMetadata": analysis.metadata.to_aws(),
-                "Persons": search_items(analysis, found)}
+        person_of = analysis.person_of
+        return _Result(
+            analysis.metadata.to_aws(), "Persons",
+            lambda: (person_item(ts, person_of[track], face, found)
+                     for ts, track, face in spool.in_time_order() if track is not None),
+            {i: found.get(i, []) for i in analysis.persons})
 
     _each(videos, out_dir, as_json, options.sample_ms, analyse)

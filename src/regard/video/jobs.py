@@ -291,18 +291,6 @@ def run_face_detection(job: RunningJob) -> None:
                       ({"Timestamp": ts, "Face": face} for ts, _, face in spool.in_time_order()))
 
 
-def detection_items(analysis: Any) -> list[dict[str, Any]]:
-    """GetFaceDetection's ``Faces``: every face of every analysed frame, by timestamp."""
-    return [{"Timestamp": o.timestamp_ms, "Face": o.face.face_detail()}
-            for o in analysis.observations]
-
-
-def search_items(analysis: Any, found: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """GetFaceSearch's ``Persons`` by timestamp from an analysis that kept its observations."""
-    return [person_item(o.timestamp_ms, o.person, o.face.face_detail(), found)
-            for o in analysis.observations if o.person is not None]
-
-
 def person_item(timestamp: int, person: int, face: dict[str, Any],
                 found: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
     """One of GetFaceSearch's ``Persons``: every tracked person in every analysed frame, with
@@ -491,6 +479,7 @@ def run_face_redaction(job: RunningJob) -> None:
     write_results(job, body.pop("VideoMetadata", None) or {}, [body])
 
 
-__all__ = ["CHUNK", "FACE_DETECTION", "FACE_REDACTION", "FACE_SEARCH", "INDEX_BASE",
-           "check_channel", "completion_message", "deliver", "person_matches", "purge_faces",
-           "read_results", "redaction_options", "write_results"]
+__all__ = ["CHUNK", "FACE_DETECTION", "FACE_REDACTION", "FACE_SEARCH", "INDEX_BASE", "Spool",
+           "as_matches", "check_channel", "completion_message", "deliver", "person_item",
+           "person_matches", "purge_faces", "read_results", "record_search",
+           "redaction_options", "write_results"]

@@ -97,13 +97,7 @@ class RegardService(OperationMethods):
         if self._jobs is None:
             from regard.jobs import JobRunner
 
-            settings = config.current()
-            self._jobs = JobRunner(self, self.store.database,
-                                   workers=max(1, settings.job_workers),
-                                   lease_seconds=settings.job_lease_seconds,
-                                   max_concurrent=settings.max_concurrent_jobs,
-                                   result_days=settings.job_result_days,
-                                   token_days=settings.job_result_days)
+            self._jobs = JobRunner.from_config(self)
         return self._jobs
 
     @jobs.setter

@@ -196,14 +196,8 @@ class Server:
         map_large_allocations()
         self.bodies = BodyBuffers(max(self.settings.body_buffer_bytes, self.max_body_bytes),
                                   self.metrics)
-        settings = config.current()
         # Jobs are submitted here whether or not this server runs any (``start_jobs``).
-        self.jobs = JobRunner(service, service.store.database,
-                              workers=max(1, self.settings.job_workers),
-                              lease_seconds=settings.job_lease_seconds,
-                              max_concurrent=settings.max_concurrent_jobs,
-                              result_days=settings.job_result_days,
-                              token_days=settings.job_result_days)
+        self.jobs = JobRunner.from_config(service, self.settings.job_workers)
         service.jobs = self.jobs  # the Start* operations submit to this server's runner
 
     def start_jobs(self) -> None:

@@ -102,6 +102,20 @@ class JobRunner:
         self._poll_thread: threading.Thread | None = None
         self._beat_thread: threading.Thread | None = None
 
+    @classmethod
+    def from_config(cls, service: Any, workers: int | None = None) -> JobRunner:
+        """A runner over the service's catalog with the ``REGARD_JOB_*`` settings (lease,
+        concurrent jobs, result and token days); ``workers`` (default ``REGARD_JOB_WORKERS``),
+        at least 1."""
+        from regard import config
+
+        settings = config.current()
+        return cls(service, service.store.database,
+                   workers=max(1, settings.job_workers if workers is None else workers),
+                   lease_seconds=settings.job_lease_seconds,
+                   max_concurrent=settings.max_concurrent_jobs,
+                   result_days=settings.job_result_days, token_days=settings.job_result_days)
+
     # -- submitting ----------------------------------------------------------------------------
     def submit(self, kind: str, context: CallContext, parameters: dict[str, Any], *,
                client_token: str | None = None, job_tag: str | None = None,

@@ -25,6 +25,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
@@ -251,23 +252,15 @@ class _Progress:
             self.job.progress(done, total)
 
 
-def _reader(svc: RegardService, video: dict[str, Any]) -> Any:
+@contextmanager
+def _opened(svc: RegardService, video: dict[str, Any]) -> Iterator[Any]:
+    """The job's video as a ``VideoReader`` streaming from the object store; closed after."""
     from regard.video.decode import VideoReader
 
     obj = video["S3Object"]
-    fh = svc.objects.open(obj["Bucket"], obj["Name"], obj.get("Version"))
-    try:
-        reader = VideoReader(fh)
-    except BaseException:
-        fh.close()
-        raise
-    reader.closing = fh  # type: ignore[attr-defined]
-    return reader
-
-
-def _close(reader: Any) -> None:
-    reader.close()
-    reader.closing.close()
+    with svc.objects.open(obj["Bucket"], obj["Name"], obj.get("Version")) as fh, \
+            VideoReader(fh) as reader:
+        yield reader
 
 
 def _sample_ms() -> float:
@@ -279,14 +272,11 @@ def run_face_detection(job: RunningJob) -> None:
     from regard.video.analysis import AnalysisOptions, analyze_video
 
     svc = job.service
-    reader = _reader(svc, job.parameters["Video"])
     with Spool() as spool:
-        try:
+        with _opened(svc, job.parameters["Video"]) as reader:
             analysis = analyze_video(reader, svc.engine,
                                      AnalysisOptions(sample_ms=_sample_ms(), track=False),
                                      progress=_Progress(job), check=job.check, sink=spool.add)
-        finally:
-            _close(reader)
         write_results(job, analysis.metadata.to_aws(),
                       ({"Timestamp": ts, "Face": face} for ts, _, face in spool.in_time_order()))
 
@@ -377,14 +367,11 @@ def _face_search(job: RunningJob, coll: Any, policy: Any, spool: Spool, pack: An
 
     svc = job.service
     p = job.parameters
-    reader = _reader(svc, p["Video"])
-    try:
+    with _opened(svc, p["Video"]) as reader:
         analysis = analyze_video(
             reader, svc.engine,
             AnalysisOptions(sample_ms=_sample_ms(), track=True, embed=True, pack=pack),
             progress=_Progress(job), check=job.check, sink=spool.add)
-    finally:
-        _close(reader)
     embeddings = {i: person.embeddings for i, person in analysis.persons.items()}
     found: dict[int, list[dict[str, Any]]] = {}
 

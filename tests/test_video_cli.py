@@ -94,3 +94,18 @@ def test_redact_is_audited(home: Path, clip: Path, tmp_path: Path, astronaut) ->
     assert "RedactFaces" in ops and "StartFaceRedaction" in ops
     search = [e for e in entries if e["operation"] == "VideoFaceSearch"]
     assert len(search) == 1 and len(search[0]["result"]["FaceIds"]) == 1
+
+
+def test_video_search_refuses_a_threshold_below_the_floor_before_analysing(
+        home: Path, clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert runner.invoke(app, ["collections", "create", "strict", "--purpose", "testing",
+                               "--threshold-floor", "95"]).exit_code == 0
+
+    def never(*args: object, **kw: object) -> None:
+        raise AssertionError("the video was analysed")
+
+    monkeypatch.setattr("regard.cli.video_commands._analyse", never)
+    result = runner.invoke(app, ["video", "search", str(clip), "-c", "strict",
+                                 "--threshold", "90"])
+    assert result.exit_code == 1
+    assert "InvalidParameterException" in result.output and "floor" in result.output

@@ -166,12 +166,8 @@ class RegardService(OperationMethods):
         the collection's policy (which may adjust ``call.params`` in place or refuse), and after
         it, success or failure alike, one audit-ledger entry, committed with the operation's
         changes (one unit of work). Every operation, from every door, passes here."""
-        call.collection = _collection_named(call.params)
         try:
-            self.gate.authorize(call)
-            if call.collection is not None and call.name != "CreateCollection":
-                call.policy = self._policy_or_none(call.collection)
-            self.gate.apply_policy(call)
+            self._admit(call)
             # The change and its ledger entry commit together: a crash or a failed append
             # leaves neither. A failure is recorded after the rollback, in its own transaction.
             with self.store.database.unit_of_work():
@@ -187,6 +183,26 @@ class RegardService(OperationMethods):
                 log.exception("could not record the failed %s in the audit ledger", call.name)
             raise
         return result
+
+    def preflight(self, operation: str, params: Params, context: CallContext | None) -> Params:
+        """The request as the gate would let ``context`` run it (``params`` adjusted to the
+        collection's policy, e.g. its threshold floor), or the gate's refusal; nothing runs and
+        nothing is recorded. For work that checks before a long computation whose result it
+        then records with ``run_audited`` (a video search from the CLI, a redaction that keeps
+        one collection's people)."""
+        call = Call(self._operation(operation), dict(params), _required(context))
+        self._admit(call)
+        return call.params
+
+    def _admit(self, call: Call) -> None:
+        """The gate's checks before a call runs: the caller's scopes and the collection's
+        allow-list, then the collection's policy (which may adjust ``call.params`` in place or
+        refuse)."""
+        call.collection = _collection_named(call.params)
+        self.gate.authorize(call)
+        if call.collection is not None and call.name != "CreateCollection":
+            call.policy = self._policy_or_none(call.collection)
+        self.gate.apply_policy(call)
 
     def _policy_or_none(self, collection: str) -> CollectionPolicy | None:
         try:

@@ -185,46 +185,32 @@ def video_search(
     case: Optional[str] = CaseOpt,
 ) -> None:
     """Every person tracked in each video, with their matches in the collection."""
-    from regard.governance.policy import CollectionPolicy
     from regard.service import RegardService
     from regard.video.analysis import AnalysisOptions
-    from regard.video.jobs import person_item, person_matches, record_search
+    from regard.video.jobs import identify_persons, persons_by_time
     from regard.vision.packs import get_pack
 
     service = RegardService()
     context = local_context(purpose, case)
+    asked: dict[str, Any] = {"CollectionId": collection}
+    if threshold is not None:
+        asked["FaceMatchThreshold"] = threshold
     try:
         coll = service.store.catalog.get_collection(collection)
+        # the gate's own checks now, before minutes of analysis: scopes, the threshold floor
+        checked = service.preflight("VideoFaceSearch", asked, context)
     except RegardError as exc:
         _fail(exc)
-    policy = CollectionPolicy.from_tags(coll.tags)
-    asked = threshold if threshold is not None else config.DEFAULT_MATCH_THRESHOLD
-    if policy.threshold_floor is not None:
-        if threshold is not None and threshold < policy.threshold_floor:
-            err.print(f"[red]InvalidParameterException[/red]: --threshold {threshold:g} is "
-                      f"below the threshold floor {policy.threshold_floor:g} of {collection}")
-            raise typer.Exit(code=1)
-        asked = max(asked, policy.threshold_floor)
+    used = float(checked.get("FaceMatchThreshold", config.DEFAULT_MATCH_THRESHOLD))
     options = AnalysisOptions(sample_ms=float(sample_ms or config.current().video_sample_ms),
                               track=True, embed=True, pack=get_pack(coll.face_model_version))
 
     def analyse(video: Path, progress: Callable[[int, int], None], spool: Any) -> _Result:
         analysis = _analyse(service, video, options, progress, spool)
-        found: dict[int, list[dict[str, Any]]] = {}
-
-        def search() -> dict[int, list[dict[str, Any]]]:
-            found.update(person_matches(
-                service, coll.name, asked,
-                {i: p.embeddings for i, p in analysis.persons.items()},
-                policy.max_matches or 100)[0])
-            return found
-
-        record_search(service, context, f"cli:{uuid.uuid4()}", coll.name, asked, search)
-        person_of = analysis.person_of
-        return _Result(
-            analysis.metadata.to_aws(), "Persons",
-            lambda: (person_item(ts, person_of[track], face, found)
-                     for ts, track, face in spool.in_time_order() if track is not None),
-            {i: found.get(i, []) for i in analysis.persons})
+        found = identify_persons(service, context, f"cli:{uuid.uuid4()}", coll.name, used,
+                                 analysis)
+        return _Result(analysis.metadata.to_aws(), "Persons",
+                       lambda: persons_by_time(spool, analysis.person_of, found),
+                       {i: found.get(i, []) for i in analysis.persons})
 
     _each(videos, out_dir, as_json, options.sample_ms, analyse)

@@ -293,20 +293,19 @@ def person_item(timestamp: int, person: int, face: dict[str, Any],
 
 def person_matches(svc: RegardService, collection: str, threshold: float,
                    embeddings: dict[int, list[np.ndarray]], max_matches: int = MAX_MATCHES
-                   ) -> tuple[dict[int, list[dict[str, Any]]], dict[str, Any]]:
+                   ) -> dict[int, list[dict[str, Any]]]:
     """Each person's matches in ``collection``: its best similarity to each face, from any of
     its embeddings, at ``threshold`` or above (raised by the policy's regard:max-fpir as for
-    every search), best first; and the search statistics."""
+    every search), best first."""
     from regard.operations.common import face_body
-    from regard.operations.searches import EFFECTIVE_THRESHOLD, search_threshold
+    from regard.operations.searches import search_threshold
     from regard.vision.packs import get_pack
 
     coll = svc.store.catalog.get_collection(collection)
     pack = get_pack(coll.face_model_version)
     vectors = [v for vs in embeddings.values() for v in vs]
-    threshold, statistics = search_threshold(coll, pack, threshold,
-                                             int(coll.face_count) * max(1, len(vectors)))
-    statistics[EFFECTIVE_THRESHOLD] = threshold
+    threshold, _ = search_threshold(coll, pack, threshold,
+                                    int(coll.face_count) * max(1, len(vectors)))
     best: dict[int, dict[str, float]] = {}
     for person, vecs in embeddings.items():
         scores: dict[str, float] = {}
@@ -326,7 +325,7 @@ def person_matches(svc: RegardService, collection: str, threshold: float,
         # A face erased since the search is simply not returned.
         out[person] = [{"Similarity": sim, "Face": face_body(rows[f], coll.face_model_version)}
                        for f, sim in ranked if f in rows]
-    return out, statistics
+    return out
 
 
 def as_matches(matched: dict[str, float]) -> dict[int, list[dict[str, Any]]]:
@@ -351,41 +350,55 @@ def record_search(svc: RegardService, context: Any, job_id: str, collection: str
                     context, summary)
 
 
-@job_kind(FACE_SEARCH)
-def run_face_search(job: RunningJob) -> None:
+def identify_persons(svc: RegardService, context: Any, job_id: str, collection: str,
+                     threshold: float, analysis: Any) -> dict[int, list[dict[str, Any]]]:
+    """Each tracked person's matches in ``collection`` (at most the policy's max matches),
+    searched inside one audited ``VideoFaceSearch`` (refused, nothing is searched)."""
     from regard.governance.policy import CollectionPolicy
-    from regard.vision.packs import get_pack
 
-    coll = job.service.store.catalog.get_collection(job.parameters["CollectionId"])
-    with Spool() as spool:
-        _face_search(job, coll, CollectionPolicy.from_tags(coll.tags), spool,
-                     get_pack(coll.face_model_version))
-
-
-def _face_search(job: RunningJob, coll: Any, policy: Any, spool: Spool, pack: Any) -> None:
-    from regard.video.analysis import AnalysisOptions, analyze_video
-
-    svc = job.service
-    p = job.parameters
-    with _opened(svc, p["Video"]) as reader:
-        analysis = analyze_video(
-            reader, svc.engine,
-            AnalysisOptions(sample_ms=_sample_ms(), track=True, embed=True, pack=pack),
-            progress=_Progress(job), check=job.check, sink=spool.add)
+    policy = CollectionPolicy.from_tags(svc.store.catalog.get_collection(collection).tags)
     embeddings = {i: person.embeddings for i, person in analysis.persons.items()}
     found: dict[int, list[dict[str, Any]]] = {}
 
     def search() -> dict[int, list[dict[str, Any]]]:
-        found.update(person_matches(svc, coll.name, p["FaceMatchThreshold"], embeddings,
-                                    policy.max_matches or MAX_MATCHES)[0])
+        found.update(person_matches(svc, collection, threshold, embeddings,
+                                    policy.max_matches or MAX_MATCHES))
         return found
 
-    record_search(job.service, job.context, job.job_id, coll.name, p["FaceMatchThreshold"],
-                   search)
+    record_search(svc, context, job_id, collection, threshold, search)
+    return found
+
+
+def persons_by_time(spool: Spool, person_of: dict[int, int],
+                    found: dict[int, list[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
+    """GetFaceSearch's ``Persons`` in time order, from a spool."""
+    return (person_item(ts, person_of[track], face, found)
+            for ts, track, face in spool.in_time_order() if track is not None)
+
+
+@job_kind(FACE_SEARCH)
+def run_face_search(job: RunningJob) -> None:
+    with Spool() as spool:
+        _face_search(job, spool)
+
+
+def _face_search(job: RunningJob, spool: Spool) -> None:
+    from regard.video.analysis import AnalysisOptions, analyze_video
+    from regard.vision.packs import get_pack
+
+    svc = job.service
+    p = job.parameters
+    coll = svc.store.catalog.get_collection(p["CollectionId"])
+    with _opened(svc, p["Video"]) as reader:
+        analysis = analyze_video(
+            reader, svc.engine,
+            AnalysisOptions(sample_ms=_sample_ms(), track=True, embed=True,
+                            pack=get_pack(coll.face_model_version)),
+            progress=_Progress(job), check=job.check, sink=spool.add)
+    found = identify_persons(svc, job.context, job.job_id, coll.name, p["FaceMatchThreshold"],
+                             analysis)
     person_of = analysis.person_of
-    write_results(job, analysis.metadata.to_aws(),
-                  (person_item(ts, person_of[track], face, found)
-                   for ts, track, face in spool.in_time_order() if track is not None),
+    write_results(job, analysis.metadata.to_aws(), persons_by_time(spool, person_of, found),
                   (person_item(ts, person, face, found)
                    for ts, person, face in spool.by_person(person_of)))
     # An erasure that committed while these pages were being written did not see them: its
@@ -467,6 +480,6 @@ def run_face_redaction(job: RunningJob) -> None:
 
 
 __all__ = ["CHUNK", "FACE_DETECTION", "FACE_REDACTION", "FACE_SEARCH", "INDEX_BASE", "Spool",
-           "as_matches", "check_channel", "completion_message", "deliver", "person_item",
-           "person_matches", "purge_faces", "read_results", "record_search",
-           "redaction_options", "write_results"]
+           "as_matches", "check_channel", "completion_message", "deliver", "identify_persons",
+           "person_item", "person_matches", "persons_by_time", "purge_faces", "read_results",
+           "record_search", "redaction_options", "write_results"]

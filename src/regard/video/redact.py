@@ -1166,27 +1166,17 @@ def collection_identifier(service: RegardService, collection: str,
     The audit entry for the redaction job is the caller's to record: ``matched`` (when given)
     collects each matched FaceId with its best similarity for it."""
     from regard.config import DEFAULT_MATCH_THRESHOLD
-    from regard.errors import AccessDeniedError
-    from regard.governance.policy import CollectionPolicy
-    from regard.operations import registry
     from regard.operations.searches import search_threshold
     from regard.secure_memory import wipe
     from regard.vision.packs import get_pack
 
-    if context is None:
-        raise AccessDeniedError("Identifying faces needs a caller (CallContext)")
-    op = registry.get("SearchFacesByImage")
-    assert op is not None
     params: dict[str, Any] = {"CollectionId": collection}
     if threshold is not None:
         params["FaceMatchThreshold"] = threshold
-    call = registry.Call(op, params, context, collection=collection)
-    service.gate.authorize(call)
+    checked = service.preflight("SearchFacesByImage", params, context)  # scopes, floor
     info = service.store.catalog.get_collection(collection)  # ResourceNotFoundError
-    call.policy = CollectionPolicy.from_tags(info.tags)
-    service.gate.apply_policy(call)
     pack = get_pack(info.face_model_version)
-    asked = float(call.params.get("FaceMatchThreshold", DEFAULT_MATCH_THRESHOLD))
+    asked = float(checked.get("FaceMatchThreshold", DEFAULT_MATCH_THRESHOLD))
     used, _ = search_threshold(info, pack, asked, max(1, int(info.face_count)))
     limit = pack.match_distance(used)
     embedder = engine or service.engine

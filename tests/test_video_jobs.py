@@ -381,6 +381,13 @@ def test_redaction_job_and_image_redaction(live: Any, bucket: Path, engine: Any,
             "Video": _video("walk.mp4"), "Output": {"S3Object": {"Bucket": BUCKET,
                                                                  "Name": "walk.mp4"}}})
         assert same.status_code == 400 and "never overwritten" in same.json()["message"]
+        client.create_collection(CollectionId="floored", Tags={
+            "regard:purpose": "video tests", "regard:threshold-floor": "95"})
+        low = http.post("/video/redaction", json={
+            "Video": _video("walk.mp4"), "Output": {"S3Object": {"Bucket": BUCKET,
+                                                                 "Name": "out/y.mp4"}},
+            "KeepCollectionId": "floored", "FaceMatchThreshold": 90})
+        assert low.status_code == 400 and "floor" in low.json()["message"]  # at Start
         # one image: the same redaction, synchronously
         image = http.post("/redact", files={"image": ("a.jpg", encode(astronaut), "image/jpeg")},
                           data={"method": "box"})

@@ -26,14 +26,12 @@ from regard.errors import (
     InvalidPaginationTokenError,
     InvalidParameterError,
     ResourceNotFoundError,
-    VideoTooLargeError,
 )
-from regard.governance import scopes
 from regard.jobs.store import FAILED, SUCCEEDED, Job
 from regard.operations.common import collection
 from regard.operations.registry import ADMIN, Call, Params, operation
 from regard.video import jobs as video_jobs
-from regard.video.decode import MAX_VIDEO_BYTES, source_size
+from regard.video.decode import check_size
 
 if TYPE_CHECKING:
     from regard.service import RegardService
@@ -74,10 +72,7 @@ def _check_video(svc: RegardService, video: Any) -> dict[str, str]:
     if not obj.get("Bucket") or not obj.get("Name"):
         raise InvalidParameterError("Video.S3Object needs Bucket and Name")
     with svc.objects.open(obj["Bucket"], obj["Name"], obj.get("Version")) as fh:
-        size = source_size(fh)
-    if size is not None and size > MAX_VIDEO_BYTES:
-        raise VideoTooLargeError(f"The video is {size / 1024 ** 3:.2f} GB; the limit is "
-                                 f"{MAX_VIDEO_BYTES / 1024 ** 3:g} GB")
+        check_size(fh)
     return {k: obj[k] for k in ("Bucket", "Name", "Version") if obj.get(k)}
 
 
@@ -136,12 +131,15 @@ def start_face_redaction(svc: RegardService, call: Call) -> Params:
                           "Options": video_jobs.redaction_options(p.get("Options") or {})}
     named = keep or only
     if named:
-        scopes.check("VideoFaceSearch", "search", call.context.scopes,
-                     call.context.collections, named)
+        # the identification the job will record, checked now by the same gate: scopes, the
+        # collection allow-list, its threshold floor
+        asked = {"CollectionId": named, "FaceMatchThreshold": p.get("FaceMatchThreshold")}
+        checked = svc.preflight("VideoFaceSearch",
+                                {k: v for k, v in asked.items() if v is not None}, call.context)
         coll = collection(svc, named)
         parameters["KeepCollectionId" if keep else "OnlyCollectionId"] = coll.name
-        parameters["FaceMatchThreshold"] = float(p.get("FaceMatchThreshold",
-                                                       DEFAULT_MATCH_THRESHOLD))
+        parameters["FaceMatchThreshold"] = float(checked.get("FaceMatchThreshold",
+                                                             DEFAULT_MATCH_THRESHOLD))
     return _submit(svc, call, video_jobs.FACE_REDACTION, parameters)
 
 

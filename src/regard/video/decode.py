@@ -87,6 +87,16 @@ def source_size(source: VideoSource) -> int | None:
         return None
 
 
+def check_size(source: VideoSource, max_bytes: int = MAX_VIDEO_BYTES) -> int | None:
+    """The source's size in bytes (None when it cannot tell); ``VideoTooLargeError`` past
+    ``max_bytes``."""
+    size = source_size(source)
+    if size is not None and size > max_bytes:
+        raise VideoTooLargeError(f"The video is {size / 1024 ** 3:.2f} GB; the limit is "
+                                 f"{max_bytes / 1024 ** 3:g} GB")
+    return size
+
+
 class VideoReader:
     """One video opened for reading. ``source``: a path or a seekable binary file object.
     Raises ``VideoTooLargeError`` past ``max_bytes`` or ``max_millis`` and ``InvalidVideoError``
@@ -95,11 +105,7 @@ class VideoReader:
     def __init__(self, source: VideoSource, *, max_bytes: int = MAX_VIDEO_BYTES,
                  max_millis: int = MAX_VIDEO_MILLIS, threads: int = 0) -> None:
         av = _av()
-        size = source_size(source)
-        if size is not None and size > max_bytes:
-            raise VideoTooLargeError(
-                f"The video is {size / 1024 ** 3:.2f} GB; the limit is "
-                f"{max_bytes / 1024 ** 3:g} GB")
+        size = check_size(source, max_bytes)
         if size == 0:
             raise InvalidVideoError("The video file is empty")
         name = str(source) if isinstance(source, (str, Path)) else "the video"
@@ -290,5 +296,5 @@ def _prefetched(frames: Iterator[VideoFrame], depth: int) -> Iterator[VideoFrame
         thread.join(timeout=5)
 
 
-__all__ = ["MAX_VIDEO_BYTES", "MAX_VIDEO_MILLIS", "VideoFrame", "VideoMetadata", "VideoReader",
+__all__ = ["MAX_VIDEO_BYTES", "check_size", "MAX_VIDEO_MILLIS", "VideoFrame", "VideoMetadata", "VideoReader",
            "VideoSource"]

@@ -617,23 +617,36 @@ MERGE_IOU = 0.5
 
 def _merged(boxes: list[Box]) -> list[Box]:
     """Boxes overlapping at IoU > ``MERGE_IOU`` (a track's held and extrapolated padding, two
-    tracks on one face) replaced by the box enclosing both: it covers all each would, and a
-    crowded frame is masked once per face instead of several times."""
+    tracks on one face) replaced by the box enclosing them: it covers all each would, and a
+    crowded frame is masked once per face instead of several times. Each round joins every
+    overlapping group at once (O(n^2) a round; rounds repeat while enclosing boxes overlap)."""
+    from regard.video.tracking import iou_matrix
+
     out = list(boxes)
-    merging = True
-    while merging and len(out) > 1:
-        merging = False
-        for i in range(len(out)):
-            for j in range(i + 1, len(out)):
-                if _iou(out[i], out[j]) > MERGE_IOU:
-                    a, b = out[i], out[j]
-                    out[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]),
-                              max(a[3], b[3]))
-                    del out[j]
-                    merging = True
-                    break
-            if merging:
-                break
+    while len(out) > 1:
+        group = list(range(len(out)))
+
+        def root(i: int) -> int:
+            while group[i] != i:
+                group[i] = group[group[i]]
+                i = group[i]
+            return i
+
+        joined = False
+        overlaps = np.triu(iou_matrix(np.array(out), np.array(out)) > MERGE_IOU, 1)
+        for i, j in zip(*np.nonzero(overlaps)):
+            if root(int(i)) != root(int(j)):
+                group[root(int(j))] = root(int(i))
+                joined = True
+        if not joined:
+            break
+        enclosing: dict[int, Box] = {}
+        for i, box in enumerate(out):
+            r = root(i)
+            e = enclosing.get(r, box)
+            enclosing[r] = (min(e[0], box[0]), min(e[1], box[1]), max(e[2], box[2]),
+                            max(e[3], box[3]))
+        out = list(enclosing.values())
     return out
 
 

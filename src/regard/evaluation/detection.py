@@ -25,6 +25,7 @@ from regard.analysis import MAX_FACES
 from regard.evaluation.embeddings import ImageDetections
 from regard.evaluation.layouts import DetectionImage, GroundTruthBox
 from regard.evaluation.stats import Rate
+from regard.vision.detect import iou_matrix
 
 IOU_MATCH = 0.5
 # Face height buckets in pixels: [low, high).
@@ -33,22 +34,6 @@ SIZE_BUCKETS: tuple[tuple[str, float, float], ...] = (
 MIN_HEIGHT_FOR_GROUPS = 40.0
 FITZPATRICK_LIGHT = {"I", "II", "III"}
 FITZPATRICK_DARK = {"IV", "V", "VI"}
-
-
-def iou_matrix(dets: np.ndarray, gts: np.ndarray) -> np.ndarray:
-    """IoU of every detection (rows) with every ground-truth box (columns), both l, t, r, b."""
-    dets = np.asarray(dets, dtype=np.float64).reshape(-1, 4)
-    gts = np.asarray(gts, dtype=np.float64).reshape(-1, 4)
-    if len(dets) == 0 or len(gts) == 0:
-        return np.zeros((len(dets), len(gts)))
-    lt = np.maximum(dets[:, None, :2], gts[None, :, :2])
-    rb = np.minimum(dets[:, None, 2:], gts[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)
-    area_d = (dets[:, 2:] - dets[:, :2]).prod(axis=1)
-    area_g = (gts[:, 2:] - gts[:, :2]).prod(axis=1)
-    union = area_d[:, None] + area_g[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
 def greedy_match(dets: np.ndarray, gts: np.ndarray, iou: float = IOU_MATCH) -> np.ndarray:

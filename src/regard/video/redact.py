@@ -620,7 +620,7 @@ def _merged(boxes: list[Box]) -> list[Box]:
     tracks on one face) replaced by the box enclosing them: it covers all each would, and a
     crowded frame is masked once per face instead of several times. Each round joins every
     overlapping group at once (O(n^2) a round; rounds repeat while enclosing boxes overlap)."""
-    from regard.video.tracking import iou_matrix
+    from regard.vision.detect import iou_matrix
 
     out = list(boxes)
     while len(out) > 1:

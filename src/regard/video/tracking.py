@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from regard.analysis import Face
+from regard.vision.detect import iou_matrix
 from regard.vision.packs import FaceModelPack
 
 # Box as (centre x, centre y, width, height) in pixels.
@@ -73,22 +74,6 @@ def face_quality(face: Face, chip: float = 112.0) -> float:
                   * math.cos(math.radians(min(abs(face.pose.pitch), 90.0))))
     size = max(0.05, min(1.0, face.size / chip))
     return confidence * sharpness * frontal * size
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box of ``a`` (N, 4) with every box of ``b`` (M, 4), boxes as
-    (left, top, right, bottom)."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    left = np.maximum(a[:, None, 0], b[None, :, 0])
-    top = np.maximum(a[:, None, 1], b[None, :, 1])
-    right = np.minimum(a[:, None, 2], b[None, :, 2])
-    bottom = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(right - left, 0, None) * np.clip(bottom - top, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 def _hungarian(cost: np.ndarray) -> list[tuple[int, int]]:

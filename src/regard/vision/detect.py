@@ -64,6 +64,24 @@ class Detection:
         )
 
 
+def iou_matrix(dets: np.ndarray, gts: np.ndarray) -> np.ndarray:
+    """IoU of every box of ``dets`` (rows) with every box of ``gts`` (columns), both (N, 4)
+    arrays of left, top, right, bottom (detections against ground truth, tracks against
+    faces, masks against masks)."""
+    dets = np.asarray(dets, dtype=np.float64).reshape(-1, 4)
+    gts = np.asarray(gts, dtype=np.float64).reshape(-1, 4)
+    if len(dets) == 0 or len(gts) == 0:
+        return np.zeros((len(dets), len(gts)))
+    lt = np.maximum(dets[:, None, :2], gts[None, :, :2])
+    rb = np.minimum(dets[:, None, 2:], gts[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=2)
+    area_d = (dets[:, 2:] - dets[:, :2]).prod(axis=1)
+    area_g = (gts[:, 2:] - gts[:, :2]).prod(axis=1)
+    union = area_d[:, None] + area_g[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
 class Detector(Protocol):
     name: str
 

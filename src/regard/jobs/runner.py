@@ -104,7 +104,7 @@ class JobRunner:
 
     @classmethod
     def from_config(cls, service: Any, workers: int | None = None) -> JobRunner:
-        """A runner over the service's catalog with the ``REGARD_JOB_*`` settings (lease,
+        """A runner over the service's catalog with the job settings of ``config`` (lease,
         concurrent jobs, result and token days); ``workers`` (default ``REGARD_JOB_WORKERS``),
         at least 1."""
         from regard import config

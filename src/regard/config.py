@@ -388,6 +388,13 @@ class Settings:
         "`InvalidParameterException`.",
         lambda raw: _webhooks(raw), default_text="none", secret=True)
 
+    # -- web console ----------------------------------------------------------------------------
+    console_idle_minutes = _int(
+        "REGARD_CONSOLE_IDLE_MINUTES", 30,
+        "A web console session ends after this many minutes without a request (and in any "
+        "case 12 hours after sign-in), so a console left open on a shared computer does not "
+        "stay signed in.")
+
     def problems(self) -> list[str]:
         """What is wrong with each malformed setting (empty: all parse); for a start-up check."""
         found = []

@@ -28,6 +28,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import regard
+from regard import console
 from regard.api import aws, rest
 from regard.api.connections import guarded_protocol, limit_log_floods, raise_descriptor_limit
 from regard.api.server import Server, is_loopback
@@ -84,6 +85,7 @@ def create_app(server: Server) -> FastAPI:
         _refuse_browsers_from_elsewhere(app)
     aws.mount(app, server)
     rest.mount(app, server)
+    console.mount(app, server)
 
     _mount_docs(app)
 

@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from sqlalchemy import JSON, String, insert, select, type_coerce, update
+from sqlalchemy import JSON, String, case, cast, func, insert, select, type_coerce, update
 from sqlalchemy.sql import Select
 
 from regard import config
@@ -216,6 +216,44 @@ class Ledger:
             if len(rows) < PAGE:
                 return
             after = rows[-1].seq
+
+    def browse(self, *, before: int | None = None, limit: int = 50,
+               operation: str | None = None, principal: str | None = None,
+               collection: str | None = None) -> list[AuditEntry]:
+        """One page of entries, newest first, before sequence ``before``, optionally of one
+        operation, principal or collection (the console's ledger view; the export reads in
+        order with ``entries``)."""
+        stmt = _RAW
+        if before is not None:
+            stmt = stmt.where(s.audit_log.c.seq < before)
+        for column, value in (("operation", operation), ("principal", principal),
+                              ("collection", collection)):
+            if value is not None:
+                stmt = stmt.where(s.audit_log.c[column] == value)
+        rows = self._raw(stmt.order_by(s.audit_log.c.seq.desc()).limit(max(1, limit)))
+        out = []
+        for row in rows:
+            entry = _parsed(row._mapping)
+            if isinstance(entry, _Unreadable):
+                raise LedgerIntegrityError(f"{entry.reason}; `regard audit verify` lists "
+                                           "every damaged entry")
+            out.append(entry)
+        return out
+
+    def daily_counts(self, since: datetime) -> dict[str, dict[str, int]]:
+        """Per UTC day from ``since``: all entries, searches (the operations that can
+        identify someone), and refusals and failures (entries whose result names an ``Error``), counted
+        by the database (the ledger can hold millions of rows; only this window is read)."""
+        day = func.substr(s.audit_log.c.time, 1, 10).label("day")
+        failed = cast(s.audit_log.c.result, String).like('%"Error"%')
+        search_ops = list(search_operations())
+        stmt = (select(day, func.count().label("entries"),
+                       func.sum(case((s.audit_log.c.operation.in_(search_ops), 1), else_=0))
+                       .label("searches"),
+                       func.sum(case((failed, 1), else_=0)).label("refused"))
+                .where(s.audit_log.c.time >= utc_iso(since)).group_by(day).order_by(day))
+        return {r.day: {"Entries": int(r.entries), "Searches": int(r.searches or 0),
+                        "Refused": int(r.refused or 0)} for r in self._raw(stmt)}
 
     def head(self) -> dict[str, Any]:
         with self.database.read_transaction() as conn:

@@ -238,9 +238,9 @@ class JobStore:
 
     def list(self, owner: str | None = None, *, kind: str | None = None,
              states: Iterable[str] | None = None, after: str | None = None,
-             limit: int = 100) -> list[Job]:
-        """Jobs oldest first (by creation, then JobId), ``limit`` at most; ``after``: the last
-        JobId of the previous page."""
+             limit: int = 100, newest_first: bool = False) -> list[Job]:
+        """Jobs oldest first (by creation, then JobId; ``newest_first``: the other way),
+        ``limit`` at most; ``after``: the last JobId of the previous page."""
         limit = max(1, min(limit, MAX_LIST))
         stmt = select(s.jobs)
         if owner is not None:
@@ -255,10 +255,15 @@ class JobStore:
                     s.jobs.c.job_id == after)).scalar_one_or_none()
                 if created is None:
                     raise InvalidParameterError("The page token names no job")
-                stmt = stmt.where(or_(s.jobs.c.created > created, and_(
-                    s.jobs.c.created == created, s.jobs.c.job_id > after)))
-            rows = conn.execute(stmt.order_by(s.jobs.c.created, s.jobs.c.job_id)
-                                .limit(limit)).all()
+                if newest_first:
+                    stmt = stmt.where(or_(s.jobs.c.created < created, and_(
+                        s.jobs.c.created == created, s.jobs.c.job_id < after)))
+                else:
+                    stmt = stmt.where(or_(s.jobs.c.created > created, and_(
+                        s.jobs.c.created == created, s.jobs.c.job_id > after)))
+            order = ((s.jobs.c.created.desc(), s.jobs.c.job_id.desc()) if newest_first
+                     else (s.jobs.c.created, s.jobs.c.job_id))
+            rows = conn.execute(stmt.order_by(*order).limit(limit)).all()
         return [_job(r) for r in rows]
 
     def count_active(self, owner: str | None = None) -> int:

@@ -213,3 +213,67 @@ def create_access_key(svc: RegardService, call: Call) -> Params:
 @operation("RevokeAccessKey", scope="admin", summary=_key_change, rekognition=False)
 def revoke_access_key(svc: RegardService, call: Call) -> Params:
     return _key_body(svc.keys.revoke(call.params["AccessKeyId"]))
+
+
+@operation("ListAccessKeys", scope="admin", rekognition=False)
+def list_access_keys(svc: RegardService, call: Call) -> Params:
+    """Every key (revoked ones too, unless ``IncludeRevoked`` is false), never a secret."""
+    include = call.params.get("IncludeRevoked", True)
+    return {"AccessKeys": [k.to_dict() for k in svc.keys.list(include_revoked=bool(include))]}
+
+
+@operation("AuditBrowse", scope="audit:read", rekognition=False)
+def audit_browse(svc: RegardService, call: Call) -> Params:
+    """One page of ledger entries, newest first (``Before``: a sequence number, ``Limit`` up to
+    500), optionally of one ``Operation``, ``Principal`` or ``Collection``; ``NextBefore``
+    continues. Reading is itself recorded."""
+    p = call.params
+    limit = int(p.get("Limit") or 50)
+    if not 1 <= limit <= 500:
+        raise InvalidParameterError("Limit must be between 1 and 500")
+    before = p.get("Before")
+    entries = svc.gate.ledger.browse(
+        before=int(before) if before is not None else None, limit=limit + 1,
+        operation=p.get("Operation") or None, principal=p.get("Principal") or None,
+        collection=p.get("Collection") or None)
+    out: Params = {"Entries": [e.to_dict() for e in entries[:limit]]}
+    if len(entries) > limit:
+        out["NextBefore"] = entries[limit - 1].seq
+    return out
+
+
+SUMMARY_DAYS = 14
+
+
+@operation("AuditSummary", scope="audit:read", rekognition=False)
+def audit_summary(svc: RegardService, call: Call) -> Params:
+    """The ledger at a glance for the console's overview: per day of the last ``Days`` (default
+    14, at most 366), its entries, searches and refused or failed requests, and whether its
+    signed head verifies (the whole chain is checked by AuditVerify, which reads every entry)."""
+    days = int(call.params.get("Days") or SUMMARY_DAYS)
+    if not 1 <= days <= 366:
+        raise InvalidParameterError("Days must be between 1 and 366")
+    today = svc.gate.now().date()
+    first = today - timedelta(days=days - 1)
+    counts = svc.gate.ledger.daily_counts(datetime(first.year, first.month, first.day,
+                                                   tzinfo=svc.gate.now().tzinfo))
+    empty = {"Entries": 0, "Searches": 0, "Refused": 0}
+    per_day = [{"Date": (first + timedelta(days=i)).isoformat(),
+                **counts.get((first + timedelta(days=i)).isoformat(), empty)}
+               for i in range(days)]
+    head = svc.gate.ledger.head()
+    return {"Days": per_day, "HeadSeq": head["seq"], "HeadSignatureOk": head["signature_ok"]}
+
+
+@operation("TransparencyReport", scope="audit:read", rekognition=False)
+def transparency_report(svc: RegardService, call: Call) -> Params:
+    """The transparency report (``regard report``) as one HTML page, of one ``CollectionId`` or
+    of all. A key limited to some collections must name one: the whole report shows all."""
+    from regard.governance.report import build_report
+    from regard.errors import AccessDeniedError
+
+    name = call.params.get("CollectionId")
+    if name is None and call.context.collections is not None:
+        raise AccessDeniedError("This access key may use only some collections: name one "
+                                "for its report")
+    return {"Html": build_report(svc, name)}

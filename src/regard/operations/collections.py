@@ -118,3 +118,27 @@ def arn_collection(svc: RegardService, arn: str) -> CollectionInfo:
     if coll is None or coll.arn != arn:
         raise ResourceNotFoundError(f"The resource {arn} does not exist")
     return coll
+
+
+@operation("DescribeCollections", scope="collections:read", rekognition=False)
+def describe_collections(svc: RegardService, call: Call) -> Params:
+    """Regard's own: ListCollections with what DescribeCollection and the policy say of each
+    (``MaxResults`` default 50, at most 100), so that an overview is one audited read rather
+    than one per collection."""
+    limit = int(call.params.get("MaxResults") or 50)
+    if not 1 <= limit <= 100:
+        raise InvalidParameterError("MaxResults must be between 1 and 100")
+    after = decode_token(call.params.get("NextToken"), "collections", int)
+    rows = svc.store.catalog.list_collections(after or 0, limit + 1)
+    page = rows[:limit]
+    body: Params = {"Collections": [
+        {"CollectionId": c.name, "FaceCount": int(c.face_count),
+         "UserCount": int(svc.store.catalog.user_count(c.name)),
+         "FaceModelVersion": c.face_model_version, "CollectionARN": c.arn,
+         "CreationTimestamp": c.created,
+         "Policy": CollectionPolicy.from_tags(c.tags).to_dict(),
+         "Tags": {k: v for k, v in c.tags.items() if not k.startswith(pol.PREFIX)}}
+        for c in page if call.context.may_see(c.name)]}
+    if len(rows) > limit:
+        body["NextToken"] = encode_token("collections", page[-1].id)
+    return body

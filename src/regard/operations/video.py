@@ -260,3 +260,46 @@ def get_face_redaction(svc: RegardService, call: Call) -> Params:
         body["Report"] = body["Report"][0] if body.get("Report") else {}
         body["Output"] = job.parameters["Output"]
     return body
+
+
+VIDEO_KINDS = (video_jobs.FACE_DETECTION, video_jobs.FACE_SEARCH, video_jobs.FACE_REDACTION)
+
+
+@operation("ListVideoJobs", scope="detect", rekognition=False)
+def list_video_jobs(svc: RegardService, call: Call) -> Params:
+    """Stored-video jobs newest first (the caller's own; an administrator's: everyone's), with
+    their progress, ``MaxResults`` (default 50, at most 100) at a time from ``NextToken``.
+    Rekognition has no such listing; the console shows jobs with it."""
+    context = call.context
+    owner = None if context.scopes is None or ADMIN in context.scopes else context.principal
+    limit = int(call.params.get("MaxResults") or 50)
+    if not 1 <= limit <= 100:
+        raise InvalidParameterError("MaxResults must be between 1 and 100")
+    found: list[Job] = []
+    after = call.params.get("NextToken") or None
+    while len(found) <= limit:  # other kinds of jobs share the table: skip them
+        batch = svc.jobs.store.list(owner, after=after, limit=limit + 1, newest_first=True)
+        found += [j for j in batch if j.kind in VIDEO_KINDS]
+        if len(batch) <= limit:
+            break
+        after = batch[-1].job_id
+    out: Params = {"Jobs": [_listed(j) for j in found[:limit]]}
+    if len(found) > limit:
+        out["NextToken"] = found[limit - 1].job_id
+    return out
+
+
+def _listed(job: Job) -> Params:
+    status = (SUCCEEDED if job.state == SUCCEEDED else FAILED if job.state == FAILED
+              else "IN_PROGRESS")
+    out: Params = {"JobId": job.job_id, "API": job.parameters.get("API") or job.kind,
+                   "JobStatus": status, "Queued": job.state == "QUEUED",
+                   "Owner": job.owner, "Created": job.created.isoformat(),
+                   "Video": job.parameters.get("Video"), "Progress": job.progress}
+    for member, value in (("Finished", job.finished and job.finished.isoformat()),
+                          ("StatusMessage", job.status_message), ("JobTag", job.job_tag),
+                          ("CollectionId", job.parameters.get("CollectionId")),
+                          ("Output", job.parameters.get("Output"))):
+        if value:
+            out[member] = value
+    return out

@@ -91,10 +91,18 @@ def _add_jobs(conn: Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
+def _add_console_sessions(conn: Connection) -> None:
+    """Version 7: the web console's server-side sessions."""
+    from regard.store.schema import console_sessions
+
+    console_sessions.create(conn, checkfirst=True)
+
+
 # version -> step that upgrades a catalog from version-1 to version.
 MIGRATIONS: dict[int, Migration] = {2: _add_access_keys, 3: _add_audit_ledger,
                                     4: _add_images_without_faces_and_key_rates,
-                                    5: _add_embedding_checksums, 6: _add_jobs}
+                                    5: _add_embedding_checksums, 6: _add_jobs,
+                                    7: _add_console_sessions}
 
 _PG_LOCK_KEY = 0x5245_4741  # "REGA": serializes concurrent first starts on PostgreSQL
 

@@ -31,7 +31,7 @@ from sqlalchemy import (
     Table,
 )
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 metadata = MetaData()
 
@@ -234,6 +234,22 @@ idempotency_tokens = Table(
     Column("created", DateTime(timezone=True), nullable=False),
     Column("expires", DateTime(timezone=True), nullable=False),
     Index("ix_idempotency_tokens_expires", "expires"),
+)
+
+# Web console sessions (schema version 7): the cookie holds a random token, the row only its
+# SHA-256, so a copy of the database cannot be used to take over a session; the key is read
+# again on every request, so revoking it ends its sessions at once.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("token_sha256", String(64), primary_key=True),
+    Column("access_key_id", String(32), nullable=True),  # NULL: --insecure-local operator
+    Column("csrf_token", String(64), nullable=False),
+    Column("client", String(64), nullable=True),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("last_seen", DateTime(timezone=True), nullable=False),
+    Column("expires", DateTime(timezone=True), nullable=False),  # absolute end
+    Index("ix_console_sessions_expires", "expires"),
 )
 
 OP_ADD = "add"

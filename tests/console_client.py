@@ -24,9 +24,17 @@ class ConsoleClient:
             response = self.http.post("/console/sign-in", headers={"Origin": base_url}, data={
                 "access_key_id": key_id or "", "secret": secret or "", "next": "/console"})
             assert response.status_code == 303, response.text
-            self.http.cookies.set("regard_console", response.cookies["regard_console"],
-                                  path="/console")
+            self.use_session(response.cookies["regard_console"])
             self.refresh_csrf()
+
+    def use_session(self, token: str) -> None:
+        """Send ``token`` as the session cookie (and no other)."""
+        self.http.cookies.clear()
+        self.http.cookies.set("regard_console", token, path="/console")
+
+    @property
+    def session(self) -> str:
+        return next(c.value for c in self.http.cookies.jar if c.name == "regard_console")
 
     def refresh_csrf(self) -> str:
         page = self.http.get("/console")

@@ -183,7 +183,7 @@ class Console:
     def redirect(path: str, **query: str) -> RedirectResponse:
         """303 after a POST: the browser shows the result with a GET (reload does not repeat
         the action)."""
-        target = path if path.startswith(PREFIX) else PREFIX + path
+        target = path if path.startswith(PREFIX + "/") or path == PREFIX else PREFIX + path
         if query:
             target += "?" + "&".join(f"{k}={quote(str(v), safe='')}" for k, v in query.items())
         return RedirectResponse(target, status_code=303, headers=PAGE_CACHE)

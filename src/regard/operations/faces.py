@@ -159,3 +159,29 @@ def delete_faces(svc: RegardService, call: Call) -> Params:
         svc.store.database.reclaim_space()  # as erasure: no bytes left in the WAL
     return {"DeletedFaces": deleted,
             "UnsuccessfulFaceDeletions": [failure(f) for f in failures]}
+
+
+@operation("DescribeFaces", scope="collections:read", rekognition=False)
+def describe_faces(svc: RegardService, call: Call) -> Params:
+    """Regard's own ListFaces for people who oversee a collection: each face with what
+    Rekognition's ``Face`` has plus when it was indexed, when it expires under the retention
+    policy and its consent reference; optionally only one ``ExternalImageId`` or ``UserId``.
+    ``MaxResults`` default 50, at most 1000; ``NextToken`` as ListFaces."""
+    p = call.params
+    coll = collection(svc, p["CollectionId"])
+    limit = int(p.get("MaxResults") or 50)
+    if not 1 <= limit <= 1000:
+        raise InvalidParameterError("MaxResults must be between 1 and 1000")
+    after = decode_token(p.get("NextToken"), "faces", str)
+    rows = svc.store.catalog.list_faces(coll.name, after=after, limit=limit + 1,
+                                        user_id=p.get("UserId"),
+                                        external_image_id=p.get("ExternalImageId"))
+    page = rows[:limit]
+    body: Params = {"Faces": [{**face_body(r, coll.face_model_version),
+                               "IndexedAt": r.created.isoformat(),
+                               "Expires": r.expires.isoformat() if r.expires else None,
+                               "ConsentReference": r.consent_ref} for r in page],
+                    "FaceModelVersion": coll.face_model_version}
+    if len(rows) > limit:
+        body["NextToken"] = encode_token("faces", page[-1].face_id)
+    return body

@@ -347,11 +347,13 @@ class Catalog:
         return found
 
     def list_faces(self, collection: str, *, after: str | None = None, limit: int = 1000,
-                   user_id: str | None = None, face_ids: Sequence[str] | None = None
-                   ) -> list[FaceRow]:
+                   user_id: str | None = None, face_ids: Sequence[str] | None = None,
+                   external_image_id: str | None = None) -> list[FaceRow]:
         """Faces ordered by FaceId (stable pagination), optionally filtered (none for an
         unknown name)."""
         cond = [s.faces.c.collection_id == _id_of(collection)]
+        if external_image_id is not None:
+            cond.append(s.faces.c.external_image_id == external_image_id)
         if after:
             cond.append(s.faces.c.face_id > after)
         if user_id is not None:

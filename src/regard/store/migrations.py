@@ -92,10 +92,14 @@ def _add_jobs(conn: Connection) -> None:
 
 
 def _add_console_sessions(conn: Connection) -> None:
-    """Version 7: the web console's server-side sessions."""
-    from regard.store.schema import console_sessions
+    """Version 7: the web console's server-side sessions, and faces found by ExternalImageId
+    without reading the whole collection."""
+    from regard.store.schema import console_sessions, faces
 
     console_sessions.create(conn, checkfirst=True)
+    for index in faces.indexes:
+        if index.name == "ix_faces_collection_external":
+            index.create(conn, checkfirst=True)
 
 
 # version -> step that upgrades a catalog from version-1 to version.

@@ -501,7 +501,7 @@ def routes(console: Console, router: APIRouter) -> None:
         here = f"{PREFIX}/video/{quote(job_id, safe='')}"
         meta = body.get("VideoMetadata") or {}
         return console.render(
-            request, "video_job.html", job_id=job_id, kind=found, body=body, status=status,
+            request, "video_job.html", job_id=job_id, kind=found, body=body, job_status=status,
             listed=listed, view=view, video_name=name, video_ref=ref, meta=meta,
             job_tag=body.get("JobTag"), message=body.get("StatusMessage"),
             next_token=body.get("NextToken"), finished=listed["finished"] if listed else None,

@@ -45,6 +45,9 @@ class ObjectStore(Protocol):
     def put_file(self, bucket: str, name: str, path: Path) -> None:
         """Store a local file as the object (a redacted video); ``InvalidS3ObjectError``."""
 
+    def delete(self, bucket: str, name: str) -> None:
+        """Remove the object (gone already: nothing to do); ``InvalidS3ObjectError``."""
+
 
 class NoObjectStore:
     """The default: S3 references are refused with a message that says how to enable them."""
@@ -60,6 +63,9 @@ class NoObjectStore:
         raise AssertionError("unreachable")
 
     def put_file(self, bucket: str, name: str, path: Path) -> None:
+        self.get(bucket, name)
+
+    def delete(self, bucket: str, name: str) -> None:
         self.get(bucket, name)
 
 
@@ -111,6 +117,20 @@ class LocalObjectStore:
             os.replace(tmp.name, target)
         except OSError as exc:
             raise InvalidS3ObjectError(f"Unable to write s3://{bucket}/{name}: {exc}") from exc
+
+    def delete(self, bucket: str, name: str) -> None:
+        path = self._path(bucket, name)
+        try:
+            if not path.is_symlink() and path.is_file():
+                path.unlink()
+            folder, top = path.parent, self.root / bucket
+            while folder != top and folder.is_relative_to(top) and not any(folder.iterdir()):
+                folder.rmdir()  # the folders the name made, once empty
+                folder = folder.parent
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise InvalidS3ObjectError(f"Unable to delete s3://{bucket}/{name}: {exc}") from exc
 
 
 class S3ObjectStore:
@@ -169,6 +189,14 @@ class S3ObjectStore:
                 self._client.put_object(Bucket=bucket, Key=name, Body=body)
         except (ClientError, BotoCoreError, OSError) as exc:
             raise InvalidS3ObjectError(f"Unable to write s3://{bucket}/{name}: {exc}") from exc
+
+    def delete(self, bucket: str, name: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._client.delete_object(Bucket=bucket, Key=name)
+        except (ClientError, BotoCoreError) as exc:
+            raise InvalidS3ObjectError(f"Unable to delete s3://{bucket}/{name}: {exc}") from exc
 
 
 def _s3_error(exc: Exception, bucket: str, name: str) -> InvalidS3ObjectError:

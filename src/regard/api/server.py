@@ -53,6 +53,8 @@ class ServerSettings:
     # The whole request body must arrive within this (a 13 MB body at 1 Mbit/s takes ~105 s);
     # a client that stalls gets RequestTimeoutException instead of holding its connection.
     body_read_seconds: float = 120.0
+    # A web console upload (several photos, a video streamed to a temporary file) gets longer.
+    upload_read_seconds: float = 3600.0
     # Request bodies held in memory by all requests in flight together (both doors); a request
     # that would go past it gets ThrottlingException before its body is read. 80 anonymous 14 MB
     # bodies took an unbounded server to 1.25 GB.

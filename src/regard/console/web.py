@@ -28,6 +28,7 @@ Security (see the README's console section):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from datetime import timedelta
@@ -40,6 +41,9 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from starlette.datastructures import FormData
+from starlette.formparsers import MultiPartException
+from starlette.requests import ClientDisconnect
+from starlette.types import Message
 
 import regard
 from regard import config
@@ -48,7 +52,14 @@ from regard.api.rest import status_of
 from regard.api.server import Server, is_loopback, outcome, timer
 from regard.console.sessions import Session, SessionStore
 from regard.context import CallContext
-from regard.errors import AccessDeniedError, RegardError, UnrecognizedClientError
+from regard.errors import (
+    AccessDeniedError,
+    ImageTooLargeError,
+    RegardError,
+    RequestTimeoutError,
+    UnrecognizedClientError,
+    ValidationError,
+)
 from regard.governance.keys import AccessKey
 from regard.operations import registry
 
@@ -256,11 +267,14 @@ def route_class(console: Console) -> type[APIRoute]:
                     if request.method == "POST":
                         if not same_site(request):
                             raise CsrfRefused()
-                        limit = limit_of(server) if limit_of else server.max_body_bytes
-                        request._body = await read_body(
-                            request, limit, server.settings.body_read_seconds, server.bodies,
-                            reserved)
-                        form = await request.form(max_files=64, max_fields=256)
+                        if limit_of is None:
+                            request._body = await read_body(
+                                request, server.max_body_bytes,
+                                server.settings.body_read_seconds, server.bodies, reserved)
+                            form = await request.form(max_files=8, max_fields=256)
+                        else:
+                            form = await streamed_form(request, server, limit_of(server),
+                                                       reserved)
                         request.state.form = form
                         if not public and not request.state.visitor.session.csrf_ok(
                                 _text(form, CSRF_FIELD)):
@@ -284,6 +298,9 @@ def route_class(console: Console) -> type[APIRoute]:
                     response = console.problem(request, exc)
                 finally:
                     server.bodies.release(reserved[0])
+                    form = getattr(request.state, "form", None)
+                    if form is not None:  # its uploads' temporary files, at once
+                        await form.close()
                 for name, value in SECURITY_HEADERS.items():
                     response.headers.setdefault(name, value)
                 response.headers["X-Request-Id"] = request.state.request_id
@@ -292,6 +309,45 @@ def route_class(console: Console) -> type[APIRoute]:
             return handle
 
     return ConsoleRoute
+
+
+async def streamed_form(request: Request, server: Server, limit: int,
+                        reserved: list[int]) -> FormData:
+    """The form of a POST that may carry large files (photos, a video), parsed as it arrives:
+    Starlette keeps each file part in memory up to ``MultiPartParser.spool_max_size`` (one
+    image's worth) and spools the rest of it to a temporary file, so a 2 GB video never sits in
+    memory. The body counts against ``limit`` as it streams (a lying or absent Content-Length
+    changes nothing) and must arrive within ``upload_read_seconds``; what a part may hold in
+    memory is reserved from the server's body buffers, as for every other request."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ImageTooLargeError(f"The upload exceeds the limit of {limit} bytes")
+    in_memory = min(int(declared) if declared and declared.isdigit() else limit,
+                    server.max_body_bytes)
+    server.bodies.reserve(in_memory)
+    reserved[0] += in_memory
+    receive, seen = request.receive, [0]
+
+    async def counted() -> Message:
+        message = await receive()
+        if message["type"] == "http.request":
+            seen[0] += len(message.get("body", b""))
+            if seen[0] > limit:
+                raise ImageTooLargeError(f"The upload exceeds the limit of {limit} bytes")
+        return message
+
+    request._receive = counted
+    try:
+        return await asyncio.wait_for(request.form(max_files=16, max_fields=256),
+                                      server.settings.upload_read_seconds)
+    except asyncio.TimeoutError:
+        raise RequestTimeoutError(f"The upload did not arrive within "
+                                  f"{server.settings.upload_read_seconds:g} seconds") from None
+    except ClientDisconnect:
+        raise RequestTimeoutError("The client closed the connection during the upload") \
+            from None
+    except MultiPartException as exc:
+        raise ValidationError(f"The form could not be read: {exc.message}") from None
 
 
 def _next(request: Request) -> str:
@@ -320,7 +376,5 @@ def form_text(request: Request, name: str, *, default: str | None = None,
         return default
     value = value.strip()
     if len(value) > max_length:
-        from regard.errors import ValidationError
-
         raise ValidationError(f"{name} is longer than {max_length} characters")
     return value

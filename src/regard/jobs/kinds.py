@@ -35,7 +35,7 @@ log = logging.getLogger("regard.jobs")
 LEASE_MARGIN = 0.1
 JobFunction = Callable[["RunningJob"], None]
 _KINDS: dict[str, JobFunction] = {}
-_FINISHED: dict[str, Callable[["Job", Any], None]] = {}
+_FINISHED: dict[str, list[Callable[["Job", Any], None]]] = {}
 _lock = threading.Lock()
 
 
@@ -66,20 +66,21 @@ def job_kind(name: str) -> Callable[[JobFunction], JobFunction]:
 def on_finish(name: str) -> Callable[[Callable[["Job", Any], None]], Callable[["Job", Any],
                                                                             None]]:
     """Register ``hook(job, service)``, called once a job of kind ``name`` is SUCCEEDED or
-    FAILED in the database (a notification sent then finds the results there). A hook's error
-    is logged, never the job's."""
+    FAILED in the database (a notification sent then finds the results there). A kind may have
+    several, run in the order registered; a hook's error is logged, never the job's, and does
+    not stop the others."""
 
     def register(hook: Callable[["Job", Any], None]) -> Callable[["Job", Any], None]:
         with _lock:
-            _FINISHED[name] = hook
+            _FINISHED.setdefault(name, []).append(hook)
         return hook
 
     return register
 
 
-def finish_hook(name: str) -> Callable[["Job", Any], None] | None:
+def finish_hooks(name: str) -> list[Callable[["Job", Any], None]]:
     with _lock:
-        return _FINISHED.get(name)
+        return list(_FINISHED.get(name, ()))
 
 
 def get_kind(name: str) -> JobFunction:
@@ -199,6 +200,6 @@ class RunningJob:
         return self.service.call(operation, params or {}, self.context)
 
 
-__all__ = ["JobCancelled", "JobFunction", "RunningJob", "finish_hook", "get_kind", "job_kind",
+__all__ = ["JobCancelled", "JobFunction", "RunningJob", "finish_hooks", "get_kind", "job_kind",
            "on_finish",
            "registered_kinds", "unregister"]

@@ -24,7 +24,7 @@ from regard.errors import DatabaseUnavailableError, RegardError
 from regard.jobs.kinds import (
     JobCancelled,
     RunningJob,
-    finish_hook,
+    finish_hooks,
     get_kind,
     registered_kinds,
 )
@@ -257,14 +257,19 @@ class JobRunner:
         return len(jobs)
 
     def _finished(self, job_id: str) -> None:
-        """Run the completion hook of a job that is now SUCCEEDED or FAILED (a notification)."""
+        """Run the completion hooks of a job that is now SUCCEEDED or FAILED (a notification,
+        removing an upload), each on its own: one failing does not stop the next."""
         try:
             job = self.store.get(job_id)
-            hook = finish_hook(job.kind)
-            if hook is not None:
-                hook(job, self.service)
         except Exception:
-            log.exception("job %s: its completion hook failed", job_id)
+            log.exception("job %s: could not be read for its completion hooks", job_id)
+            return
+        for hook in finish_hooks(job.kind):
+            try:
+                hook(job, self.service)
+            except Exception:
+                log.exception("job %s: its completion hook %s failed", job_id,
+                              getattr(hook, "__name__", hook))
 
     def _heartbeat_loop(self) -> None:
         interval = self.lease_seconds / 3

@@ -268,10 +268,17 @@ VIDEO_KINDS = (video_jobs.FACE_DETECTION, video_jobs.FACE_SEARCH, video_jobs.FAC
 @operation("ListVideoJobs", scope="detect", rekognition=False)
 def list_video_jobs(svc: RegardService, call: Call) -> Params:
     """Stored-video jobs newest first (the caller's own; an administrator's: everyone's), with
-    their progress, ``MaxResults`` (default 50, at most 100) at a time from ``NextToken``.
+    their progress, ``MaxResults`` (default 50, at most 100) at a time from ``NextToken``, or
+    only the one ``JobId``.
     Rekognition has no such listing; the console shows jobs with it."""
     context = call.context
     owner = None if context.scopes is None or ADMIN in context.scopes else context.principal
+    if call.params.get("JobId"):  # just this one (a job page's progress)
+        try:
+            job = svc.jobs.get(call.params["JobId"], owner=owner)
+        except ResourceNotFoundError:
+            return {"Jobs": []}
+        return {"Jobs": [_listed(job)] if job.kind in VIDEO_KINDS else []}
     limit = int(call.params.get("MaxResults") or 50)
     if not 1 <= limit <= 100:
         raise InvalidParameterError("MaxResults must be between 1 and 100")

@@ -34,7 +34,7 @@ import numpy as np
 from sqlalchemy import select, update
 
 from regard import config
-from regard.errors import InvalidParameterError
+from regard.errors import InvalidParameterError, RegardError
 from regard.jobs.kinds import RunningJob, job_kind, on_finish
 from regard.jobs.store import Job, JobStore
 from regard.store import schema as s
@@ -121,8 +121,27 @@ def _notify(job: Job, service: Any) -> None:
                      name="regard-notify", daemon=True).start()
 
 
+# Videos uploaded through the web console for one job: the console puts them here, and they are
+# deleted when that job ends, succeeded or not (a video of people is kept no longer than its
+# job needs it; what stays is the job's results, and a redaction's redacted copy).
+CONSOLE_BUCKET = "regard-console"
+CONSOLE_UPLOADS = "uploads/"
+
+
+def _remove_upload(job: Job, service: Any) -> None:
+    source = (job.parameters.get("Video") or {}).get("S3Object") or {}
+    if source.get("Bucket") == CONSOLE_BUCKET and str(source.get("Name", "")).startswith(
+            CONSOLE_UPLOADS):
+        try:
+            service.objects.delete(source["Bucket"], source["Name"])
+        except RegardError as exc:
+            log.warning("job %s: its uploaded video could not be deleted: %s", job.job_id,
+                        exc.message)
+
+
 for _kind in (FACE_DETECTION, FACE_SEARCH, FACE_REDACTION):
     on_finish(_kind)(_notify)
+    on_finish(_kind)(_remove_upload)
 
 
 # -- result pages ----------------------------------------------------------------------------------
@@ -468,6 +487,11 @@ def run_face_redaction(job: RunningJob) -> None:
         try:
             report = redact_video(local, target, options, identify=identify,
                                   progress=_Progress(job), check=job.check)
+        except RegardError as exc:  # name the video, not this server's temporary copy
+            exc.message = exc.message.replace(str(local), f"s3://{source['Bucket']}/"
+                                                          f"{source['Name']}")
+            exc.args = (exc.message,)
+            raise
         finally:
             if named:
                 record_search(svc, job.context, job.job_id, named, p["FaceMatchThreshold"],

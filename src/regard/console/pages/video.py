@@ -18,15 +18,17 @@ the job's own ``Output``, never a path from the request.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
@@ -47,16 +49,17 @@ from regard.errors import (
     ValidationError,
 )
 from regard.object_store import LocalObjectStore, NoObjectStore
+from regard.operations import registry
+from regard.spec import validate_request
+from regard.video.jobs import CONSOLE_BUCKET, CONSOLE_UPLOADS, redaction_options
 
-BUCKET = "regard-console"
-UPLOADS = "uploads"
+BUCKET = CONSOLE_BUCKET
+UPLOADS = CONSOLE_UPLOADS.rstrip("/")  # deleted when their job ends (video.jobs)
 REDACTED = "redacted"
 LIST_PAGE = 25  # jobs per page of the list
 RESULTS_PAGE = 1000  # results per page of a job (Rekognition's largest page)
-# The most a video upload may carry once the console streams uploads to disk. Today the core
-# reads a POST body into memory under the server's shared cap on request bodies
-# (``ServerSettings.body_buffer_bytes``, 128 MiB by default) before the form is parsed, so an
-# upload may use half of that cap at most (64 MiB by default), leaving the rest to the APIs.
+# The most a video upload may carry: the form parser streams it to a temporary file
+# (``web.streamed_form``), so it never sits in memory.
 MAX_UPLOAD_BYTES = 2 * 1024 ** 3
 METHODS = ("blur", "mosaic", "box")
 MEDIA_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime",
@@ -86,9 +89,8 @@ KIND_OF_API = {"StartFaceDetection": "detection", "FaceDetection": "detection",
 
 
 def upload_bytes(server: Server) -> int:
-    """The largest video upload: half the server's cap on request bodies held in memory (see
-    ``MAX_UPLOAD_BYTES``)."""
-    return min(MAX_UPLOAD_BYTES, max(1, server.bodies.limit // 2))
+    """The largest video upload (streamed to a temporary file, see ``web.streamed_form``)."""
+    return MAX_UPLOAD_BYTES
 
 
 def safe_name(filename: str | None, default: str = "video.mp4") -> str:
@@ -121,7 +123,7 @@ def _when(value: str | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S") + zone
 
 
-def _seconds(ms: float | int | None) -> str:
+def _seconds(ms: float | None) -> str:
     if ms is None:
         return "—"
     return f"{ms / 1000:.1f} s" if ms < 60_000 else \
@@ -153,7 +155,8 @@ def listed_job(job: dict[str, Any]) -> dict[str, Any]:
     kind = KIND_OF_API.get(str(job.get("API")))
     name, ref = _video_name(job.get("Video"))
     optional = dict.fromkeys(("Finished", "StatusMessage", "JobTag", "CollectionId", "Output"))
-    return {**optional, **job, "kind": kind, "label": KINDS[kind].label if kind else str(job.get("API")),
+    return {**optional, **job, "kind": kind,
+            "label": KINDS[kind].label if kind else str(job.get("API")),
             "video_name": name, "video_ref": ref, "created": _when(job.get("Created")),
             "finished": _when(job.get("Finished")), "progress": _progress(job.get("Progress"))}
 
@@ -177,7 +180,7 @@ class Timeline:
     height: float
     width: int = 1000
     left: int = 170
-    right: int = 990
+    right: int = 975
 
 
 LANE, GAP, TOP = 22, 8, 8
@@ -187,7 +190,7 @@ TICK_STEPS = (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200
 def _step_ms(timestamps: list[int]) -> int:
     """The analysis' sampling interval as the results show it (200 ms when they cannot tell)."""
     unique = sorted(set(timestamps))
-    diffs = [b - a for a, b in zip(unique, unique[1:]) if b > a]
+    diffs = [b - a for a, b in itertools.pairwise(unique) if b > a]
     return min(diffs) if diffs else 200
 
 
@@ -212,7 +215,7 @@ def timeline(duration_ms: float | None, lanes: list[tuple[str, list[tuple[int, s
     chart.axis_y = TOP + max(1, len(lanes)) * (LANE + GAP)
     chart.height = chart.axis_y + 22
     seconds = duration / 1000
-    tick = next((s for s in TICK_STEPS if seconds / s <= 10), TICK_STEPS[-1])
+    tick = next((s for s in TICK_STEPS if seconds / s <= 8), TICK_STEPS[-1])
     t = 0.0
     while t <= seconds + 1e-9:
         label = f"{t:g} s" if t < 60 else f"{int(t // 60)}:{int(t % 60):02d}"
@@ -276,8 +279,8 @@ def search_view(body: dict[str, Any]) -> dict[str, Any]:
 
 REPORT_LABELS = {"Frames": "Frames", "FramesWithMasks": "Frames with a face hidden",
                  "Tracks": "Faces followed (tracks)", "TracksVisible": "Tracks left visible",
-                 "Detections": "Detections", "Seconds": "Seconds of video",
-                 "FramesPerSecond": "Frames per second", "AudioCopied": "Audio copied",
+                 "Detections": "Detections", "Seconds": "Processing time (seconds)",
+                 "FramesPerSecond": "Frames processed a second", "AudioCopied": "Audio copied",
                  "Codec": "Codec", "DetectEvery": "Detected every n-th frame",
                  "OutputBytes": "Size of the redacted video"}
 
@@ -388,16 +391,16 @@ def routes(console: Console, router: APIRouter) -> None:
     @router.post("/video")
     @upload_limit(upload_bytes)
     async def start_job(request: Request) -> Response:
-        form = request.state.form
-        upload = form.get("video")
-        values = {"kind": form_text(request, "kind", default="detection", max_length=32),
-                  "collection": form_text(request, "collection", max_length=255),
-                  "threshold": form_text(request, "threshold", max_length=32),
-                  "method": form_text(request, "method", default="blur", max_length=16),
-                  "job_tag": form_text(request, "job_tag", max_length=1024),
-                  "purpose": form_text(request, "purpose", max_length=1024),
-                  "case": form_text(request, "case", max_length=1024)}
+        upload = request.state.form.get("video")
+        values: dict[str, Any] = {}
         try:
+            values = {"kind": form_text(request, "kind", default="detection", max_length=32),
+                      "collection": form_text(request, "collection", max_length=255),
+                      "threshold": form_text(request, "threshold", max_length=32),
+                      "method": form_text(request, "method", default="blur", max_length=16),
+                      "job_tag": form_text(request, "job_tag", max_length=1024),
+                      "purpose": form_text(request, "purpose", max_length=1024),
+                      "case": form_text(request, "case", max_length=1024)}
             kind, job_id = await start(request, upload, values)
         except AccessDeniedError as exc:
             return console.problem(request, exc)
@@ -440,18 +443,28 @@ def routes(console: Console, router: APIRouter) -> None:
             params["Output"] = {"S3Object": {"Bucket": BUCKET,
                                              "Name": f"{REDACTED}/{folder}/{name}"}}
         audit = {"purpose": values["purpose"], "case": values["case"]}
-        # The gate's answer before the upload is kept: a refused key stores nothing. The
-        # refusal itself is then recorded by making the call, which the gate refuses again.
-        context = console.context(request, request.state.visitor, audit)
         given = {k: v for k, v in params.items() if v is not None}
+        # What the operation would refuse before running, checked before the upload is kept:
+        # the request's shape (Rekognition's model: JobTag's pattern, ...) ...
+        if registry.get(kind.start).rekognition:
+            validate_request(kind.start, given)
+        else:
+            redaction_options(params["Options"])
+        # ... and the gate's answer (scopes, allow-list, policy): a refused key stores nothing.
+        # The refusal itself is then recorded by making the call, which the gate refuses again.
+        context = console.context(request, request.state.visitor, audit)
         try:
             await server.blocking(service.preflight, kind.start, given, context)
         except RegardError:
             await console.call(request, kind.start, params, audit)
             raise
-        await server.blocking(store_upload, service.objects, upload.file,
-                              params["Video"]["S3Object"]["Name"])
-        result = await console.call(request, kind.start, params, audit)
+        stored = params["Video"]["S3Object"]["Name"]
+        await server.blocking(store_upload, service.objects, upload.file, stored)
+        try:
+            result = await console.call(request, kind.start, params, audit)
+        except RegardError:  # no job will ever read it
+            await server.blocking(service.objects.delete, BUCKET, stored)
+            raise
         return kind.key, str(result["JobId"])
 
     async def fetch(request: Request, job_id: str, hint: str | None,
@@ -478,11 +491,11 @@ def routes(console: Console, router: APIRouter) -> None:
         raise refused or ResourceNotFoundError(f"Job {job_id} does not exist")
 
     async def find_listed(request: Request, job_id: str) -> dict[str, Any] | None:
-        """The job as ListVideoJobs shows it (its progress), when on the first page."""
+        """The job as ListVideoJobs shows it (its progress)."""
         if not request.state.visitor.may("ListVideoJobs"):
             return None
         try:
-            jobs = await console.call(request, "ListVideoJobs", {"MaxResults": 100})
+            jobs = await console.call(request, "ListVideoJobs", {"JobId": job_id})
         except RegardError:
             return None
         return next((listed_job(j) for j in jobs["Jobs"] if j["JobId"] == job_id), None)

@@ -5,7 +5,7 @@ side by side in one run, against the REST API's answer for the same data.
         [--json OUT]
 
 For each size, a fresh catalog (SQLite, as shipped) is filled before the server starts: one
-collection of N faces (**synthetic** 128-d embeddings: the pages never read them; four faces per
+collection of N faces (**synthetic** embeddings of the default model's size: the pages never read them; four faces per
 ExternalImageId, each with a consent reference) and a ledger of ``--ledger`` entries (searches
 and listings, hash-chained and signed as the service writes them). Then ``regard serve``'s app
 runs on 127.0.0.1 (uvicorn, one process) and a signed-in client (httpx, keep-alive, one request
@@ -56,10 +56,13 @@ def fill(home: Path, faces: int, ledger_entries: int) -> None:
     operator = CallContext.operator("bench")
     service.call("CreateCollection", {"CollectionId": "big", "Tags": {
         "regard:purpose": "console benchmark"}}, operator)
+    from regard.vision.packs import get_pack
+
+    dims = get_pack(store.catalog.get_collection("big").face_model_version).embedding_size
     rng = np.random.default_rng(0)
     batch = 5000
     for start in range(0, faces, batch):
-        vectors = rng.standard_normal((min(batch, faces - start), 128)).astype(np.float32)
+        vectors = rng.standard_normal((min(batch, faces - start), dims)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         store.add_faces("big", [
             NewFace(v, (0.3, 0.2, 0.25, 0.3), 99.5, str(uuid.uuid4()),
@@ -129,7 +132,7 @@ def run_size(faces: int, ledger_entries: int, requests: int, engine: Any,
             "faces of one person": lambda: client.get(
                 f"/console/collections/big/faces?external_image_id=person-{faces // 8}"),
             "REST ListFaces (50)": lambda: rest.get("/v1/collections/big/faces",
-                                                    params={"MaxResults": 50}),
+                                                    params={"max_results": 50}),
             "audit, newest page": lambda: client.get("/console/audit"),
             "audit, one operation": lambda: client.get("/console/audit?operation=ListFaces"),
             "audit, middle page": lambda: client.get(f"/console/audit?before={head // 2}"),

@@ -307,7 +307,7 @@ def test_results_are_escaped(live: LiveServer) -> None:
             "Video": {"S3Object": {"Bucket": "b", "Name": f"u/{evil}.mp4"}},
             "Persons": [{"Timestamp": 0, "Person": {"Index": 0}, "FaceMatches": [
                 {"Similarity": 99.0, "Face": {"FaceId": evil, "ExternalImageId": evil}}]}]}
-    common: dict[str, Any] = {
+    common: dict[str, Any] = {"refresh": 3,
         "request": None, "visitor": None, "csrf": "", "path": "/console/video/j", "job_id": "j",
         "body": body, "listed": None, "video_name": evil, "video_ref": evil, "meta": {},
         "duration": None, "job_tag": evil, "message": evil, "next_token": None,
@@ -483,3 +483,19 @@ def test_in_a_browser(live: LiveServer, clip: bytes, tmp_path: Path) -> None:
         finally:
             browser.close()
     assert problems == []
+
+
+def test_a_running_job_page_reloads_less_often_as_the_job_ages() -> None:
+    """Each reload is two audited reads: a long job must not flood the ledger."""
+    from datetime import datetime, timedelta, timezone
+
+    from regard.console.pages.video import refresh_seconds
+
+    def aged(seconds: float) -> dict[str, Any]:
+        created = datetime.now(timezone.utc) - timedelta(seconds=seconds)
+        return {"Created": created.isoformat()}
+
+    assert refresh_seconds(None) == 3 and refresh_seconds({"Created": "nonsense"}) == 3
+    assert refresh_seconds(aged(5)) == 3
+    assert refresh_seconds(aged(150)) == 15
+    assert refresh_seconds(aged(3600)) == 30

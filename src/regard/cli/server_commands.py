@@ -162,7 +162,7 @@ def serve(
         err.print(f"[yellow]{warning}[/yellow]")
     scheme = "https" if tls_cert else "http"
     err.print(f"Regard on {scheme}://{host}:{port}  (Rekognition: POST /, REST: /v1, "
-              "docs: /docs)")
+              "docs: /docs, console: /console)")
     uvicorn.Server(uvicorn_config(server, host, port, log_level=log_level,
                                   tls_cert=str(tls_cert) if tls_cert else None,
                                   tls_key=str(tls_key) if tls_key else None,

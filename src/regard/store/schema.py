@@ -101,7 +101,7 @@ faces = Table(
     Index("ix_faces_collection_user", "collection_id", "user_id"),
     Index("ix_faces_collection_sha", "collection_id", "image_sha256"),
     # (schema version 7) the console's faces by ExternalImageId, and erasure by it
-    Index("ix_faces_collection_external", "collection_id", "external_image_id"),
+    Index("ix_faces_collection_external", "collection_id", "external_image_id", "face_id"),
 )
 
 changes = Table(

@@ -92,14 +92,16 @@ def _add_jobs(conn: Connection) -> None:
 
 
 def _add_console_sessions(conn: Connection) -> None:
-    """Version 7: the web console's server-side sessions, and faces found by ExternalImageId
-    without reading the whole collection."""
-    from regard.store.schema import console_sessions, faces
+    """Version 7: the web console's server-side sessions; faces found by ExternalImageId, and
+    ledger pages filtered by operation, principal or collection, without reading everything."""
+    from regard.store.schema import audit_log, console_sessions, faces
 
     console_sessions.create(conn, checkfirst=True)
-    for index in faces.indexes:
-        if index.name == "ix_faces_collection_external":
+    for index in [*faces.indexes, *audit_log.indexes]:
+        if index.name in ("ix_faces_collection_external", "ix_audit_log_operation_seq",
+                          "ix_audit_log_principal_seq", "ix_audit_log_collection_seq"):
             index.create(conn, checkfirst=True)
+    conn.execute(text("DROP INDEX IF EXISTS ix_audit_log_operation"))  # a prefix of the above
 
 
 # version -> step that upgrades a catalog from version-1 to version.

@@ -149,7 +149,11 @@ audit_log = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
     Index("ix_audit_log_time", "time"),
-    Index("ix_audit_log_operation", "operation"),
+    # (schema version 7: with seq, so that a filtered page, newest first, reads only its rows;
+    # who-searched reads by operation too)
+    Index("ix_audit_log_operation_seq", "operation", "seq"),
+    Index("ix_audit_log_principal_seq", "principal", "seq"),
+    Index("ix_audit_log_collection_seq", "collection", "seq"),
 )
 
 # One row: the chain head (last seq and hash), HMAC-signed with the server's ledger key. Writers

@@ -386,3 +386,45 @@ def _operator() -> Any:
     from regard.context import CallContext
 
     return CallContext.operator("tests")
+
+
+def test_the_overview_counts_per_day_and_recounts_only_today(tmp_path: Path) -> None:
+    from regard.context import CallContext
+    from regard.governance.ledger import Ledger
+    from regard.service import RegardService
+    from regard.store import Store
+
+    now = [datetime(2026, 3, 10, 9, tzinfo=timezone.utc)]
+    store = Store(f"sqlite:///{tmp_path / 'c.db'}", checkpoint_dir=False)
+    service = RegardService(store=store, default_purpose="t")
+    ledger: Ledger = service.gate.ledger
+    service.gate.clock = ledger.clock = lambda: now[0]
+    for days_ago, operation, result in ((2, "SearchFacesByImage", {"Outcome": "OK"}),
+                                        (2, "SearchFacesByImage",
+                                         {"Error": "AccessDeniedException"}),
+                                        (1, "ListFaces", {"Outcome": "OK"}),
+                                        (0, "SearchUsers", {"Outcome": "OK"})):
+        now[0] = datetime(2026, 3, 10 - days_ago, 9, tzinfo=timezone.utc)
+        ledger.append(principal="p", operation=operation, result=result)
+    now[0] = datetime(2026, 3, 10, 12, tzinfo=timezone.utc)
+    counted: list[tuple[Any, Any]] = []
+    count_days = ledger._count_days
+    ledger._count_days = lambda since, until: counted.append((since, until)) or \
+        count_days(since, until)  # type: ignore[method-assign]
+    since = datetime(2026, 3, 4, tzinfo=timezone.utc)
+    first = ledger.daily_counts(since)
+    assert first == {"2026-03-08": {"Entries": 2, "Searches": 2, "Refused": 1},
+                     "2026-03-09": {"Entries": 1, "Searches": 0, "Refused": 0},
+                     "2026-03-10": {"Entries": 1, "Searches": 1, "Refused": 0}}
+    assert len(counted) == 2  # the past days once, today
+    ledger.append(principal="p", operation="SearchFaces", result={"Error": "X"})
+    second = ledger.daily_counts(since)
+    assert second["2026-03-10"] == {"Entries": 2, "Searches": 2, "Refused": 1}
+    assert second["2026-03-08"] == first["2026-03-08"]
+    assert len(counted) == 3 and counted[-1][1] is None  # only today again
+
+    summary = service.call("AuditSummary", {"Days": 3}, CallContext.operator("t"))
+    assert [d["Date"] for d in summary["Days"]] == ["2026-03-08", "2026-03-09", "2026-03-10"]
+    assert summary["Days"][0]["Refused"] == 1 and summary["HeadSignatureOk"] is True
+    assert summary["HeadSeq"] == 5
+    store.close()

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 from urllib.parse import quote, urlsplit
@@ -129,6 +129,7 @@ class Console:
         self.templates.globals.update(prefix=PREFIX, static=STATIC, version=regard.__version__,
                                       csrf_field=CSRF_FIELD, quote=quote)
         self.templates.filters["pct"] = lambda v: f"{float(v):.1f}"
+        self.templates.filters["when"] = when
 
     # -- sessions -------------------------------------------------------------------------------
     @property
@@ -211,6 +212,20 @@ class Console:
     @staticmethod
     def clear_cookie(response: Response) -> None:
         response.delete_cookie(COOKIE, path=PREFIX, httponly=True, samesite="strict")
+
+
+def when(value: Any) -> str:
+    """A time as people read it: ``2026-11-30 12:12 UTC`` (a datetime or an ISO string)."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if not isinstance(value, datetime):
+        return "" if value is None else str(value)
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc)
+    return value.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def same_site(request: Request) -> bool:

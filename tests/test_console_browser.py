@@ -268,7 +268,8 @@ def test_script_injection_is_shown_as_text(browser: Any, live: LiveServer,
 SCREENS = ("/console", "/console/collections", "/console/collections/new",
            "/console/collections/a11y", "/console/collections/a11y/faces",
            "/console/collections/a11y/users", "/console/collections/a11y/enrol",
-           "/console/search", "/console/compare", "/console/video", "/console/audit",
+           "/console/search", "/console/compare", "/console/video", "/console/streams",
+           "/console/audit",
            "/console/erasure", "/console/keys", "/console/collections/a11y/delete")
 
 

@@ -54,6 +54,14 @@ class ResourceAlreadyExistsError(RegardError):
     http_status = 400
 
 
+class ResourceInUseError(RegardError):
+    """The resource is busy or taken: a stream processor name that exists, a processor started
+    while running or deleted while running, a source or sink a processor uses."""
+
+    code = "ResourceInUseException"
+    http_status = 400
+
+
 class AccessDeniedError(RegardError):
     code = "AccessDeniedException"
     http_status = 400

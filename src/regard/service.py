@@ -89,6 +89,7 @@ class RegardService(OperationMethods):
         self.account_id = account_id or settings.account_id
         self.context = context
         self._jobs: Any = None
+        self._streams: Any = None
 
     @property
     def jobs(self) -> Any:
@@ -103,6 +104,21 @@ class RegardService(OperationMethods):
     @jobs.setter
     def jobs(self, runner: Any) -> None:
         self._jobs = runner
+
+    @property
+    def streams(self) -> Any:
+        """The ``StreamSupervisor`` of this service's live stream processors: a server sets its
+        own, which runs them; one made here only records Start and Stop, for the server that
+        watches the catalog to act on."""
+        if self._streams is None:
+            from regard.streams.supervisor import StreamSupervisor
+
+            self._streams = StreamSupervisor(self, runs_here=False)
+        return self._streams
+
+    @streams.setter
+    def streams(self, supervisor: Any) -> None:
+        self._streams = supervisor
 
     @property
     def engine(self) -> Engine:

@@ -142,7 +142,10 @@ def uvicorn_config(server: Server, host: str, port: int, *, log_level: str = "in
         timeout_keep_alive=int(max(1, limits.keep_alive_seconds)),
         ssl_certfile=tls_cert, ssl_keyfile=tls_key,
         proxy_headers=forwarded_allow_ips is not None,
-        forwarded_allow_ips=forwarded_allow_ips or "")
+        forwarded_allow_ips=forwarded_allow_ips or "",
+        # Server-Sent Events followers never end their responses: on shutdown they get a few
+        # seconds, then the server stops (their clients reconnect to another replica).
+        timeout_graceful_shutdown=3)
 
 
 def _refuse_browsers_from_elsewhere(app: FastAPI) -> None:

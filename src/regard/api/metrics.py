@@ -71,3 +71,45 @@ class _StorageCollector(Collector):
             yield GaugeMetricFamily(
                 "regard_storage_free_bytes", "Free bytes where the SQLite catalog lives",
                 value=free)
+
+
+# What each running stream processor exports: counters as counters, rates and latencies as
+# gauges (its latency percentiles are over its last 2,000 analysed frames).
+STREAM_COUNTERS = {"FramesRead": "frames read from the source",
+                   "FramesAnalysed": "frames analysed",
+                   "FramesDropped": "frames replaced by a newer one before analysis",
+                   "Records": "output records written", "Matches": "live identifications",
+                   "Reconnects": "reconnections to the source"}
+STREAM_GAUGES = {"AnalysedFps": ("analysed_fps", "frames analysed per second, recently"),
+                 "LatencyP50Ms": ("latency_p50_ms", "frame-to-record latency, median"),
+                 "LatencyP99Ms": ("latency_p99_ms", "frame-to-record latency, 99th percentile")}
+
+
+class StreamCollector(Collector):
+    """Per-processor metrics of a ``StreamSupervisor`` (read at scrape time)."""
+
+    def __init__(self, supervisor: object) -> None:
+        self.supervisor = supervisor
+
+    def collect(self) -> Iterator[Metric]:
+        running = self.supervisor.running()  # type: ignore[attr-defined]
+        for member, text in STREAM_COUNTERS.items():
+            family = CounterMetricFamily(
+                f"regard_stream_{_snake(member)}", f"Stream processor {text}",
+                labels=["processor"])
+            for name, stats in running.items():
+                family.add_metric([name], stats[member])
+            yield family
+        for member, (metric, text) in STREAM_GAUGES.items():
+            family = GaugeMetricFamily(f"regard_stream_{metric}", f"Stream processor {text}",
+                                       labels=["processor"])
+            for name, stats in running.items():
+                if stats[member] is not None:
+                    family.add_metric([name], stats[member])
+            yield family
+
+
+def _snake(name: str) -> str:
+    import re
+
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()

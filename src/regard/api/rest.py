@@ -80,6 +80,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "ResourceNotFoundException": 404,
     "ResourceAlreadyExistsException": 409,
     "ConflictException": 409,
+    "ResourceInUseException": 409,
     "ImageTooLargeException": 413,
     "RequestTimeoutException": 408,
     "ThrottlingException": 429,
@@ -227,11 +228,14 @@ class PolicyBody(_Body):
     MaxFpir: float | None = Field(None, gt=0, le=1, description=(
         "Highest expected false-positive identification rate a search may run at: the "
         "effective threshold rises with the collection's size"))
+    LiveIdentification: bool | None = Field(None, description=(
+        "Stream processors may search this collection on live camera feeds (needs a "
+        "LegalBasis)"))
 
     def tags(self) -> dict[str, str]:
         return policy_tags(self.Purpose, self.LegalBasis, self.RetentionDays,
                            self.ConsentRequired, self.ThresholdFloor, self.MaxMatches,
-                           self.HumanReview, self.MaxFpir)
+                           self.HumanReview, self.MaxFpir, self.LiveIdentification)
 
 
 class CreateCollectionBody(PolicyBody):
@@ -856,9 +860,155 @@ def mount(app: FastAPI, server: Server) -> None:
         return await call(request, FaceIds=face_id or [], ExternalImageId=external_image_id,
                           UserId=user_id)
 
+    _stream_routes(router, route, call, server)
     app.include_router(router)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     _document_no_422(app)
+
+
+class StreamSourceBody(_Body):
+    Name: str = Field(..., min_length=1, max_length=128, pattern=r"^[a-zA-Z0-9_.\-]+$")
+    Url: str = Field(..., min_length=1, max_length=2048,
+                     description="rtsp://, http(s)://, a file path, ... (a password in it is "
+                                 "never shown)")
+
+
+class StreamSinkBody(_Body):
+    Name: str = Field(..., min_length=1, max_length=128, pattern=r"^[a-zA-Z0-9_.\-]+$")
+    Kind: Literal["webhook", "jsonl", "sse", "mqtt"]
+    Target: str | None = Field(None, max_length=2048, description=(
+        "webhook: its URL; jsonl: a file path; mqtt: mqtt://HOST[:PORT]/TOPIC; sse: none"))
+
+
+class StreamProcessorBody(_Body):
+    Name: str = Field(..., min_length=1, max_length=128, pattern=r"^[a-zA-Z0-9_.\-]+$")
+    Source: str = Field(..., description="The registered source's name")
+    Sink: str | None = Field(None, description="The registered sink's name")
+    S3Bucket: str | None = Field(None, min_length=3, max_length=255)
+    S3KeyPrefix: str | None = Field(None, max_length=1024)
+    CollectionId: str = Field(..., min_length=1, max_length=255, pattern=r"^[a-zA-Z0-9_.\-]+$")
+    FaceMatchThreshold: float | None = Field(None, ge=0, le=100, description=(
+        "Default 80; lower values are raised to 80 (and to the collection's floor)"))
+    Tags: dict[str, str] | None = None
+
+
+class StartStreamBody(_Body):
+    MaxDurationInSeconds: int | None = Field(None, ge=1, le=2 * 24 * 3600)
+
+
+ProcessorName = Annotated[str, Path(description="The stream processor's name",
+                                    pattern=r"^[a-zA-Z0-9_.\-]+$", max_length=128)]
+RegisteredName = Annotated[str, Path(pattern=r"^[a-zA-Z0-9_.\-]+$", max_length=128)]
+ROLE = "arn:aws:iam::000000000000:role/regard"  # Rekognition's RoleArn: required, unused here
+
+
+def _stream_routes(router: APIRouter, route: Callable[..., Any], call: Callable[..., Any],
+                   server: Server) -> None:
+    """``/v1/streams``: the cameras and sinks an operator registers, the stream processors
+    (Rekognition's operations, by name), and a Server-Sent Events sink's live records."""
+
+    @route("POST", "/streams/sources", "CreateStreamSource", "streams",
+           "Register a camera or stream as a source", {"type": "object"})
+    async def create_source(request: Request, body: StreamSourceBody) -> Response:
+        return await call(request, **body.params())
+
+    @route("GET", "/streams/sources", "ListStreamSources", "streams", "Registered sources",
+           {"type": "object"})
+    async def list_sources(request: Request) -> Response:
+        return await call(request)
+
+    @route("DELETE", "/streams/sources/{name}", "DeleteStreamSource", "streams",
+           "Remove a source no processor uses", {"type": "object"})
+    async def delete_source(request: Request, name: RegisteredName) -> Response:
+        return await call(request, Name=name)
+
+    @route("POST", "/streams/sinks", "CreateStreamSink", "streams",
+           "Register where records go", {"type": "object"})
+    async def create_sink(request: Request, body: StreamSinkBody) -> Response:
+        return await call(request, **body.params())
+
+    @route("GET", "/streams/sinks", "ListStreamSinks", "streams", "Registered sinks",
+           {"type": "object"})
+    async def list_sinks(request: Request) -> Response:
+        return await call(request)
+
+    @route("DELETE", "/streams/sinks/{name}", "DeleteStreamSink", "streams",
+           "Remove a sink no processor uses", {"type": "object"})
+    async def delete_sink(request: Request, name: RegisteredName) -> Response:
+        return await call(request, Name=name)
+
+    @router.get("/streams/sinks/{name}/events", operation_id="StreamSinkEvents",
+                tags=["streams"], response_class=Response,
+                summary="A Server-Sent Events sink's records, live (text/event-stream)",
+                responses={200: {"content": {"text/event-stream": {}}}})
+    async def sink_events(request: Request, name: RegisteredName) -> Response:
+        from fastapi.responses import StreamingResponse
+
+        from regard.streams.sinks import sse_events
+
+        sinks = await server.dispatch("ListStreamSinks", {}, request.state.context)
+        if not any(s["Name"] == name and s["Kind"] == "sse" for s in sinks["Sinks"]):
+            from regard.errors import ResourceNotFoundError
+
+            raise ResourceNotFoundError(f"No Server-Sent Events sink named {name}")
+        return StreamingResponse(
+            sse_events(server.streams.hub, name,
+                       last_event_id=request.headers.get("last-event-id")),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    @route("POST", "/streams/processors", "CreateStreamProcessor", "streams",
+           "Create a stream processor (face search on a registered source)")
+    async def create_processor(request: Request, body: StreamProcessorBody) -> Response:
+        registry = server.streams.registry
+        output: dict[str, Any] = {}
+        if body.Sink:
+            output["KinesisDataStream"] = {"Arn": registry.sink(name=body.Sink).arn}
+        if body.S3Bucket:
+            output["S3Destination"] = {"Bucket": body.S3Bucket,
+                                       **({"KeyPrefix": body.S3KeyPrefix}
+                                          if body.S3KeyPrefix else {})}
+        face_search: dict[str, Any] = {"CollectionId": body.CollectionId}
+        if body.FaceMatchThreshold is not None:
+            face_search["FaceMatchThreshold"] = body.FaceMatchThreshold
+        return await call(request, Name=body.Name, RoleArn=ROLE,
+                          Input={"KinesisVideoStream": {
+                              "Arn": registry.source(name=body.Source).arn}},
+                          Output=output, Settings={"FaceSearch": face_search}, Tags=body.Tags)
+
+    @route("GET", "/streams/processors", "ListStreamProcessors", "streams",
+           "List stream processors")
+    async def list_processors(request: Request, next_token: NextToken = None,
+                              max_results: MaxResults = None) -> Response:
+        return await call(request, NextToken=next_token, MaxResults=max_results)
+
+    @route("GET", "/streams/processors/{name}", "DescribeStreamProcessor", "streams",
+           "A stream processor's status, settings and (running) statistics")
+    async def describe_processor(request: Request, name: ProcessorName) -> Response:
+        return await call(request, Name=name)
+
+    @route("PATCH", "/streams/processors/{name}", "UpdateStreamProcessor", "streams",
+           "Update a stream processor (face search has nothing to update; kept for parity)")
+    async def update_processor(request: Request, name: ProcessorName) -> Response:
+        return await call(request, Name=name)
+
+    @route("DELETE", "/streams/processors/{name}", "DeleteStreamProcessor", "streams",
+           "Delete a stopped stream processor")
+    async def delete_processor(request: Request, name: ProcessorName) -> Response:
+        return await call(request, Name=name)
+
+    @route("POST", "/streams/processors/{name}/start", "StartStreamProcessor", "streams",
+           "Start a stream processor")
+    async def start_processor(request: Request, name: ProcessorName,
+                              body: StartStreamBody | None = None) -> Response:
+        stop = ({"StopSelector": {"MaxDurationInSeconds": body.MaxDurationInSeconds}}
+                if body and body.MaxDurationInSeconds else {})
+        return await call(request, Name=name, **stop)
+
+    @route("POST", "/streams/processors/{name}/stop", "StopStreamProcessor", "streams",
+           "Stop a stream processor")
+    async def stop_processor(request: Request, name: ProcessorName) -> Response:
+        return await call(request, Name=name)
 
 
 def _aware(when: datetime | None) -> datetime | None:
@@ -873,7 +1023,8 @@ POLICY_SCHEMA: dict[str, Any] = {"type": "object", "additionalProperties": False
     "Purpose": {"type": ["string", "null"]}, "LegalBasis": {"type": ["string", "null"]},
     "RetentionDays": {"type": ["integer", "null"]}, "ConsentRequired": {"type": "boolean"},
     "ThresholdFloor": {"type": ["number", "null"]}, "MaxMatches": {"type": ["integer", "null"]},
-    "HumanReview": {"type": "boolean"}, "MaxFpir": {"type": ["number", "null"]}}}
+    "HumanReview": {"type": "boolean"}, "MaxFpir": {"type": ["number", "null"]},
+    "LiveIdentification": {"type": "boolean"}}}
 _IDS = {"type": "array", "items": {"type": "string"}}
 ERASURE_SCHEMA: dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": {
     "Collections": {"type": "array", "items": {

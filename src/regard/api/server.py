@@ -60,6 +60,8 @@ class ServerSettings:
     # bodies took an unbounded server to 1.25 GB.
     body_buffer_bytes: int = 128 * 1024 * 1024
     connections: ConnectionLimits = field(default_factory=ConnectionLimits)
+    # Live stream processors run at once by this server (0: none; another server runs them).
+    stream_processors: int = 4
 
     def max_body_bytes(self, limits: ImageLimits) -> int:
         """Largest request body read: two inline images (CompareFaces) in base64, plus JSON."""
@@ -201,12 +203,26 @@ class Server:
         # Jobs are submitted here whether or not this server runs any (``start_jobs``).
         self.jobs = JobRunner.from_config(service, self.settings.job_workers)
         service.jobs = self.jobs  # the Start* operations submit to this server's runner
+        from regard.streams.supervisor import StreamSupervisor
+
+        self.streams = StreamSupervisor(service,
+                                        max_processors=self.settings.stream_processors)
+        service.streams = self.streams
+        from regard.api.metrics import StreamCollector
+
+        self.metrics.registry.register(StreamCollector(self.streams))
 
     def start_jobs(self) -> None:
         """Start running queued jobs in a pool of their own (separate from the request pools),
-        unless ``job_workers`` is 0."""
+        unless ``job_workers`` is 0, and resume the stream processors that were running,
+        unless ``stream_processors`` is 0."""
         if self.settings.job_workers > 0:
             self.jobs.start()
+        if self.settings.stream_processors > 0:
+            resumed = self.streams.resume()
+            if resumed:
+                log.info("resumed %d stream processor(s)", resumed)
+            self.streams.watch()
 
     async def dispatch(self, operation: str, params: dict[str, Any], context: CallContext
                        ) -> dict[str, Any]:
@@ -245,6 +261,7 @@ class Server:
         another server takes them over); then the request pools."""
         if self.settings.job_workers > 0:
             self.jobs.stop(timeout=10.0)
+        self.streams.shutdown(timeout=10.0)
         self.image_pool.shutdown()
         self.light_pool.shutdown()
 

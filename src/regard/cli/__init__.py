@@ -15,6 +15,7 @@ from regard.cli import (  # noqa: F401  (registers commands)
     redact_command,
     reindex_command,
     server_commands,
+    stream_commands,
     video_commands,
 )
 from regard.cli.collection_commands import external_image_id

@@ -151,6 +151,9 @@ def collections_create(
         None, "--max-fpir", help="Highest expected false-positive identification rate a "
                                  "search may run at (0-1); the threshold rises with the "
                                  "collection's size"),
+    live_identification: bool = typer.Option(
+        False, "--live-identification",
+        help="Stream processors may search it on live camera feeds (needs --legal-basis)"),
     face_model: Optional[str] = typer.Option(
         None, "--face-model", help="Face-model version (default: the default pack; see "
                                    "`regard models list`)"),
@@ -165,7 +168,8 @@ def collections_create(
     params: dict[str, Any] = {"CollectionId": collection}
     declared = dict(t.split("=", 1) if "=" in t else (t, "") for t in tags or [])
     declared.update(policy_tags(purpose, legal_basis, retention_days, consent_required or None,
-                                threshold_floor, max_matches, human_review or None, max_fpir))
+                                threshold_floor, max_matches, human_review or None, max_fpir,
+                                live_identification or None))
     if face_model:
         declared[FACE_MODEL] = face_model
     params["Tags"] = declared

@@ -194,6 +194,8 @@ def collections_policy(
     max_matches: Optional[int] = typer.Option(None, "--max-matches"),
     human_review: Optional[bool] = typer.Option(None, "--human-review/--no-human-review"),
     max_fpir: Optional[float] = typer.Option(None, "--max-fpir"),
+    live_identification: Optional[bool] = typer.Option(
+        None, "--live-identification/--no-live-identification"),
     case: Optional[str] = CaseOpt,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -207,7 +209,7 @@ def collections_policy(
         _fail(exc)
         return
     tags = policy_tags(None, legal_basis, retention_days, consent_required, threshold_floor,
-                       max_matches, human_review, max_fpir)
+                       max_matches, human_review, max_fpir, live_identification)
     if purpose is not None:
         tags["regard:purpose"] = purpose
     if tags:

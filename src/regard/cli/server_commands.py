@@ -83,6 +83,10 @@ def serve(
         None, "--job-workers", min=0,
         help="Background jobs run at once, in their own pool (default REGARD_JOB_WORKERS, 2; "
              "0: none on this server, another replica runs them)"),
+    stream_processors: int = typer.Option(
+        4, "--stream-processors", min=0,
+        help="Live stream processors run at once (0: none on this server; it still answers "
+             "their operations)"),
     detector: Optional[str] = DetectorOpt,
     min_face_size: int = MinFaceOpt,
     log_level: str = typer.Option("info", "--log-level"),
@@ -141,6 +145,7 @@ def serve(
                                                              if job_workers is None
                                                              else job_workers),
                                                 body_buffer_bytes=buffered_mib * 1024 * 1024,
+                                                stream_processors=stream_processors,
                                                 connections=ConnectionLimits(
                                                     max_connections, max_per_client,
                                                     header_seconds)))

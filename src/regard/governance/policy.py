@@ -20,6 +20,8 @@ change is an audited operation) and there is one source of truth:
                             somebody with probability about N x FMR, so the effective threshold
                             rises with the collection (a search that no calibrated threshold
                             can keep under the cap is refused)
+``regard:live-identification`` "allowed": stream processors may search the collection on live
+                            camera feeds (refused otherwise; needs a legal basis too)
 ==========================  ===================================================================
 
 ``regard:face-model`` chooses the face-model version at creation (CreateCollection's Tags); it is
@@ -43,9 +45,10 @@ THRESHOLD_FLOOR = "regard:threshold-floor"
 MAX_MATCHES = "regard:max-matches"
 HUMAN_REVIEW = "regard:human-review"
 MAX_FPIR = "regard:max-fpir"
+LIVE_IDENTIFICATION = "regard:live-identification"
 FACE_MODEL = "regard:face-model"
 KNOWN = (PURPOSE, LEGAL_BASIS, RETENTION_DAYS, CONSENT_REQUIRED, THRESHOLD_FLOOR, MAX_MATCHES,
-         HUMAN_REVIEW, MAX_FPIR)
+         HUMAN_REVIEW, MAX_FPIR, LIVE_IDENTIFICATION)
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class CollectionPolicy:
     max_matches: int | None = None
     human_review: bool = False
     max_fpir: float | None = None
+    live_identification: bool = False
 
     @classmethod
     def from_tags(cls, tags: Mapping[str, str] | None) -> "CollectionPolicy":
@@ -76,6 +80,7 @@ class CollectionPolicy:
             max_matches=_number(tags, MAX_MATCHES, int, 1, 4096),
             human_review=_flag(tags, HUMAN_REVIEW),
             max_fpir=_number(tags, MAX_FPIR, float, 1e-9, 1),
+            live_identification=_choice(tags, LIVE_IDENTIFICATION, "allowed", "denied"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,14 +88,15 @@ class CollectionPolicy:
         return {"Purpose": self.purpose, "LegalBasis": self.legal_basis,
                 "RetentionDays": self.retention_days, "ConsentRequired": self.consent_required,
                 "ThresholdFloor": self.threshold_floor, "MaxMatches": self.max_matches,
-                "HumanReview": self.human_review, "MaxFpir": self.max_fpir}
+                "HumanReview": self.human_review, "MaxFpir": self.max_fpir,
+                "LiveIdentification": self.live_identification}
 
 
 def policy_tags(purpose: str | None = None, legal_basis: str | None = None,
                 retention_days: int | None = None, consent_required: bool | None = None,
                 threshold_floor: float | None = None, max_matches: int | None = None,
-                human_review: bool | None = None, max_fpir: float | None = None
-                ) -> dict[str, str]:
+                human_review: bool | None = None, max_fpir: float | None = None,
+                live_identification: bool | None = None) -> dict[str, str]:
     """The tags that declare a policy (for the CLI's and REST's named options)."""
     tags = {PURPOSE: purpose, LEGAL_BASIS: legal_basis,
             RETENTION_DAYS: None if retention_days is None else str(retention_days),
@@ -98,7 +104,9 @@ def policy_tags(purpose: str | None = None, legal_basis: str | None = None,
             THRESHOLD_FLOOR: None if threshold_floor is None else f"{threshold_floor:g}",
             MAX_MATCHES: None if max_matches is None else str(max_matches),
             HUMAN_REVIEW: None if human_review is None else str(human_review).lower(),
-            MAX_FPIR: None if max_fpir is None else f"{max_fpir:g}"}
+            MAX_FPIR: None if max_fpir is None else f"{max_fpir:g}",
+            LIVE_IDENTIFICATION: None if live_identification is None
+            else ("allowed" if live_identification else "denied")}
     return {k: v for k, v in tags.items() if v is not None}
 
 
@@ -118,6 +126,15 @@ def _flag(tags: Mapping[str, str], key: str) -> bool:
     if value.lower() not in ("true", "false"):
         raise InvalidParameterError(f"Policy tag {key} must be true or false, got {value!r}")
     return value.lower() == "true"
+
+
+def _choice(tags: Mapping[str, str], key: str, yes: str, no: str) -> bool:
+    value = tags.get(key)
+    if value is None:
+        return False
+    if value.lower() not in (yes, no):
+        raise InvalidParameterError(f"Policy tag {key} must be {yes} or {no}, got {value!r}")
+    return value.lower() == yes
 
 
 def _number(tags: Mapping[str, str], key: str, kind: type, low: float, high: float) -> Any:

@@ -54,6 +54,7 @@ REMOVALS = {"Erase": "erasure", "RetentionSweep": "retention expiry"}
 ERASURE_SHARE = "erasure (all collections)"  # this collection's part of such an erasure
 SEARCHES = frozenset(search_operations())  # the operations that can identify someone
 POLICY_OPERATIONS = ("CreateCollection", "TagResource", "UntagResource")
+LIVE = "LiveFaceSearch"  # a stream processor's identifications, in batches
 
 Week = tuple[int, int]  # (ISO year, ISO week)
 
@@ -134,6 +135,9 @@ class CollectionFigures:
     policy_changes: int = 0
     recent_policy_changes: deque[PolicyChange] = field(
         default_factory=lambda: deque(maxlen=RECENT))
+    # live identifications (LiveFaceSearch entries) per stream processor: entries, faces
+    live_batches: Counter[str] = field(default_factory=Counter)
+    live_faces: Counter[str] = field(default_factory=Counter)
 
     @property
     def completed(self) -> int:
@@ -178,6 +182,10 @@ class CollectionFigures:
         week = iso_week(entry.time)
         if week is not None:
             self.weeks[week] += 1
+        if entry.operation == LIVE and not failed:
+            processor = str(result.get("StreamProcessor") or "(unnamed)")
+            self.live_batches[processor] += 1
+            self.live_faces[processor] += len(_ids(result, "FaceIds"))
         if failed:
             self.refused += 1
             who.refused += 1
@@ -445,6 +453,8 @@ POLICY_ROWS = {  # CollectionPolicy.to_dict() member -> (label, what it means)
                        "Searches asking for a lower similarity threshold are refused."),
     "MaxMatches": ("Maximum matches", "A search returns at most this many matches."),
     "HumanReview": ("Human review", "Matches are marked as needing a person's review."),
+    "LiveIdentification": ("Live identification",
+                           "Stream processors may search this collection on camera feeds."),
 }
 
 
@@ -531,7 +541,7 @@ def _collection_section(name: str, fig: CollectionFigures, data: ReportData) -> 
     parts = [f'<section id="{_anchor(name)}"><h2>Collection {esc(_quote(name))}{badge}</h2>',
              f"<p>{esc(_sentence(', '.join(life) + span))} ({fig.entries:,} entries).</p>",
              _policy_part(info, fig), _faces_part(info, data.users.get(name), fig),
-             _searches_part(fig, data.keys), _removals_part(fig),
+             _searches_part(fig, data.keys), _live_part(fig), _removals_part(fig),
              _policy_changes_part(fig), _operations_part(fig, data.keys), "</section>"]
     return "".join(parts)
 
@@ -576,6 +586,19 @@ def _faces_part(info: CollectionInfo | None, users: int | None, fig: CollectionF
             "users: several faces grouped as one person), and how many faces the ledger records "
             "going in and out (deleted, erased on request, or expired under the retention rule)."
             "</p>" + _stats(stats))
+
+
+def _live_part(fig: CollectionFigures) -> str:
+    """Live identifications per stream processor (only when there were any)."""
+    if not fig.live_faces and not fig.live_batches:
+        return ""
+    rows = [(name, fig.live_faces[name], fig.live_batches[name])
+            for name in sorted(fig.live_batches)]
+    return ("<h3>Live identifications</h3><p class=\"explain\">Faces of this collection "
+            "identified on live camera feeds by stream processors (each identification of a "
+            "person is recorded once, in batches; they are counted among the searches above)."
+            "</p>" + _table(("Stream processor", "Identifications", "Ledger entries"), rows,
+                            numeric=(1, 2)))
 
 
 def _searches_part(fig: CollectionFigures, keys: Mapping[str, AccessKey]) -> str:

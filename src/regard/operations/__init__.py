@@ -9,6 +9,7 @@ from regard.operations import (  # noqa: F401
     collections,
     faces,
     searches,
+    streams,
     users,
     video,
 )

@@ -79,6 +79,13 @@ def delete_collection(svc: RegardService, call: Call) -> Params:
 
 @operation("TagResource", scope="collections:write", summary=_tags)
 def tag_resource(svc: RegardService, call: Call) -> Params:
+    processor = _processor_of(svc, call.params["ResourceArn"])
+    if processor is not None:
+        tags = {**processor["tags"], **call.params["Tags"]}
+        if len(tags) > 50:
+            raise ServiceQuotaExceededError("A stream processor holds at most 50 tags")
+        svc.streams.registry.set_tags(processor["name"], tags)
+        return {}
     coll = arn_collection(svc, call.params["ResourceArn"])
     tags = {**coll.tags, **call.params["Tags"]}
     if len(tags) > 50:
@@ -94,8 +101,13 @@ def _untagged(params: Params, result: Params) -> Params:
 
 @operation("UntagResource", scope="collections:write", summary=_untagged)
 def untag_resource(svc: RegardService, call: Call) -> Params:
-    coll = arn_collection(svc, call.params["ResourceArn"])
     keys = set(call.params["TagKeys"])
+    processor = _processor_of(svc, call.params["ResourceArn"])
+    if processor is not None:
+        svc.streams.registry.set_tags(processor["name"], {
+            k: v for k, v in processor["tags"].items() if k not in keys})
+        return {}
+    coll = arn_collection(svc, call.params["ResourceArn"])
     if pol.PURPOSE in keys:
         raise InvalidParameterError(
             f"{pol.PURPOSE} cannot be removed: a collection must keep a declared purpose "
@@ -106,7 +118,21 @@ def untag_resource(svc: RegardService, call: Call) -> Params:
 
 @operation("ListTagsForResource", scope="collections:read")
 def list_tags_for_resource(svc: RegardService, call: Call) -> Params:
+    processor = _processor_of(svc, call.params["ResourceArn"])
+    if processor is not None:
+        return {"Tags": dict(processor["tags"])}
     return {"Tags": dict(arn_collection(svc, call.params["ResourceArn"]).tags)}
+
+
+def _processor_of(svc: RegardService, arn: str) -> dict | None:
+    """The stream processor an ARN names (None: not a stream processor ARN)."""
+    name = svc.streams.registry.processor_name_of(arn)
+    if name is None:
+        return None
+    try:
+        return svc.streams.registry.processor(name)
+    except ResourceNotFoundError:
+        raise ResourceNotFoundError(f"The resource {arn} does not exist") from None
 
 
 def arn_collection(svc: RegardService, arn: str) -> CollectionInfo:

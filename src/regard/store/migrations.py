@@ -104,11 +104,19 @@ def _add_console_sessions(conn: Connection) -> None:
     conn.execute(text("DROP INDEX IF EXISTS ix_audit_log_operation"))  # a prefix of the above
 
 
+def _add_streams(conn: Connection) -> None:
+    """Version 8: live stream sources, sinks and processors."""
+    from regard.store.schema import stream_processors, stream_sinks, stream_sources
+
+    for table in (stream_sources, stream_sinks, stream_processors):
+        table.create(conn, checkfirst=True)
+
+
 # version -> step that upgrades a catalog from version-1 to version.
 MIGRATIONS: dict[int, Migration] = {2: _add_access_keys, 3: _add_audit_ledger,
                                     4: _add_images_without_faces_and_key_rates,
                                     5: _add_embedding_checksums, 6: _add_jobs,
-                                    7: _add_console_sessions}
+                                    7: _add_console_sessions, 8: _add_streams}
 
 _PG_LOCK_KEY = 0x5245_4741  # "REGA": serializes concurrent first starts on PostgreSQL
 

@@ -31,7 +31,7 @@ from sqlalchemy import (
     Table,
 )
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 metadata = MetaData()
 
@@ -256,6 +256,49 @@ console_sessions = Table(
     Column("last_seen", DateTime(timezone=True), nullable=False),
     Column("expires", DateTime(timezone=True), nullable=False),  # absolute end
     Index("ix_console_sessions_expires", "expires"),
+)
+
+# Live streams (schema version 8): cameras and record sinks the operator registered, and the
+# stream processors that join them (see regard.streams).
+stream_sources = Table(
+    "stream_sources",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("url", String(2048), nullable=False),  # may carry a camera's password: never listed
+    Column("arn", String(512), nullable=False, unique=True),
+    Column("created", DateTime(timezone=True), nullable=False),
+)
+
+stream_sinks = Table(
+    "stream_sinks",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("kind", String(16), nullable=False),  # webhook | jsonl | sse | mqtt
+    Column("target", String(2048), nullable=False),
+    Column("arn", String(512), nullable=False, unique=True),
+    Column("options", JSON, nullable=True),
+    Column("created", DateTime(timezone=True), nullable=False),
+)
+
+stream_processors = Table(
+    "stream_processors",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("arn", String(512), nullable=False, unique=True),
+    Column("status", String(16), nullable=False),  # STOPPED | STARTING | RUNNING | ...
+    Column("status_message", String(1024), nullable=True),
+    Column("input_arn", String(512), nullable=False),
+    Column("output", JSON, nullable=False),  # Rekognition's Output member
+    Column("settings", JSON, nullable=False),  # Rekognition's Settings member
+    Column("role_arn", String(2048), nullable=False),
+    Column("tags", JSON, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("updated", DateTime(timezone=True), nullable=False),
+    Column("owner", String(128), nullable=False),  # the creating principal
+    # The session a server should be running (StartStreamProcessor's): its SessionId, the
+    # context it runs with and its stop selector; NULL when stopped.
+    Column("session_id", String(64), nullable=True),
+    Column("session", JSON, nullable=True),
 )
 
 OP_ADD = "add"

@@ -11,7 +11,8 @@ from regard.console.pages import (
     overview,
     search,
     sign_in,
+    streams,
     video,
 )
 
-PAGES = (assets, sign_in, overview, collections, faces, search, video, audit, keys)
+PAGES = (assets, sign_in, overview, collections, faces, search, video, streams, audit, keys)

@@ -30,6 +30,7 @@ POLICY_FIELDS: dict[str, tuple[str, str]] = {
     "max_matches": (pol.MAX_MATCHES, "int"),
     "human_review": (pol.HUMAN_REVIEW, "flag"),
     "max_fpir": (pol.MAX_FPIR, "float"),
+    "live_identification": (pol.LIVE_IDENTIFICATION, "choice"),
 }
 
 
@@ -41,6 +42,9 @@ def policy_from_form(request: Request) -> tuple[dict[str, str], list[str]]:
     for name, (tag, kind) in POLICY_FIELDS.items():
         if kind == "flag":
             tags[tag] = "true" if form_text(request, name) == "true" else "false"
+            continue
+        if kind == "choice":
+            tags[tag] = "allowed" if form_text(request, name) == "true" else "denied"
             continue
         value = form_text(request, name, max_length=256)
         if value is None:

@@ -1,0 +1,1 @@
+"""Live stream processors: Rekognition's CreateStreamProcessor & co. on real cameras."""

@@ -162,7 +162,7 @@ def test_policies_through_the_doors(live, setup, images):
     policy = httpx.get(f"{live.url}/v1/collections/strict/policy", headers=auth).json()
     assert policy == {"Purpose": "access control", "LegalBasis": None, "RetentionDays": 30,
                       "ConsentRequired": True, "ThresholdFloor": 95.0, "MaxMatches": None,
-                      "HumanReview": True, "MaxFpir": None}
+                      "HumanReview": True, "MaxFpir": None, "LiveIdentification": False}
     tags = admin.list_tags_for_resource(
         ResourceArn=admin.describe_collection(CollectionId="strict")["CollectionARN"])["Tags"]
     assert tags["regard:threshold-floor"] == "95"

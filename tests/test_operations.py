@@ -27,7 +27,8 @@ def test_the_scopes_table_and_the_search_list_are_derived():
     assert scopes.required_scope("NoSuchOperation") == "admin"
     assert set(registry.search_operations()) == {
         "SearchFaces", "SearchFacesByImage", "SearchUsers", "SearchUsersByImage",
-        "VideoFaceSearch"}  # the last: a video job's identifications, recorded when it ends
+        "VideoFaceSearch", "LiveFaceSearch"}  # a video job's and a stream processor's
+    # identifications, recorded when the job ends and in batches while the processor runs
     for name in registry.search_operations():
         op = registry.get(name)
         assert op is not None and op.threshold_member

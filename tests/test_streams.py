@@ -510,3 +510,155 @@ def test_records_reach_webhook_and_mqtt_sinks_in_time(live: LiveServer, client: 
     names = {m["Face"]["ExternalImageId"] for r in receiver.bodies + subscriber.messages
              for f in r["FaceSearchResponse"] for m in f["MatchedFaces"]}
     assert names == {"eileen"}
+
+
+def _rtsp_server_available() -> bool:
+    import subprocess
+
+    try:
+        return subprocess.run(["/usr/bin/python3", "-c", "import gi; gi.require_version("
+                               "'GstRtspServer', '1.0'); from gi.repository import "
+                               "GstRtspServer"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+class RtspCamera:
+    """A real RTSP server (tests/rtsp_server.py: GStreamer's gst-rtsp-server) streaming a clip
+    live and in a loop, like a camera; ``kill`` and ``start`` again on the same port."""
+
+    def __init__(self, clip: Path) -> None:
+        from live_server import free_port
+
+        self.clip = clip
+        self.port = free_port()
+        self.url = f"rtsp://127.0.0.1:{self.port}/live"
+        self.proc: Any = None
+
+    def start(self) -> None:
+        import subprocess
+
+        script = Path(__file__).parent / "rtsp_server.py"
+        self.proc = subprocess.Popen(["/usr/bin/python3", str(script), str(self.clip),
+                                      str(self.port)], stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)
+        assert self.proc.stdout.readline().strip() == "ready"
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.mark.slow
+def test_a_real_rtsp_camera_killed_and_restarted_mid_run(live: LiveServer, client: Any,
+                                                         staff: str, clip: Path,
+                                                         tmp_path: Path) -> None:
+    """Frames from a real RTSP server reach records naming the astronaut; the camera is killed
+    (the processor says it is reconnecting, and stays RUNNING) and comes back on the same
+    address (records resume)."""
+    if not _rtsp_server_available():
+        pytest.skip("no RTSP server: apt install gir1.2-gst-rtsp-server-1.0 python3-gi "
+                    "gstreamer1.0-plugins-good")
+    service = live.server.service
+    camera = RtspCamera(clip)
+    camera.start()
+    log_path = tmp_path / "rtsp.jsonl"
+    try:
+        source = service.call("CreateStreamSource", {"Name": "rtsp-cam", "Url": camera.url},
+                              OPERATOR)["Arn"]
+        sink = service.call("CreateStreamSink", {"Name": "rtsp-log", "Kind": "jsonl",
+                                                 "Target": str(log_path)}, OPERATOR)["Arn"]
+        _create(client, "rtsp-door", source, sink)
+        client.start_stream_processor(Name="rtsp-door")
+
+        def records() -> list[dict[str, Any]]:
+            text = log_path.read_text() if log_path.exists() else ""
+            return [json.loads(line) for line in text.splitlines()]
+
+        def wait_for(condition: Any, timeout: float = 30.0) -> None:
+            deadline = time.monotonic() + timeout
+            while not condition():
+                assert time.monotonic() < deadline, "timed out"
+                time.sleep(0.1)
+
+        wait_for(lambda: any(m["Face"]["ExternalImageId"] == "eileen" for r in records()
+                             for f in r["FaceSearchResponse"] for m in f["MatchedFaces"]))
+        assert records()[0]["InputInformation"]["KinesisVideo"]["StreamArn"] == source
+        camera.kill()
+        wait_for(lambda: "Reconnecting" in (client.describe_stream_processor(
+            Name="rtsp-door").get("StatusMessage") or ""))
+        assert client.describe_stream_processor(Name="rtsp-door")["Status"] == "RUNNING"
+        before = len(records())
+        camera.start()
+        wait_for(lambda: len(records()) > before + 3, timeout=60)
+        # (DescribeStreamProcessor's RegardStatistics: boto3 keeps only modelled members)
+        assert live.server.streams.statistics("rtsp-door")["Reconnects"] >= 1
+        client.stop_stream_processor(Name="rtsp-door")
+        _wait(client, "rtsp-door", "STOPPED")
+    finally:
+        camera.kill()
+
+
+@pytest.mark.slow
+def test_an_erased_person_leaves_running_records_at_once(live: LiveServer, client: Any,
+                                                         camera: str, astronaut: np.ndarray,
+                                                         tmp_path: Path) -> None:
+    """A track keeps its matches while the person stays in view; an erasure must still take
+    their FaceIds out of the records that follow, not a track later."""
+    service = live.server.service
+    service.call("CreateCollection", {"CollectionId": "erasable", "Tags": {
+        "regard:purpose": "erasure test", "regard:legal-basis": "consent",
+        "regard:live-identification": "allowed"}}, OPERATOR)
+    service.call("IndexFaces", {"CollectionId": "erasable", "Image": {
+        "Bytes": encode(astronaut)}, "ExternalImageId": "erase-me"}, OPERATOR)
+    log_path = tmp_path / "erase.jsonl"
+    sink = service.call("CreateStreamSink", {"Name": "erase-log", "Kind": "jsonl",
+                                             "Target": str(log_path)}, OPERATOR)["Arn"]
+    _create(client, "erase-cam", camera, sink, collection="erasable")
+    client.start_stream_processor(Name="erase-cam")
+
+    def named() -> list[bool]:
+        lines = log_path.read_text().splitlines() if log_path.exists() else []
+        return [any(m["Face"]["ExternalImageId"] == "erase-me" for f in json.loads(x)[
+            "FaceSearchResponse"] for m in f["MatchedFaces"]) for x in lines]
+
+    deadline = time.monotonic() + 30
+    while not any(named()):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    service.call("Erase", {"ExternalImageId": "erase-me"}, OPERATOR)
+    erased_at = len(named())
+    deadline = time.monotonic() + 30
+    while len(named()) < erased_at + 10:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert not any(named()[erased_at + 1:])  # (one record may have been on its way)
+    client.stop_stream_processor(Name="erase-cam")
+    _wait(client, "erase-cam", "STOPPED")
+
+
+def test_erasures_made_elsewhere_reach_the_running_processors(tmp_path: Path, engine: Any,
+                                                              astronaut: np.ndarray) -> None:
+    """An erasure by another process (the CLI) is read from the ledger at the next look."""
+    from regard.service import RegardService
+    from regard.store import Store
+    from regard.streams.supervisor import StreamSupervisor
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    server_side = RegardService(engine, Store(url, checkpoint_dir=False), default_purpose="t")
+    supervisor = StreamSupervisor(server_side)
+    supervisor.forget_erased()  # starts from the ledger's head
+    elsewhere = RegardService(engine, Store(url, checkpoint_dir=False), default_purpose="t")
+    elsewhere.call("CreateCollection", {"CollectionId": "c", "Tags": {}}, OPERATOR)
+    face = elsewhere.call("IndexFaces", {"CollectionId": "c", "Image": {
+        "Bytes": encode(astronaut)}, "ExternalImageId": "p"}, OPERATOR)[
+        "FaceRecords"][0]["Face"]["FaceId"]
+    elsewhere.call("Erase", {"ExternalImageId": "p"}, OPERATOR)
+    supervisor.sync()
+    record = {"FaceSearchResponse": [{"DetectedFace": {}, "MatchedFaces": [
+        {"Similarity": 99.0, "Face": {"FaceId": face}},
+        {"Similarity": 90.0, "Face": {"FaceId": "kept"}}]}]}
+    assert supervisor.without_erased(record)["FaceSearchResponse"][0]["MatchedFaces"] == [
+        {"Similarity": 90.0, "Face": {"FaceId": "kept"}}]

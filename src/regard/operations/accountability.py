@@ -62,6 +62,8 @@ def erase(svc: RegardService, call: Call) -> Params:
     from regard.video.jobs import purge_faces
 
     purged = purge_faces(svc.jobs.store, set(all_faces))
+    # running stream processors stop naming them at once here (elsewhere: from this entry)
+    svc.store.database.after_commit(lambda: svc.streams.forget(all_faces))
     svc.store.database.reclaim_space()
     return {"Collections": report, "FaceIds": all_faces, "UserIds": all_users,
             "VideoResultPagesUpdated": purged}

@@ -63,6 +63,11 @@ class StreamSupervisor:
         self._batcher: Any = None
         self._watching = threading.Event()
         self._watch_thread: threading.Thread | None = None
+        # Faces erased while processors run (read from the ledger's Erase entries, whoever
+        # erased them): a running track's matches are not searched again, so its records are
+        # filtered instead; ``_erase_seq`` is the last ledger entry read.
+        self._erased: set[str] = set()
+        self._erase_seq: int | None = None
 
     @property
     def hub(self) -> Any:
@@ -164,8 +169,32 @@ class StreamSupervisor:
                                               daemon=True)
         self._watch_thread.start()
 
+    def forget_erased(self) -> None:
+        """Read the Erase entries since the last look; their faces leave running records."""
+        ledger = self.service.gate.ledger
+        if self._erase_seq is None:
+            self._erase_seq = ledger.head()["seq"]
+            return
+        for entry in ledger.entries(operations=["Erase"], after=self._erase_seq):
+            self._erased.update(str(f) for f in entry.result.get("FaceIds") or ())
+            self._erase_seq = entry.seq
+
+    def forget(self, face_ids: list[str]) -> None:
+        """Faces erased by this process: out of running records at once."""
+        self._erased.update(face_ids)
+
+    def without_erased(self, record: dict[str, Any]) -> dict[str, Any]:
+        """``record`` without matches of faces erased since the processor started."""
+        if not self._erased:
+            return record
+        for face in record.get("FaceSearchResponse") or ():
+            face["MatchedFaces"] = [m for m in face.get("MatchedFaces") or ()
+                                    if m.get("Face", {}).get("FaceId") not in self._erased]
+        return record
+
     def sync(self) -> None:
         """One look at the catalog (see ``watch``)."""
+        self.forget_erased()
         wanted = {row["name"]: row for row in self.registry.with_sessions()}
         with self._lock:
             here = {n: r for n, r in self._running.items()
@@ -231,6 +260,7 @@ class StreamSupervisor:
             sinks = self._open_sinks(row, run)
 
             def emit(record: dict[str, Any]) -> None:
+                record = self.without_erased(record)
                 for sink in sinks:
                     try:
                         sink.send(record)
@@ -247,6 +277,8 @@ class StreamSupervisor:
 
             self.registry.set_status(name, RUNNING, None, session_id=sid,
                                      expect=(STARTING, RUNNING))
+            if self._erase_seq is None:
+                self.forget_erased()
             run_processor(run, service=self.service, context=context, emit=emit,
                           on_matches=lambda r, matched: self.batcher.add(r, context, matched),
                           on_status=on_status, stop=running.stop, stats=running.stats)

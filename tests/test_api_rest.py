@@ -486,7 +486,20 @@ def fuzz_known(fuzz_live: LiveServer, images) -> dict[str, str]:
     job_id = service.jobs.submit("FaceDetection", service.context, {
         "Video": {"S3Object": {"Bucket": "videos", "Name": "none.mp4"}},
         "API": "StartFaceDetection"})
-    return {"collection_id": "c", "user_id": "u", "face_id": face_id, "job_id": job_id}
+    # a stopped stream processor, its source and its sink, all named "fuzz"
+    service.create_collection(CollectionId="live", Tags={
+        "regard:purpose": "fuzz", "regard:legal-basis": "tests",
+        "regard:live-identification": "allowed"})
+    source = service.call("CreateStreamSource", {"Name": "fuzz", "Url": "/nonexistent.mp4"},
+                          service.context)["Arn"]
+    sink = service.call("CreateStreamSink", {"Name": "fuzz", "Kind": "sse"},
+                        service.context)["Arn"]
+    service.create_stream_processor(
+        Name="fuzz", Input={"KinesisVideoStream": {"Arn": source}},
+        Output={"KinesisDataStream": {"Arn": sink}}, RoleArn="arn:aws:iam::123456789012:role/r",
+        Settings={"FaceSearch": {"CollectionId": "live"}})
+    return {"collection_id": "c", "user_id": "u", "face_id": face_id, "job_id": job_id,
+            "name": "fuzz"}
 
 
 @pytest.fixture(scope="module")

@@ -117,6 +117,7 @@ BAD = [
     ("REGARD_VIDEO_SAMPLE_MS", "0", "REGARD_VIDEO_SAMPLE_MS must be at least 1"),
     ("REGARD_SNS_WEBHOOKS", "topic=http://x", "REGARD_SNS_WEBHOOKS must be SNS topic ARN"),
     ("REGARD_CONSOLE_IDLE_MINUTES", "0", "REGARD_CONSOLE_IDLE_MINUTES must be at least 1"),
+    ("REGARD_STREAM_FAIL_SECONDS", "soon", "REGARD_STREAM_FAIL_SECONDS must be an integer"),
 ]
 
 

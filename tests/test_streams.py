@@ -662,3 +662,54 @@ def test_erasures_made_elsewhere_reach_the_running_processors(tmp_path: Path, en
         {"Similarity": 90.0, "Face": {"FaceId": "kept"}}]}]}
     assert supervisor.without_erased(record)["FaceSearchResponse"][0]["MatchedFaces"] == [
         {"Similarity": 90.0, "Face": {"FaceId": "kept"}}]
+
+
+def test_a_server_runs_at_most_its_number_of_processors(tmp_path: Path, engine: Any,
+                                                        clip: Path) -> None:
+    from regard.api.server import ServerSettings
+
+    with LiveServer(tmp_path, engine, ServerSettings(stream_processors=1)) as live:
+        service = live.server.service
+        service.call("CreateCollection", {"CollectionId": "door", "Tags": {
+            "regard:purpose": "door", "regard:legal-basis": "consent",
+            "regard:live-identification": "allowed"}}, OPERATOR)
+        source = service.call("CreateStreamSource", {"Name": "cam", "Url": str(clip)},
+                              OPERATOR)["Arn"]
+        sink = service.call("CreateStreamSink", {"Name": "sse", "Kind": "sse"},
+                            OPERATOR)["Arn"]
+        key, secret = live.server.keys.create("admin")
+        client = rekognition(live.url, key.access_key_id, secret)
+        _create(client, "first", source, sink)
+        _create(client, "second", source, sink)
+        client.start_stream_processor(Name="first")
+        _wait(client, "first", "RUNNING")
+        client.start_stream_processor(Name="second")
+        refused = _wait(client, "second", "FAILED")
+        assert "already runs 1 stream processors" in refused["StatusMessage"]
+        client.stop_stream_processor(Name="first")
+        _wait(client, "first", "STOPPED")
+        client.start_stream_processor(Name="second")  # a FAILED processor starts again
+        _wait(client, "second", "RUNNING")
+        client.stop_stream_processor(Name="second")
+        _wait(client, "second", "STOPPED")
+
+
+@pytest.mark.slow
+def test_a_policy_withdrawn_while_running_stops_the_processor(live: LiveServer, client: Any,
+                                                              camera: str) -> None:
+    service = live.server.service
+    service.call("CreateCollection", {"CollectionId": "withdrawn", "Tags": {
+        "regard:purpose": "x", "regard:legal-basis": "consent",
+        "regard:live-identification": "allowed"}}, OPERATOR)
+    sink = service.call("CreateStreamSink", {"Name": "withdrawn-sse", "Kind": "sse"},
+                        OPERATOR)["Arn"]
+    _create(client, "withdrawn-cam", camera, sink, collection="withdrawn")
+    client.start_stream_processor(Name="withdrawn-cam")
+    _wait(client, "withdrawn-cam", "RUNNING")
+    client.tag_resource(ResourceArn=service.collection_arn("withdrawn"),
+                        Tags={"regard:live-identification": "denied"})
+    failed = _wait(client, "withdrawn-cam", "FAILED", timeout=15)
+    assert "no longer allows live identification" in failed["StatusMessage"]
+    with pytest.raises(ClientError) as exc:
+        client.start_stream_processor(Name="withdrawn-cam")
+    assert error_code(exc) == "AccessDeniedException"

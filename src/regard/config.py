@@ -388,6 +388,12 @@ class Settings:
         "`InvalidParameterException`.",
         lambda raw: _webhooks(raw), default_text="none", secret=True)
 
+    # -- live streams ---------------------------------------------------------------------------
+    stream_fail_seconds = _int(
+        "REGARD_STREAM_FAIL_SECONDS", 300,
+        "A stream processor whose camera has given no frame for this many seconds in a row "
+        "(reconnecting with backoff all along, its StatusMessage says so) is FAILED.")
+
     # -- web console ----------------------------------------------------------------------------
     console_idle_minutes = _int(
         "REGARD_CONSOLE_IDLE_MINUTES", 30,

@@ -153,7 +153,7 @@ def describe(row: dict[str, Any]) -> Params:
 
 @operation("ListStreamProcessors", scope="collections:read")
 def list_stream_processors(svc: RegardService, call: Call) -> Params:
-    limit = int(call.params.get("MaxResults") or 1000)
+    limit = min(int(call.params.get("MaxResults") or 1000), 1000)
     after = call.params.get("NextToken")
     if after is not None:
         from regard.operations.common import decode_token
@@ -238,7 +238,8 @@ def _live(params: Params, result: Params) -> Params:
                                  default=None)}
 
 
-@operation("LiveFaceSearch", scope="search", summary=_live, rekognition=False, identifies=True)
+@operation("LiveFaceSearch", scope="search", summary=_live, rekognition=False, identifies=True,
+           threshold_member="FaceMatchThreshold")
 def live_face_search(svc: RegardService, call: Call) -> Params:
     """The ledger record of a stream processor's identifications (written in batches by the
     processor itself, under the principal who started it): who-searched and the transparency

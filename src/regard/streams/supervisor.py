@@ -43,6 +43,7 @@ class _Running:
         self.session_id = session_id
         self.stop = threading.Event()
         self.stopped_by_user = False
+        self.failure: str | None = None  # why the supervisor stopped it (FAILED)
         self.stats = ProcessorStats()
         self.thread: threading.Thread | None = None
 
@@ -205,12 +206,37 @@ class StreamSupervisor:
                     row["status"] == STOPPING:
                 running.stopped_by_user = True
                 running.stop.set()
+            elif (refusal := self._policy_refusal(row)) is not None:
+                running.failure = refusal
+                running.stop.set()
         for name, row in wanted.items():
             if name not in here and row["status"] in (STARTING, RUNNING):
                 self.start(name)
             elif name not in here and row["status"] == STOPPING:
                 self.registry.set_status(name, STOPPED, None, expect=(STOPPING,),
                                          session_id=row["session_id"], clear_session=True)
+
+    def _policy_refusal(self, row: dict[str, Any]) -> str | None:
+        """Why the collection's policy, as it is now, no longer allows this processor (live
+        identification withdrawn, or a threshold floor raised above its threshold)."""
+        from regard.errors import RegardError
+        from regard.governance.policy import CollectionPolicy
+
+        face_search = row["settings"]["FaceSearch"]
+        try:
+            info = self.service.store.catalog.get_collection(face_search["CollectionId"])
+            policy = CollectionPolicy.from_tags(info.tags)
+        except RegardError as exc:
+            return f"Its collection can no longer be searched: {exc.message}"
+        if not policy.live_identification or not policy.legal_basis:
+            return ("Stopped: the collection's policy no longer allows live identification "
+                    "(with a legal basis)")
+        if policy.threshold_floor is not None and \
+                float(face_search["FaceMatchThreshold"]) < policy.threshold_floor:
+            return (f"Stopped: the collection's threshold floor is now "
+                    f"{policy.threshold_floor:g}, above this processor's "
+                    f"{float(face_search['FaceMatchThreshold']):g}")
+        return None
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop the threads but keep the sessions: the processors resume when a server starts
@@ -279,9 +305,12 @@ class StreamSupervisor:
                                      expect=(STARTING, RUNNING))
             if self._erase_seq is None:
                 self.forget_erased()
+            from regard import config
+
             run_processor(run, service=self.service, context=context, emit=emit,
                           on_matches=lambda r, matched: self.batcher.add(r, context, matched),
-                          on_status=on_status, stop=running.stop, stats=running.stats)
+                          on_status=on_status, stop=running.stop, stats=running.stats,
+                          fail_after=float(config.current().stream_fail_seconds))
         except Exception as exc:
             log.exception("stream processor %s failed", name)
             final = (FAILED, f"The processor stopped on an internal error: "
@@ -294,6 +323,8 @@ class StreamSupervisor:
                     log.exception("stream processor %s: closing a sink failed", name)
             if self._batcher is not None:
                 self._batcher.flush()
+            if final is None and running.failure is not None:
+                final = (FAILED, running.failure)
             if final is not None:
                 self.registry.set_status(name, final[0], final[1], session_id=sid,
                                          clear_session=True)

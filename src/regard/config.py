@@ -19,8 +19,9 @@ check. An empty variable counts as unset.
     >>> config.current().home            # doctest: +SKIP
     PosixPath('/home/me/.regard')
 
-``python -m regard.config --markdown`` prints the settings table; ``--update README.md`` rewrites
-the README's block between the settings markers.
+``python -m regard.config --markdown`` prints the settings table, from which the documentation's
+settings reference is generated (``--update FILE`` rewrites a file's block between the settings
+markers).
 """
 
 from __future__ import annotations

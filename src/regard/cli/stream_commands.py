@@ -59,12 +59,14 @@ def source_add(name: str, url: str = typer.Argument(..., help="rtsp://, http(s):
 
 @sources_app.command("list")
 def source_list(as_json: bool = JsonOpt) -> None:
+    """The registered cameras (passwords masked) and their ARNs."""
     body = _call("ListStreamSources", {})
     _out(body, as_json, body["Sources"], ("Name", "Url", "Arn"))
 
 
 @sources_app.command("remove")
 def source_remove(name: str) -> None:
+    """Remove a camera no stream processor reads."""
     _call("DeleteStreamSource", {"Name": name})
 
 
@@ -82,12 +84,14 @@ def sink_add(name: str,
 
 @sinks_app.command("list")
 def sink_list(as_json: bool = JsonOpt) -> None:
+    """The registered sinks and their ARNs."""
     body = _call("ListStreamSinks", {})
     _out(body, as_json, body["Sinks"], ("Name", "Kind", "Target", "Arn"))
 
 
 @sinks_app.command("remove")
 def sink_remove(name: str) -> None:
+    """Remove a sink no stream processor writes to."""
     _call("DeleteStreamSink", {"Name": name})
 
 
@@ -137,12 +141,14 @@ def processor_create(
 
 @processors_app.command("list")
 def processor_list(as_json: bool = JsonOpt) -> None:
+    """ListStreamProcessors: every processor and its status."""
     body = _call("ListStreamProcessors", {})
     _out(body, as_json, body["StreamProcessors"], ("Name", "Status"))
 
 
 @processors_app.command("describe")
 def processor_describe(name: str) -> None:
+    """DescribeStreamProcessor, as JSON (with the running processor's statistics)."""
     _out(_call("DescribeStreamProcessor", {"Name": name}), True)
 
 
@@ -159,11 +165,13 @@ def processor_start(name: str, max_duration: Optional[int] = typer.Option(
 
 @processors_app.command("stop")
 def processor_stop(name: str) -> None:
+    """StopStreamProcessor (the running `regard serve` stops it within seconds)."""
     _call("StopStreamProcessor", {"Name": name})
 
 
 @processors_app.command("delete")
 def processor_delete(name: str) -> None:
+    """DeleteStreamProcessor (a stopped or failed one)."""
     _call("DeleteStreamProcessor", {"Name": name})
 
 

@@ -532,3 +532,19 @@ def test_human_review_is_marked_by_the_service(svc, images):
     plain = svc.search_faces_by_image(CollectionId="plain", Image={"Bytes": images["flipped"]})
     assert reviewed["HumanReviewRequired"] is True and reviewed["FaceMatches"]
     assert "HumanReviewRequired" not in plain
+
+
+def test_who_searched_by_external_image_id_finds_searches_of_their_user(svc, images):
+    """A SearchUsersByImage match names the user, not the face: asking by the person's
+    ExternalImageId must find it too, before and after the person is erased."""
+    create(svc, "c")
+    (face,) = face_ids(svc.index_faces(CollectionId="c", Image={"Bytes": images["face"]},
+                                       ExternalImageId="carol"))
+    svc.create_user(CollectionId="c", UserId="u-carol")
+    svc.associate_faces(CollectionId="c", UserId="u-carol", FaceIds=[face])
+    svc.search_users_by_image(CollectionId="c", Image={"Bytes": images["face"]})
+    who = svc.who_searched(ExternalImageId="carol")["Entries"]
+    assert [e["operation"] for e in who] == ["SearchUsersByImage"]
+    svc.erase(ExternalImageId="carol")
+    assert [e["operation"] for e in svc.who_searched(ExternalImageId="carol")["Entries"]] == [
+        "SearchUsersByImage"]

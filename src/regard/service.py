@@ -245,16 +245,23 @@ class RegardService(OperationMethods):
     def collection_arn(self, collection: str) -> str:
         return f"arn:aws:rekognition:{self.region}:{self.account_id}:collection/{collection}"
 
-    def face_ids_of(self, external_image_id: str) -> set[str]:
-        """FaceIds ever given to an ExternalImageId: those in the catalog now and those that
-        erasures removed (their ledger entries keep the identifiers), for ``who-searched``."""
-        found = {f for coll in self.all_collections()
-                 for f, _ in self.store.catalog.find_faces(coll.name,
-                                                           external_image_id=external_image_id)}
+    def subject_of(self, external_image_id: str) -> tuple[set[str], set[str]]:
+        """The FaceIds ever given to an ExternalImageId, and the users those faces belong to:
+        those in the catalog now and those that erasures removed (their ledger entries keep
+        the identifiers), for ``who-searched`` (a search by user matches the person too)."""
+        faces: set[str] = set()
+        users: set[str] = set()
+        for coll in self.all_collections():
+            for face, user in self.store.catalog.find_faces(
+                    coll.name, external_image_id=external_image_id):
+                faces.add(face)
+                if user is not None:
+                    users.add(user)
         for entry in self.gate.ledger.entries(operations=["Erase"]):
             if entry.result.get("SubjectExternalImageId") == external_image_id:
-                found.update(entry.result.get("FaceIds", []))
-        return found
+                faces.update(entry.result.get("FaceIds", []))
+                users.update(entry.result.get("UserIds", []))
+        return faces, users
 
     def all_collections(self) -> list[CollectionInfo]:
         """Every collection, in creation order (paged reads)."""

@@ -136,12 +136,15 @@ def audit_verify(svc: RegardService, call: Call) -> Params:
 @operation("WhoSearched", scope="audit:read", rekognition=False)
 def who_searched(svc: RegardService, call: Call) -> Params:
     """Who searched for this person: the search entries that matched or probed with their faces
-    (``FaceIds``, or those ever given to an ``ExternalImageId``) or their ``UserId``."""
+    (``FaceIds``, or those ever given to an ``ExternalImageId``) or their user (``UserId``, or
+    the users those faces belong or belonged to)."""
     p = call.params
     faces = set(p.get("FaceIds") or ())
-    if p.get("ExternalImageId"):
-        faces |= svc.face_ids_of(p["ExternalImageId"])
     users = {p["UserId"]} if p.get("UserId") else set()
+    if p.get("ExternalImageId"):
+        subject_faces, subject_users = svc.subject_of(p["ExternalImageId"])
+        faces |= subject_faces
+        users |= subject_users
     if not faces and not users:
         raise InvalidParameterError(
             "Name the person: FaceIds, an ExternalImageId with faces, or a UserId")

@@ -185,8 +185,9 @@ def _ratio(r: dict[str, Any]) -> str:
 def _weaknesses(report: dict[str, Any]) -> list[str]:
     lines = [
         "The calibration is strict by design: each similarity anchor is the distance at which the "
-        "worst-off measured group (adult Asian women on UTKFace) reaches the target false-match "
-        "rate, so the same threshold admits far fewer genuine matches for everyone (see TAR "
+        "worst-off measured group (the calibration table below names it for each anchor) reaches "
+        "the target false-match rate, so the same threshold admits far fewer genuine matches for "
+        "everyone (see TAR "
         "below). Lower thresholds (25 or 50) trade false matches for true ones; the table says by "
         "how much.",
         "The figures below are measured on the development data the calibration was fitted on "

@@ -120,7 +120,17 @@ def test_a_version_5_catalog_gets_the_job_tables_like_a_fresh_one(tmp_path, url)
 
 
 # -- running ------------------------------------------------------------------------------------
-def test_a_job_runs_to_success_with_pages_and_progress_audited_as_its_submitter(runner, service):
+def test_a_job_runs_to_success_with_pages_and_progress_audited_as_its_submitter(service):
+    # a lease long enough that a loaded machine cannot make it lapse: attempts must be 1
+    runner = JobRunner(service, service.store.database, lease_seconds=30.0, poll_seconds=0.05)
+    runner.start()
+    try:
+        _runs_to_success(runner, service)
+    finally:
+        runner.stop(timeout=10)
+
+
+def _runs_to_success(runner, service):
     job_id = runner.submit(COUNT, ALICE, {"N": 4}, job_tag="tag-1")
     job = runner.wait(job_id, timeout=20)
     assert job.state == SUCCEEDED and job.status_message is None

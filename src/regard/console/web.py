@@ -60,6 +60,7 @@ from regard.errors import (
     UnrecognizedClientError,
     ValidationError,
 )
+from regard.governance import scopes
 from regard.governance.keys import AccessKey
 from regard.operations import registry
 
@@ -113,8 +114,11 @@ class Visitor:
         """Whether the key's scopes admit ``operation`` (for hiding links; the gate decides)."""
         if self.key is None:
             return True
-        need = registry.scope_of(operation)
-        return "admin" in self.key.scopes or need in self.key.scopes
+        try:
+            scopes.check(operation, registry.scope_of(operation), self.key.scopes, None, None)
+        except AccessDeniedError:
+            return False
+        return True
 
 
 class Console:
@@ -238,17 +242,9 @@ def same_site(request: Request) -> bool:
     origin = request.headers.get("origin")
     if origin is None or origin == "null":
         return origin is None
-    ours = f"{request.url.scheme}://{request.headers.get('host', '')}"
-    return origin.lower() == ours.lower() or _same_origin(origin, request)
-
-
-def _same_origin(origin: str, request: Request) -> bool:
-    parts = urlsplit(origin)
-    host = request.headers.get("host", "")
-    return parts.netloc.lower() == host.lower() and parts.scheme in ("http", "https")
-
-
-Endpoint = Callable[[Request], Awaitable[Response]]
+    parts = urlsplit(origin)  # (the scheme may differ behind a TLS-terminating proxy)
+    return (parts.scheme in ("http", "https")
+            and parts.netloc.lower() == request.headers.get("host", "").lower())
 
 
 def upload_limit(limit_bytes: Callable[[Server], int]) -> Callable[[Any], Any]:
@@ -375,6 +371,11 @@ def _next(request: Request) -> str:
 def _text(form: FormData, name: str) -> str | None:
     value = form.get(name)
     return value if isinstance(value, str) else None
+
+
+def path_part(value: str) -> str:
+    """``value`` as one segment of a console URL (a collection or user id)."""
+    return quote(value, safe="")
 
 
 def public(endpoint: Any) -> Any:

@@ -24,6 +24,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from regard.errors import AccessDeniedError, InvalidParameterError, ResourceInUseError
+from regard.governance import scopes
 from regard.governance.policy import CollectionPolicy
 from regard.operations.common import collection
 from regard.operations.registry import Call, Params, operation
@@ -66,8 +67,8 @@ def live_threshold(asked: float | None, policy: CollectionPolicy, name: str) -> 
 
 def allow_live(svc: RegardService, call: Call, name: str) -> CollectionPolicy:
     """The collection, if this key may use it and its policy allows live identification."""
-    if not call.context.may_see(name):
-        raise AccessDeniedError(f"This access key may not use the collection {name!r}")
+    context = call.context  # the allow-list, as the gate checks it for a top-level CollectionId
+    scopes.check(call.name, call.operation.scope, context.scopes, context.collections, name)
     coll = collection(svc, name)
     call.collection = coll.name
     policy = CollectionPolicy.from_tags(coll.tags)

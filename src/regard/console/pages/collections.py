@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from regard.api.rest import status_of
-from regard.console.web import Console, form_text
+from regard.console.web import Console, form_text, path_part
 from regard.errors import InvalidParameterError, RegardError, ValidationError
 from regard.governance import policy as pol
 from regard.governance.policy import CollectionPolicy
@@ -101,7 +101,7 @@ def routes(console: Console, router: APIRouter) -> None:
         except RegardError as exc:
             return console.render(request, "collection_new.html", status=status_of(exc),
                                   values=values, error=exc, models=_models())
-        return console.redirect(f"/collections/{_q(name)}", created="1")
+        return console.redirect(f"/collections/{path_part(name)}", created="1")
 
     @router.get("/collections/{collection_id}")
     async def collection(request: Request, collection_id: str, created: str | None = None,
@@ -141,7 +141,7 @@ def routes(console: Console, router: APIRouter) -> None:
                 facts=facts, policy=CollectionPolicy.from_tags(tags).to_dict(),
                 own_tags={k: v for k, v in tags.items() if not k.startswith(pol.PREFIX)},
                 error=exc, notice=None)
-        return console.redirect(f"/collections/{_q(collection_id)}", saved="1")
+        return console.redirect(f"/collections/{path_part(collection_id)}", saved="1")
 
     @router.get("/collections/{collection_id}/delete")
     async def confirm_delete(request: Request, collection_id: str) -> Response:
@@ -166,11 +166,3 @@ def _models() -> list[dict[str, Any]]:
     default = default_pack().version
     return [{"version": p.version, "name": p.name, "default": p.version == default}
             for p in packs() if p.calibrated]
-
-
-
-
-def _q(value: str) -> str:
-    from urllib.parse import quote
-
-    return quote(value, safe="")

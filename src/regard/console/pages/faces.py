@@ -20,7 +20,7 @@ from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
 from regard.console.pictures import picture_of
-from regard.console.web import Console, form_text, upload_limit
+from regard.console.web import Console, form_text, path_part, upload_limit
 from regard.errors import ImageTooLargeError, RegardError, ValidationError
 from regard.governance.policy import CollectionPolicy
 
@@ -107,7 +107,7 @@ def routes(console: Console, router: APIRouter) -> None:
                                                        "UserId": user_id})
         except RegardError as exc:
             return await users_page(request, collection_id, status=400, error=exc)
-        return console.redirect(f"/collections/{_q(collection_id)}/users/{_q(user_id)}",
+        return console.redirect(f"/collections/{path_part(collection_id)}/users/{path_part(user_id)}",
                                 created="1")
 
     async def user_page(request: Request, collection_id: str, user_id: str, *,
@@ -157,7 +157,7 @@ def routes(console: Console, router: APIRouter) -> None:
                                                          "user was not deleted"))
         await console.call(request, "DeleteUser", {"CollectionId": collection_id,
                                                    "UserId": user_id})
-        return console.redirect(f"/collections/{_q(collection_id)}/users")
+        return console.redirect(f"/collections/{path_part(collection_id)}/users")
 
     # -- enrolment --------------------------------------------------------------------------------
     @router.get("/collections/{collection_id}/enrol")
@@ -257,9 +257,3 @@ def _outcome(verb: str, done: list[dict[str, Any]], failed: list[dict[str, Any]]
         text += " Not done: " + "; ".join(
             f"{f['FaceId']} ({', '.join(f.get('Reasons', []))})" for f in failed[:20])
     return text
-
-
-def _q(value: str) -> str:
-    from urllib.parse import quote
-
-    return quote(value, safe="")

@@ -104,7 +104,7 @@ def test_video_search_refuses_a_threshold_below_the_floor_before_analysing(
     def never(*args: object, **kw: object) -> None:
         raise AssertionError("the video was analysed")
 
-    monkeypatch.setattr("regard.cli.video_commands._analyse", never)
+    monkeypatch.setattr("regard.video.files.analyse", never)
     result = runner.invoke(app, ["video", "search", str(clip), "-c", "strict",
                                  "--threshold", "90"])
     assert result.exit_code == 1

@@ -23,7 +23,7 @@ from pathlib import Path
 import io
 import shutil
 import tempfile
-from typing import IO, Any, Protocol
+from typing import IO, Any, Iterator, Protocol
 
 from regard import config
 from regard.errors import ImageTooLargeError, InvalidS3ObjectError
@@ -48,6 +48,10 @@ class ObjectStore(Protocol):
     def delete(self, bucket: str, name: str) -> None:
         """Remove the object (gone already: nothing to do); ``InvalidS3ObjectError``."""
 
+    def list_names(self, bucket: str, prefix: str = "") -> Iterator[str]:
+        """Names of the objects under ``prefix``, in the store's order (S3: UTF-8 binary), read
+        page by page: a batch lists an archive without holding or reading it."""
+
 
 class NoObjectStore:
     """The default: S3 references are refused with a message that says how to enable them."""
@@ -67,6 +71,10 @@ class NoObjectStore:
 
     def delete(self, bucket: str, name: str) -> None:
         self.get(bucket, name)
+
+    def list_names(self, bucket: str, prefix: str = "") -> Iterator[str]:
+        self.get(bucket, prefix or "-")
+        raise AssertionError("unreachable")
 
 
 class LocalObjectStore:
@@ -131,6 +139,19 @@ class LocalObjectStore:
             pass
         except OSError as exc:
             raise InvalidS3ObjectError(f"Unable to delete s3://{bucket}/{name}: {exc}") from exc
+
+    def list_names(self, bucket: str, prefix: str = "") -> Iterator[str]:
+        top = self._path(bucket, "-").parent
+        if not top.is_dir():
+            raise InvalidS3ObjectError(f"The bucket {bucket} does not exist")
+        names = []
+        for folder, dirs, files in os.walk(top):  # symlinks are not followed out of it
+            dirs[:] = [d for d in dirs if not d.startswith(".regard-")]
+            for file in files:
+                name = Path(folder, file).relative_to(top).as_posix()
+                if name.startswith(prefix) and not file.startswith(".regard-"):
+                    names.append(name)
+        yield from sorted(names)
 
 
 class S3ObjectStore:
@@ -197,6 +218,18 @@ class S3ObjectStore:
             self._client.delete_object(Bucket=bucket, Key=name)
         except (ClientError, BotoCoreError) as exc:
             raise InvalidS3ObjectError(f"Unable to delete s3://{bucket}/{name}: {exc}") from exc
+
+    def list_names(self, bucket: str, prefix: str = "") -> Iterator[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=prefix)
+            for page in pages:
+                for item in page.get("Contents", []):
+                    yield item["Key"]
+        except (ClientError, BotoCoreError) as exc:
+            raise _s3_error(exc, bucket, prefix) from exc
 
 
 def _s3_error(exc: Exception, bucket: str, name: str) -> InvalidS3ObjectError:

@@ -160,16 +160,20 @@ class RegardService(OperationMethods):
         return self._governed(call, lambda _call: run())
 
     def index_detected_faces(self, detected: ImageFaces, image_sha256: str | None = None,
-                             context: CallContext | None = None, **params: Any) -> Params:
+                             context: CallContext | None = None, *, once: bool = False,
+                             **params: Any) -> Params:
         """IndexFaces for faces already detected and embedded (``Engine.detect(embed=True)``),
         e.g. by the worker processes of a batch; ``params`` as IndexFaces' without ``Image``;
-        run as ``context``, or as the service's own context when none is given."""
+        run as ``context``, or as the service's own context when none is given. ``once``: an
+        image the collection already has stores nothing (``AlreadyIndexed`` in the answer),
+        checked under the collection's lock: a batch's exactly-once."""
         if "Image" in params:
             raise InvalidParameterError("index_detected_faces takes no Image")
         validate_request("IndexFaces", params, exempt=frozenset({"Image"}))
         call = Call(self._operation("IndexFaces"), params, _required(context or self.context),
                     image_sha256=[image_sha256] if image_sha256 else [])
-        return self._governed(call, lambda c: index_detected(self, c, detected, image_sha256))
+        return self._governed(call, lambda c: index_detected(self, c, detected, image_sha256,
+                                                            once=once))
 
     def _operation(self, name: str) -> Operation:
         op = registry.get(name)

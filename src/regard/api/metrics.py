@@ -109,6 +109,38 @@ class StreamCollector(Collector):
             yield family
 
 
+# A running batch's progress (``regard.cluster``), as its driver last wrote it to the job row:
+# any server on the catalog exports every batch, wherever its driver runs.
+BATCH_GAUGES = {"total": "items in the batch", "done": "items done (skipped ones included)",
+                "faces": "faces stored", "skipped": "images the collection already had",
+                "failed": "items that failed", "per_second": "items per second"}
+
+
+class BatchCollector(Collector):
+    """Progress of the batches QUEUED or IN_PROGRESS in the catalog (read at scrape time)."""
+
+    def __init__(self, jobs: object) -> None:
+        self.jobs = jobs  # a JobStore
+
+    def collect(self) -> Iterator[Metric]:
+        from regard.cluster import BATCH_KINDS
+        from regard.jobs.store import ACTIVE_STATES
+
+        try:
+            running = [job for job in self.jobs.list(  # type: ignore[attr-defined]
+                states=ACTIVE_STATES, limit=1000) if job.kind in BATCH_KINDS]
+        except Exception:  # the database away: the other metrics still answer
+            return
+        for member, text in BATCH_GAUGES.items():
+            family = GaugeMetricFamily(f"regard_batch_{member}", f"Batch {text}",
+                                       labels=["job_id", "kind", "owner"])
+            for job in running:
+                value = (job.progress or {}).get(member)
+                if value is not None:
+                    family.add_metric([job.job_id, job.kind, job.owner], float(value))
+            yield family
+
+
 def _snake(name: str) -> str:
     import re
 

@@ -208,9 +208,10 @@ class Server:
         self.streams = StreamSupervisor(service,
                                         max_processors=self.settings.stream_processors)
         service.streams = self.streams
-        from regard.api.metrics import StreamCollector
+        from regard.api.metrics import BatchCollector, StreamCollector
 
         self.metrics.registry.register(StreamCollector(self.streams))
+        self.metrics.registry.register(BatchCollector(self.jobs.store))
 
     def start_jobs(self) -> None:
         """Start running queued jobs in a pool of their own (separate from the request pools),

@@ -8,6 +8,7 @@ faces, users); importing this package registers them all on ``app``.
 
 from regard.cli import (  # noqa: F401  (registers commands)
     analysis_commands,
+    batch_commands,
     collection_commands,
     eval_commands,
     governance_commands,

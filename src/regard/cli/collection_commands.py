@@ -13,6 +13,7 @@ from rich.table import Table
 
 from regard.analysis import DEFAULT_SIMILARITY_THRESHOLD, Engine
 from regard.batch import default_workers, map_images
+from regard.cli.batch_commands import ChunkOpt, RayOpt, ray_index
 from regard.cli.common import (
     CaseOpt,
     ConsentOpt,
@@ -29,6 +30,7 @@ from regard.cli.common import (
     local_context,
     out,
 )
+from regard.cluster.sources import is_s3
 from regard.errors import CatalogCorruptError, InvalidImageFormatError, RegardError
 from regard.service import EFFECTIVE_THRESHOLD, EXPECTED_FPIR
 from regard.vision.packs import get_pack
@@ -301,6 +303,10 @@ def read_id_csv(path: Path) -> dict[str, str]:
             err.print(f"[red]{path}[/red]: each row needs an image and an ExternalImageId: {row}")
             raise typer.Exit(code=2)
         image, ext = row[0].strip(), row[1].strip()
+        if is_s3(image):  # an object of a --ray batch: by its reference and its name
+            mapping[image] = ext
+            mapping.setdefault(image.rsplit("/", 1)[-1], ext)
+            continue
         mapping[str((path.parent / image).resolve())] = ext
         mapping.setdefault(Path(image).name, ext)
     return mapping
@@ -318,7 +324,9 @@ def _sha256(path: Path) -> str:
 @app.command("index")
 def index_images(
     collection: str = typer.Argument(..., help="CollectionId (must exist)"),
-    paths: list[Path] = typer.Argument(..., help="Image files or folders (searched recursively)"),
+    paths: list[str] = typer.Argument(
+        ..., help="Image files or folders (searched recursively); with --ray also "
+                  "s3://BUCKET/PREFIX"),
     id_csv: Optional[Path] = typer.Option(None, "--csv",
                                           help="CSV: image path or name, ExternalImageId"),
     max_faces: Optional[int] = typer.Option(None, "--max-faces", help="MaxFaces per image"),
@@ -335,13 +343,30 @@ def index_images(
     purpose: Optional[str] = PurposeOpt,
     case: Optional[str] = CaseOpt,
     consent: Optional[str] = ConsentOpt,
+    ray_address: Optional[str] = RayOpt,
+    chunk: int = ChunkOpt,
 ) -> None:
     """Index the faces of images and folders into a collection (IndexFaces per image).
 
     Resumable: images already indexed into the collection (by SHA-256: those with faces there,
     and those an earlier run stored no face from, unless --rescan) are skipped, so re-running
     after an interruption does only the rest. Faces are detected and embedded in worker
-    processes; this process writes, one transaction per image."""
+    processes; this process writes, one transaction per image. With --ray the batch runs on a
+    Ray cluster: its workers read, detect and write into the shared catalog, each image once."""
+    names = read_id_csv(id_csv) if id_csv else {}
+    sources = [str(p) for p in paths]
+    if ray_address:
+        if rescan:
+            err.print("[red]--rescan is not available with --ray[/red] (run it without --ray)")
+            raise typer.Exit(code=2)
+        ray_index(collection, sources, names, address=ray_address,
+                  quality_filter=quality_filter, max_faces=max_faces, detector=detector,
+                  min_face_size=min_face_size, chunk_size=chunk, as_json=as_json,
+                  context=local_context(purpose, case, consent), csv=id_csv)
+        return
+    if any(is_s3(p) for p in sources):
+        err.print("[red]s3:// sources need --ray[/red] (or a local copy of the images)")
+        raise typer.Exit(code=2)
     service = _service(detector, min_face_size)
     catalog = service.store.catalog
     try:
@@ -351,11 +376,10 @@ def index_images(
     except RegardError as exc:
         _fail(exc)
         return
-    names = read_id_csv(id_csv) if id_csv else {}
     todo: list[tuple[Path, str]] = []
     queued: set[str] = set()
     skipped = skipped_empty = unreadable = 0
-    for path in find_images(paths):
+    for path in find_images([Path(p) for p in sources]):
         try:
             digest = _sha256(path)
         except OSError as exc:  # gone since the listing, or not readable: report, go on

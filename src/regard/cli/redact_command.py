@@ -24,7 +24,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from regard.cli.batch_commands import RayOpt, ray_files
 from regard.cli.common import CaseOpt, PurposeOpt, app, err, local_context, out
+from regard.cluster import REDACTION_BATCH
 from regard.errors import InvalidParameterError, RegardError
 from regard.video.redact import (
     DEFAULT_DETECT_EVERY,
@@ -85,23 +87,37 @@ def redact(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per input"),
     purpose: Optional[str] = PurposeOpt,
     case: Optional[str] = CaseOpt,
+    ray_address: Optional[str] = RayOpt,
 ) -> None:
     """Hide every face, irreversibly: in images, and in every frame of videos (sound, frame
-    rate, resolution, rotation and container kept)."""
+    rate, resolution, rotation and container kept). With --ray (and --out-dir, a folder every
+    node sees) the files are redacted on a Ray cluster."""
     try:
         if keep_collection and only_collection:
             raise InvalidParameterError("--keep-collection and --only-collection exclude each "
                                         "other")
-        options = RedactionOptions(
+        settings = dict(
             method=method, shape=shape, scale=scale, fill=_fill(fill), codec=codec, crf=crf,
             preset=preset, detect_every=detect_every, pad_ms=pad_ms,
             min_confidence=min_confidence, audio=not no_audio,
             keep_matched=bool(keep_collection), only_matched=bool(only_collection))
+        options = RedactionOptions(**settings)  # type: ignore[arg-type]
         pairs = _pairs(paths, out_dir)
         named = keep_collection or only_collection
-        service, context = _service(purpose, case)
-        matched: dict[str, float] = {}
-        identify = _identifier(service, context, named, threshold, matched)
+        if ray_address:
+            if out_dir is None:
+                raise InvalidParameterError("--ray needs --out-dir (a folder every node sees)")
+            ray_files(REDACTION_BATCH, pairs, address=ray_address,
+                      context=local_context(purpose, case), as_json=as_json,
+                      parameters={"Options": settings, "CollectionId": named,
+                                  "FaceMatchThreshold": threshold, "OutDir": str(out_dir)},
+                      preflight=_preflight(named, threshold, local_context(purpose, case)))
+            return
+        from regard.service import RegardService
+        from regard.video.files import Redactor
+
+        redactor = Redactor(RegardService(), local_context(purpose, case), options, named,
+                            threshold)
     except RegardError as exc:
         err.print(f"[red]{exc.code}[/red]: {exc.message}")
         raise typer.Exit(code=1) from None
@@ -111,8 +127,11 @@ def redact(
             _report(src, dst, {"Skipped": True}, as_json, "exists, skipped")
             continue
         try:
-            body = _audited(service, context, src, named, threshold, matched,
-                            lambda src=src, dst=dst: _redact_one(src, dst, options, identify))
+            if src.suffix.lower() in IMAGE_FORMATS:
+                body = redactor.redact(src, dst)
+            else:
+                with _video_progress(src.name) as progress:
+                    body = redactor.redact(src, dst, progress)
         except RegardError as exc:
             failed += 1
             if as_json:
@@ -125,54 +144,15 @@ def redact(
         raise typer.Exit(code=1)
 
 
-def _service(purpose: Optional[str], case: Optional[str]) -> tuple[Any, Any]:
-    from regard.service import RegardService
-
-    return RegardService(), local_context(purpose, case)
-
-
-def _identifier(service: Any, context: Any, collection: Optional[str],
-                threshold: Optional[float], matched: dict[str, float]) -> Any:
-    if not collection:
-        return None
-    from regard.video.redact import collection_identifier
-
-    return collection_identifier(service, collection, context, threshold=threshold,
-                                 matched=matched)
-
-
-def _audited(service: Any, context: Any, src: Path, collection: Optional[str],
-             threshold: Optional[float], matched: dict[str, float],
-             run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """One ledger entry per file (RedactFaces for an image, StartFaceRedaction for a video), and
-    a VideoFaceSearch naming the faces a --keep/--only-collection matched."""
-    import uuid
-
-    from regard.video.jobs import as_matches, record_search
-
-    operation = "RedactFaces" if src.suffix.lower() in IMAGE_FORMATS else "StartFaceRedaction"
-    matched.clear()
-    try:
-        return service.run_audited(operation, {"File": src.name}, context, run)
-    finally:
+def _preflight(collection: Optional[str], threshold: Optional[float],
+               context: Any) -> Callable[[Any], None]:
+    """The checks a Redactor makes before any file, run by a --ray driver."""
+    def check(service: Any) -> None:
         if collection:
-            record_search(service, context, f"cli:{uuid.uuid4()}", collection,
-                          threshold if threshold is not None else 80.0,
-                          lambda: as_matches(matched))
+            from regard.video.redact import collection_identifier
 
-
-def _redact_one(src: Path, dst: Path, options: RedactionOptions,
-                identify: Any) -> dict[str, Any]:
-    from regard.video.redact import redact_image_file, redact_video
-
-    if not src.is_file():
-        raise InvalidParameterError(f"No such file: {src}")
-    if src.suffix.lower() in IMAGE_FORMATS:
-        report = redact_image_file(src, dst, options, identify=identify)
-        return {"Kind": "image", **report.to_dict()}
-    with _video_progress(src.name) as progress:
-        report = redact_video(src, dst, options, identify=identify, progress=progress)
-    return {"Kind": "video", **report.to_dict()}
+            collection_identifier(service, collection, context, threshold=threshold)
+    return check
 
 
 class _video_progress:

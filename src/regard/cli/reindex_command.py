@@ -28,6 +28,7 @@ from regard.cli.collection_commands import (
     index_images,
     read_id_csv,
 )
+from regard.cli.batch_commands import RayOpt
 from regard.cli.common import CaseOpt, PurposeOpt, _fail, err, out
 from regard.errors import RegardError, ResourceNotFoundError
 from regard.governance.policy import FACE_MODEL
@@ -48,6 +49,7 @@ def collections_reindex(
                                           help="CSV: image path or name, ExternalImageId"),
     purpose: Optional[str] = PurposeOpt,
     case: Optional[str] = CaseOpt,
+    ray_address: Optional[str] = RayOpt,
 ) -> None:
     """Index SOURCE's images again into a collection bound to face model --to-model, keeping
     ExternalImageIds, consent references and user associations (resumable; every step audited).
@@ -81,9 +83,10 @@ def collections_reindex(
             groups[consents.get(by_external[external][0]["FaceId"])].append(path)
     for consent, images in groups.items():
         try:
-            index_images(target, images, id_csv=id_csv, max_faces=None, quality_filter="NONE",
-                         as_json=False, detector=None, min_face_size=0, workers=0,
-                         rescan=False, purpose=purpose, case=case, consent=consent)
+            index_images(target, [str(p) for p in images], id_csv=id_csv, max_faces=None,
+                         quality_filter="NONE", as_json=False, detector=None, min_face_size=0,
+                         workers=0, rescan=False, purpose=purpose, case=case, consent=consent,
+                         ray_address=ray_address, chunk=8)
         except typer.Exit as exit_:
             if exit_.exit_code:
                 err.print("[yellow]some images failed; run the command again to retry "

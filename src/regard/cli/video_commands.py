@@ -9,13 +9,10 @@ A search is recorded in the audit ledger as one ``VideoFaceSearch`` per video, l
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 import typer
 from rich.progress import (
@@ -26,7 +23,9 @@ from rich.progress import (
 )
 
 from regard import config
+from regard.cli.batch_commands import RayOpt, ray_files
 from regard.cli.common import CaseOpt, PurposeOpt, _fail, app, err, local_context
+from regard.video.files import write_result, write_result_file
 from regard.errors import RegardError
 
 video_app = typer.Typer(help="Faces in stored videos (detect, search); see also `regard redact`",
@@ -47,18 +46,7 @@ def _bar() -> Progress:
                     disable=not err.is_terminal)
 
 
-@dataclass
-class _Result:
-    """One video's answer, its items read back from the job-style spool (never all in
-    memory): ``member`` is ``Faces`` (GetFaceDetection) or ``Persons`` (GetFaceSearch)."""
-
-    metadata: dict[str, Any]
-    member: str
-    items: Callable[[], Iterator[dict[str, Any]]]
-    people: dict[int, list[dict[str, Any]]] | None = None  # search: each person's matches
-
-
-Analyse = Callable[[Path, Callable[[int, int], None], Any], _Result]
+Analyse = Callable[[Path, Callable[[int, int], None], Any], Any]
 
 
 def _each(videos: list[Path], out_dir: Optional[Path], as_json: bool, sample_ms: float,
@@ -94,12 +82,9 @@ def _each(videos: list[Path], out_dir: Optional[Path], as_json: bool, sample_ms:
                 finally:
                     bar.remove_task(task)
                 if target is not None:
-                    tmp = target.with_suffix(".json.part")
-                    with open(tmp, "w") as fh:
-                        _write_body(fh, result)
-                    tmp.replace(target)
+                    write_result_file(target, result)
                 if as_json:
-                    _write_body(sys.stdout, result,
+                    write_result(sys.stdout, result,
                                 {"Video": str(video)} if len(videos) > 1 else None)
                     sys.stdout.write("\n")
                 elif target is None:
@@ -108,17 +93,7 @@ def _each(videos: list[Path], out_dir: Optional[Path], as_json: bool, sample_ms:
         raise typer.Exit(code=1)
 
 
-def _write_body(out: IO[str], result: _Result, extra: dict[str, Any] | None = None) -> None:
-    """The Get* body as JSON, its items streamed one by one."""
-    head = json.dumps({**(extra or {}), "JobStatus": "SUCCEEDED",
-                       "VideoMetadata": result.metadata})
-    out.write(head[:-1] + f", {json.dumps(result.member)}: [")
-    for i, item in enumerate(result.items()):
-        out.write((", " if i else "") + json.dumps(item))
-    out.write("]}")
-
-
-def _summary(video: Path, result: _Result) -> None:
+def _summary(video: Path, result: Any) -> None:
     seconds = result.metadata.get("DurationMillis", 0) / 1000
     if result.people is None:
         faces = sum(1 for _ in result.items())
@@ -132,16 +107,6 @@ def _summary(video: Path, result: _Result) -> None:
             f"({best['Similarity']:.1f})" if best else "no match"))
 
 
-def _analyse(service: Any, video: Path, options: Any, progress: Callable[[int, int], None],
-             spool: Any) -> Any:
-    from regard.video.analysis import analyze_video
-    from regard.video.decode import VideoReader
-
-    with VideoReader(video) as reader:
-        return analyze_video(reader, service.engine, options, progress=progress,
-                             sink=spool.add)
-
-
 @video_app.command("detect")
 def video_detect(
     videos: list[Path] = typer.Argument(..., help="Video files (anything FFmpeg reads)"),
@@ -150,25 +115,24 @@ def video_detect(
     out_dir: Optional[Path] = OutDirOpt,
     purpose: Optional[str] = PurposeOpt,
     case: Optional[str] = CaseOpt,
+    ray_address: Optional[str] = RayOpt,
 ) -> None:
     """Faces in every analysed frame of each video (Timestamp in ms, FaceDetail)."""
     from regard.service import RegardService
     from regard.video.analysis import AnalysisOptions
-    service = RegardService()
+    from regard.video.files import detect_video
+
     context = local_context(purpose, case)
-    options = AnalysisOptions(sample_ms=float(sample_ms or config.current().video_sample_ms),
-                              track=False)
-
-    def analyse(video: Path, progress: Callable[[int, int], None], spool: Any) -> _Result:
-        def run() -> dict[str, Any]:
-            analysis = _analyse(service, video, options, progress, spool)
-            return {"VideoMetadata": analysis.metadata.to_aws()}
-
-        done = service.run_audited("StartFaceDetection", {"File": video.name}, context, run)
-        return _Result(done["VideoMetadata"], "Faces", lambda: (
-            {"Timestamp": ts, "Face": face} for ts, _, face in spool.in_time_order()))
-
-    _each(videos, out_dir, as_json, options.sample_ms, analyse)
+    sample = float(sample_ms or config.current().video_sample_ms)
+    if ray_address:
+        _on_ray(videos, out_dir, ray_address, context, as_json,
+                {"Api": "StartFaceDetection", "SampleMs": sample})
+        return
+    service = RegardService()
+    options = AnalysisOptions(sample_ms=sample, track=False)
+    _each(videos, out_dir, as_json, options.sample_ms,
+          lambda video, progress, spool: detect_video(service, context, video, options,
+                                                      progress, spool))
 
 
 @video_app.command("search")
@@ -183,34 +147,42 @@ def video_search(
     out_dir: Optional[Path] = OutDirOpt,
     purpose: Optional[str] = PurposeOpt,
     case: Optional[str] = CaseOpt,
+    ray_address: Optional[str] = RayOpt,
 ) -> None:
     """Every person tracked in each video, with their matches in the collection."""
     from regard.service import RegardService
     from regard.video.analysis import AnalysisOptions
-    from regard.video.jobs import identify_persons, persons_by_time
+    from regard.video.files import search_options, search_video
     from regard.vision.packs import get_pack
 
     service = RegardService()
     context = local_context(purpose, case)
-    asked: dict[str, Any] = {"CollectionId": collection}
-    if threshold is not None:
-        asked["FaceMatchThreshold"] = threshold
+    sample = float(sample_ms or config.current().video_sample_ms)
     try:
-        coll = service.store.catalog.get_collection(collection)
-        # the gate's own checks now, before minutes of analysis: scopes, the threshold floor
-        checked = service.preflight("VideoFaceSearch", asked, context)
+        coll, used = search_options(service, context, collection, threshold)
     except RegardError as exc:
         _fail(exc)
-    used = float(checked.get("FaceMatchThreshold", config.DEFAULT_MATCH_THRESHOLD))
-    options = AnalysisOptions(sample_ms=float(sample_ms or config.current().video_sample_ms),
-                              track=True, embed=True, pack=get_pack(coll.face_model_version))
+    if ray_address:
+        _on_ray(videos, out_dir, ray_address, context, as_json,
+                {"Api": "StartFaceSearch", "SampleMs": sample, "CollectionId": collection,
+                 "FaceMatchThreshold": threshold})
+        return
+    options = AnalysisOptions(sample_ms=sample, track=True, embed=True,
+                              pack=get_pack(coll.face_model_version))
+    _each(videos, out_dir, as_json, options.sample_ms,
+          lambda video, progress, spool: search_video(service, context, video, coll.name, used,
+                                                      options, progress, spool))
 
-    def analyse(video: Path, progress: Callable[[int, int], None], spool: Any) -> _Result:
-        analysis = _analyse(service, video, options, progress, spool)
-        found = identify_persons(service, context, f"cli:{uuid.uuid4()}", coll.name, used,
-                                 analysis)
-        return _Result(analysis.metadata.to_aws(), "Persons",
-                       lambda: persons_by_time(spool, analysis.person_of, found),
-                       {i: found.get(i, []) for i in analysis.persons})
 
-    _each(videos, out_dir, as_json, options.sample_ms, analyse)
+def _on_ray(videos: list[Path], out_dir: Optional[Path], address: str, context: Any,
+            as_json: bool, parameters: dict[str, Any]) -> None:
+    """The videos analysed on a Ray cluster, each result written to OUT_DIR/<video>.json."""
+    from regard.cluster import VIDEO_BATCH
+
+    if out_dir is None:
+        err.print("[red]--ray needs --out-dir[/red] (a folder every node sees)")
+        raise typer.Exit(code=2)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pairs = [(video, out_dir / f"{video.name}.json") for video in videos]
+    ray_files(VIDEO_BATCH, pairs, address=address, context=context, as_json=as_json,
+              parameters={**parameters, "OutDir": str(out_dir)})

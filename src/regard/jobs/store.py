@@ -340,6 +340,17 @@ class JobStore:
                 claimed.append(job)
         return claimed
 
+    def claim_job(self, job_id: str, owner: str, *, lease_seconds: float,
+                  max_attempts: int = 3) -> Job | None:
+        """Take this one job (QUEUED, or IN_PROGRESS with an expired lease) like ``claim``: the
+        job taken, the job given up on (FAILED), or None while another holds its lease. For a
+        driver that resumes the batch it started (``regard.cluster``)."""
+        job = self.get(job_id)
+        if job.done:
+            return job
+        return self._claim_one(job.job_id, job.state, job.attempts, owner, lease_seconds,
+                               max_attempts)
+
     def _claim_one(self, job_id: str, state: str, attempts: int, owner: str,
                    lease_seconds: float, max_attempts: int) -> Job | None:
         """The job taken (IN_PROGRESS), or the job given up on (FAILED), or None (another
@@ -384,11 +395,14 @@ class JobStore:
                 lease_expires=now + timedelta(seconds=lease_seconds))).rowcount == 1
 
     def progress(self, job_id: str, owner: str, attempt: int, done: int,
-                 total: int | None) -> bool:
+                 total: int | None, detail: dict[str, Any] | None = None) -> bool:
+        """Record ``{"done", "total"}`` and any plain-JSON ``detail`` (a batch's faces,
+        failures and rate); False when the lease is lost."""
+        progress = {**(detail or {}), "done": int(done),
+                    "total": None if total is None else int(total)}
         with self.db.write_transaction() as conn:
             return conn.execute(update(s.jobs).where(self._held(job_id, owner, attempt)).values(
-                progress={"done": int(done), "total": None if total is None else int(total)})
-            ).rowcount == 1
+                progress=progress)).rowcount == 1
 
     def add_page(self, job_id: str, owner: str, attempt: int, page: int,
                  body: dict[str, Any]) -> bool:

@@ -62,9 +62,17 @@ def compare_faces(svc: RegardService, call: Call) -> Params:
     return result.compare_faces_response()
 
 
+# A batch's IndexFaces for an image the collection already has (``index_detected(once=True)``):
+# nothing is stored, and the answer (and its ledger entry) says so.
+ALREADY_INDEXED = "AlreadyIndexed"
+
+
 def _indexed(params: Params, result: Params) -> Params:
-    return {"FaceIds": [r["Face"]["FaceId"] for r in result.get("FaceRecords", [])],
-            "Unindexed": len(result.get("UnindexedFaces", []))}
+    summary = {"FaceIds": [r["Face"]["FaceId"] for r in result.get("FaceRecords", [])],
+               "Unindexed": len(result.get("UnindexedFaces", []))}
+    if result.get(ALREADY_INDEXED):
+        summary[ALREADY_INDEXED] = True
+    return summary
 
 
 @operation("IndexFaces", scope="faces:write", pool="image", summary=_indexed,
@@ -77,11 +85,18 @@ def index_faces(svc: RegardService, call: Call) -> Params:
 
 
 def index_detected(svc: RegardService, call: Call, detected: ImageFaces,
-                   image_sha256: str | None, rgb: np.ndarray | None = None) -> Params:
+                   image_sha256: str | None, rgb: np.ndarray | None = None, *,
+                   once: bool = False) -> Params:
     """Index the faces that pass; embeds only those (when ``rgb`` is given) or expects them
-    embedded already (faces embedded by a worker process of a batch)."""
+    embedded already (faces embedded by a worker process of a batch). ``once``: an image the
+    collection already has (by ``image_sha256``) stores nothing and answers ``AlreadyIndexed``;
+    the check holds the collection's row lock until the call's unit of work commits."""
     p = call.params
     coll = collection(svc, p["CollectionId"])
+    if once and image_sha256 and svc.store.catalog.image_known(coll.name, image_sha256,
+                                                               lock=True):
+        return {"FaceRecords": [], "FaceModelVersion": coll.face_model_version,
+                "UnindexedFaces": [], ALREADY_INDEXED: True}
     policy = CollectionPolicy.from_tags(coll.tags)
     expires = (svc.gate.now() + timedelta(days=policy.retention_days)
                if policy.retention_days else None)

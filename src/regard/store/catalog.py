@@ -456,6 +456,27 @@ class Catalog:
             rows = conn.execute(select(t.c.image_sha256).where(t.c.collection_id == cid))
             return {r[0] for r in rows}
 
+    def image_known(self, collection: str, image_sha256: str, *, lock: bool = False) -> bool:
+        """Whether an IndexFaces into the collection already stored faces from this image, or
+        noted that it had none. With ``lock``, in a write transaction that holds the
+        collection's row until the caller's unit of work commits: a batch's check and its
+        insert are then one step, so two workers given the same image (a task retried after its
+        node died, two copies of one photo) index it once."""
+        if lock:
+            with self.database.write_transaction() as conn:
+                cid = self._lock(conn, collection).id
+                return self._known(conn, cid, image_sha256)
+        with self.database.engine.connect() as conn:
+            return self._known(conn, self._resolve(conn, collection), image_sha256)
+
+    @staticmethod
+    def _known(conn: Connection, cid: int, image_sha256: str) -> bool:
+        f, t = s.faces, s.images_without_faces
+        return conn.execute(select(f.c.face_id).where(and_(
+            f.c.collection_id == cid, f.c.image_sha256 == image_sha256)).limit(1)).first() \
+            is not None or conn.execute(select(t.c.image_sha256).where(and_(
+                t.c.collection_id == cid, t.c.image_sha256 == image_sha256))).first() is not None
+
     def note_image_without_faces(self, collection: str, image_sha256: str) -> None:
         """Remember that an IndexFaces stored no face from this image (idempotent)."""
         with self.database.write_transaction() as conn:

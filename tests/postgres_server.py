@@ -44,7 +44,10 @@ def _free_port() -> int:
 
 
 class PostgresServer:
-    def __init__(self) -> None:
+    """``fsync``: off for the tests (fast); the benchmarks that time writes keep it on."""
+
+    def __init__(self, fsync: bool = False) -> None:
+        self.fsync = fsync
         self.root = Path(tempfile.mkdtemp(prefix="regard-pg-"))
         self.port = _free_port()
         self.as_user: list[str] = []
@@ -66,8 +69,8 @@ class PostgresServer:
         """Start the server on its existing data (after ``crash``: with crash recovery)."""
         # fsync off: an OS crash could lose commits, a server crash (``crash``) cannot; the
         # durability against power loss is tested on SQLite.
-        options = (f"-p {self.port} -h 127.0.0.1 -k {self.root} -c fsync=off "
-                   "-c max_connections=200")
+        options = (f"-p {self.port} -h 127.0.0.1 -k {self.root} "
+                   f"-c fsync={'on' if self.fsync else 'off'} -c max_connections=200")
         self._run(find_program("pg_ctl") or "pg_ctl", "-D", str(self.root / "data"), "-l",
                   str(self.root / "server.log"), "-w", "-t", "60", "-o", options, "start")
 
@@ -100,8 +103,8 @@ class PostgresServer:
         return self.url(name)
 
 
-def serve() -> Iterator[PostgresServer]:
-    server = PostgresServer()
+def serve(fsync: bool = False) -> Iterator[PostgresServer]:
+    server = PostgresServer(fsync)
     server.start()
     try:
         yield server

@@ -39,7 +39,8 @@ def _bar(total: int) -> Progress:
 def run_on_ray(address: str, kind: str, context: Any, parameters: dict[str, Any],
                items: Sequence[Any], task: Callable[..., list[dict[str, Any]]], *,
                chunk_size: int, label: str, as_json: bool,
-               refs_of: Callable[[Sequence[Any]], list[str]]) -> Any:
+               refs_of: Callable[[Sequence[Any]], list[str]],
+               prepare: Callable[[Sequence[Any]], Sequence[Any]] = list) -> Any:
     """Run one batch on the cluster as ``context``; the tally. Failures are printed (or JSON
     lines); an interrupted driver gives its job back so that the same command resumes at once."""
     from regard.cluster.batch import BatchJob, BatchTakenError
@@ -79,7 +80,7 @@ def run_on_ray(address: str, kind: str, context: Any, parameters: dict[str, Any]
                     sys.stdout.write(json.dumps(outcome) + "\n")
 
             tally = run_batch(cluster, job, task, items, chunk_size=chunk_size,
-                              refs_of=refs_of, on_outcome=seen)
+                              refs_of=refs_of, on_outcome=seen, prepare=prepare)
     except KeyboardInterrupt:
         job.release()
         err.print(f"interrupted: batch job {job.job_id} given back; the same command resumes it")
@@ -200,15 +201,18 @@ def ray_index(collection: str, sources: list[str], names: dict[str, str], *, add
     except RegardError as exc:
         _fail(exc)
         return
-    refs = list(dict.fromkeys(refs))
-    items = [(ref, names.get(ref) or names.get(base_name(ref))
-              or external_image_id(base_name(ref))) for ref in refs]
+    refs = list(dict.fromkeys(refs))  # the listing: references only (~100 bytes an image)
+
+    def named(chunk: Sequence[str]) -> list[tuple[str, str]]:
+        return [(ref, names.get(ref) or names.get(base_name(ref))
+                 or external_image_id(base_name(ref))) for ref in chunk]
+
     parameters = {"CollectionId": collection, "Sources": sources,
                   "Csv": str(csv.resolve()) if csv else None, "QualityFilter": quality_filter,
                   "MaxFaces": max_faces, "Detector": detector, "MinFaceSize": min_face_size}
-    tally = run_on_ray(address, INDEX_BATCH, context, parameters, items, index_chunk,
+    tally = run_on_ray(address, INDEX_BATCH, context, parameters, refs, index_chunk,
                        chunk_size=chunk_size, label="indexing", as_json=as_json,
-                       refs_of=lambda chunk: [ref for ref, _ in chunk])
+                       refs_of=lambda chunk: [ref for ref, _ in chunk], prepare=named)
     err.print(f"{tally.done - tally.failed - tally.skipped} image(s) indexed: {tally.faces} "
               f"face(s) added, {tally.unindexed} not indexed; {tally.skipped} already indexed; "
               f"{tally.failed} failed ({tally.rate:.1f} images/s)")

@@ -179,11 +179,15 @@ def chunked(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 def run_batch(cluster: RayCluster, job: BatchJob, task: Callable[..., list[dict[str, Any]]],
               items: Sequence[Any], *, chunk_size: int,
               refs_of: Callable[[Sequence[Any]], list[str]],
-              on_outcome: Callable[[dict[str, Any], Tally], None]) -> Tally:
+              on_outcome: Callable[[dict[str, Any], Tally], None],
+              prepare: Callable[[Sequence[Any]], Sequence[Any]] = list) -> Tally:
     """The batch's items through ``task`` on the cluster, the job row kept up to date; the
-    tally. ``on_outcome`` sees each item's outcome (a progress bar, a failure line)."""
+    tally. ``prepare`` turns a chunk of items into the task's argument as it is sent (so that
+    a listing of millions holds references only); ``on_outcome`` sees each item's outcome (a
+    progress bar, a failure line)."""
     tally = Tally(total=len(items))
-    for outcomes in cluster.run(task, job, chunked(items, chunk_size), refs_of):
+    chunks = (prepare(chunk) for chunk in chunked(items, chunk_size))
+    for outcomes in cluster.run(task, job, chunks, refs_of):
         for outcome in outcomes:
             tally.add(outcome)
             on_outcome(outcome, tally)

@@ -145,15 +145,24 @@ class Redactor:
         operation = "RedactFaces" if src.suffix.lower() in IMAGE_FORMATS else \
             "StartFaceRedaction"
         self.matched.clear()
+        # Written beside the target under another name, renamed once the ledger has its entry:
+        # a process that dies in between leaves no output, so the file is redone (and recorded
+        # again), never published unrecorded.
+        partial = dst.with_name(f".{dst.stem}.{os.getpid()}.part{dst.suffix}")
         try:
-            return self.service.run_audited(operation, {"File": src.name}, self.context,
-                                            lambda: self._redact(src, dst, progress))
+            try:
+                body = self.service.run_audited(operation, {"File": src.name}, self.context,
+                                                lambda: self._redact(src, partial, progress))
+            finally:
+                if self.collection:  # the people it matched, success or failure
+                    record_search(self.service, self.context, f"cli:{uuid.uuid4()}",
+                                  self.collection,
+                                  self.threshold if self.threshold is not None else 80.0,
+                                  lambda: as_matches(self.matched))
+            partial.replace(dst)
+            return body
         finally:
-            if self.collection:
-                record_search(self.service, self.context, f"cli:{uuid.uuid4()}",
-                              self.collection,
-                              self.threshold if self.threshold is not None else 80.0,
-                              lambda: as_matches(self.matched))
+            partial.unlink(missing_ok=True)
 
     def _redact(self, src: Path, dst: Path, progress: Progress | None) -> dict[str, Any]:
         from regard.video.redact import redact_image_file, redact_video

@@ -216,3 +216,20 @@ def test_batch_progress_is_shown_by_regard_jobs_and_exported_in_metrics(home, jo
     assert f"regard_batch_total{{{labels}}} 200.0" in text
     batch.finish(Tally(total=200, done=200))
     assert runner.invoke(app, ["jobs", "show", "no-such-job"]).exit_code == 1
+
+
+def test_a_csv_can_be_the_list_of_images_to_index(home, astronaut, tmp_path):
+    paths = _photos(astronaut, tmp_path)
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("image,external_image_id\nphotos/a.jpg,ana\nphotos/b.jpg,bo\n")
+    runner = CliRunner()
+    assert runner.invoke(app, ["collections", "create", "archive", "--purpose", "x"]
+                         ).exit_code == 0
+    nothing = runner.invoke(app, ["index", "archive"])
+    assert nothing.exit_code == 2 and "--csv" in nothing.output
+    done = runner.invoke(app, ["index", "archive", "--csv", str(manifest), "--workers", "1",
+                               "--quality-filter", "NONE"])
+    assert done.exit_code == 0, done.output
+    faces = RegardService().list_faces(CollectionId="archive")["Faces"]
+    assert sorted(f["ExternalImageId"] for f in faces) == ["ana", "bo"]  # copy.jpg not listed
+    assert paths["copy.jpg"].exists()

@@ -251,6 +251,19 @@ def test_images_are_read_from_the_object_store_by_the_workers(cluster, catalog, 
                                 "photo5.jpg"])
     assert {r.image_sha256 for r in rows} == {hashlib.sha256(p).hexdigest() for p in photos}
 
+    # The CSV as the batch's manifest: only the images it lists, a missing one reported.
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("s3://newsroom/2024/05/photo0.jpg,alice\n"
+                        "s3://newsroom/2023/old.jpg,old\n"
+                        "s3://newsroom/2024/05/missing.jpg,nobody\n")
+    create(catalog, "from-manifest")
+    code, output = finish(driver(node_env, "index", "from-manifest", "--csv", str(manifest),
+                                 "--ray", cluster.address, "--quality-filter", "NONE"))
+    assert code == 1 and "missing.jpg: InvalidS3ObjectException" in output
+    assert "1 image(s) indexed" in output and "1 already indexed" in output  # old = photo0
+    rows = catalog.store.catalog.list_faces("from-manifest", limit=100)
+    assert [r.external_image_id for r in rows] == ["alice"]
+
 
 def test_a_batch_is_refused_by_the_gate_before_anything_runs(cluster, catalog, node_env,
                                                             astronaut, tmp_path):
@@ -308,3 +321,27 @@ def test_an_unreachable_cluster_is_a_clear_error(catalog, node_env, astronaut, t
     assert code == 1 and "Ray cluster" in output and "Traceback" not in output
     job = batch_jobs(catalog)[0]
     assert job.state == "FAILED" and "Ray cluster" in job.status_message
+
+
+def test_a_collection_is_moved_to_another_face_model_on_the_cluster(cluster, catalog, node_env,
+                                                                     astronaut, tmp_path):
+    hashes = write_images(tmp_path / "staff", variants(astronaut, 4, seed=6))
+    create(catalog, "staff", **{"regard:threshold-floor": "85"})
+    code, output = finish(driver(node_env, "index", "staff", str(tmp_path / "staff"), "--ray",
+                                 cluster.address, "--quality-filter", "NONE"))
+    assert code == 0, output
+    faces = catalog.list_faces(CollectionId="staff")["Faces"]
+    catalog.create_user(CollectionId="staff", UserId="eileen")
+    catalog.associate_faces(CollectionId="staff", UserId="eileen",
+                            FaceIds=[f["FaceId"] for f in faces], UserMatchThreshold=0)
+    code, output = finish(driver(node_env, "collections", "reindex", "staff",
+                                 str(tmp_path / "staff"), "--to-model", "1.0", "--ray",
+                                 cluster.address))
+    assert code == 0, output
+    assert "4 of 4 faces" in " ".join(output.split())
+    moved = catalog.list_faces(CollectionId="staff-v1.0")
+    assert moved["FaceModelVersion"] == "1.0"
+    assert {f.get("UserId") for f in moved["Faces"]} == {"eileen"}
+    assert_once(catalog, "staff-v1.0", hashes)
+    info = catalog.store.catalog.get_collection("staff-v1.0")
+    assert info.tags["regard:threshold-floor"] == "85"

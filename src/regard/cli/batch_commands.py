@@ -178,9 +178,11 @@ def _progress_text(progress: Optional[dict[str, Any]]) -> str:
 def ray_index(collection: str, sources: list[str], names: dict[str, str], *, address: str,
               quality_filter: str, max_faces: Optional[int], detector: Optional[str],
               min_face_size: int, chunk_size: int, as_json: bool, context: Any,
-              csv: Optional[Path]) -> None:
+              csv: Optional[Path], manifest: bool = False) -> None:
     """``regard index --ray``: list the sources (names only), then index them on the
-    cluster as one batch; exit 1 when any image failed."""
+    cluster as one batch; exit 1 when any image failed. ``manifest``: the sources are the
+    images themselves (a CSV's list), sent as they are: the workers report any they cannot
+    read, and the driver does not touch millions of files to check them first."""
     from regard.cli.collection_commands import IMAGE_SUFFIXES, external_image_id, find_images
     from regard.cluster.batch import INDEX_BATCH
     from regard.cluster.sources import base_name, is_s3, list_s3
@@ -192,8 +194,8 @@ def ray_index(collection: str, sources: list[str], names: dict[str, str], *, add
         # The gate's checks now, before listing an archive: scopes, the collection, consent.
         service.preflight("IndexFaces", {"CollectionId": collection}, context)
         service.store.catalog.get_collection(collection)
-        refs: list[str] = []
-        for source in sources:
+        refs: list[str] = list(sources) if manifest else []
+        for source in [] if manifest else sources:
             if is_s3(source):
                 refs += list_s3(service.objects, source, IMAGE_SUFFIXES)
             else:

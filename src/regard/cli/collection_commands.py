@@ -288,16 +288,34 @@ def find_images(paths: list[Path]) -> list[Path]:
     return list(dict.fromkeys(p.resolve() for p in found))
 
 
+def _csv_rows(path: Path) -> list[list[str]]:
+    """The CSV's rows, blank lines and an optional header row left out."""
+    import csv
+
+    try:
+        with open(path, newline="") as fh:
+            rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        err.print(f"[red]cannot read {path}[/red]: {exc}")
+        raise typer.Exit(code=2) from None
+    if rows and rows[0][0].strip().lower() in ("path", "file", "image", "filename"):
+        rows = rows[1:]
+    return rows
+
+
+def csv_images(path: Path) -> list[str]:
+    """The images a CSV lists (a manifest): resolved paths (relative ones taken from the CSV's
+    folder) and ``s3://`` references, in its order."""
+    images = [row[0].strip() for row in _csv_rows(path)]
+    return [image if is_s3(image) else str((path.parent / image).resolve())
+            for image in images if image]
+
+
 def read_id_csv(path: Path) -> dict[str, str]:
     """CSV of (image path or file name, ExternalImageId); a header row is optional. Keys are
     resolved paths (relative ones taken from the CSV's folder) and bare file names."""
-    import csv
-
     mapping: dict[str, str] = {}
-    with open(path, newline="") as fh:
-        rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
-    if rows and rows[0][0].strip().lower() in ("path", "file", "image", "filename"):
-        rows = rows[1:]
+    rows = _csv_rows(path)
     for row in rows:
         if len(row) < 2:
             err.print(f"[red]{path}[/red]: each row needs an image and an ExternalImageId: {row}")
@@ -324,11 +342,12 @@ def _sha256(path: Path) -> str:
 @app.command("index")
 def index_images(
     collection: str = typer.Argument(..., help="CollectionId (must exist)"),
-    paths: list[str] = typer.Argument(
-        ..., help="Image files or folders (searched recursively); with --ray also "
-                  "s3://BUCKET/PREFIX"),
-    id_csv: Optional[Path] = typer.Option(None, "--csv",
-                                          help="CSV: image path or name, ExternalImageId"),
+    paths: Optional[list[str]] = typer.Argument(
+        None, help="Image files or folders (searched recursively); with --ray also "
+                   "s3://BUCKET/PREFIX. None: the images the --csv lists"),
+    id_csv: Optional[Path] = typer.Option(
+        None, "--csv", help="CSV: image path or name, ExternalImageId (without PATHS: the "
+                            "images to index)"),
     max_faces: Optional[int] = typer.Option(None, "--max-faces", help="MaxFaces per image"),
     quality_filter: str = typer.Option("AUTO", "--quality-filter",
                                        help="NONE | AUTO | LOW | MEDIUM | HIGH"),
@@ -354,7 +373,10 @@ def index_images(
     processes; this process writes, one transaction per image. With --ray the batch runs on a
     Ray cluster: its workers read, detect and write into the shared catalog, each image once."""
     names = read_id_csv(id_csv) if id_csv else {}
-    sources = [str(p) for p in paths]
+    if not paths and id_csv is None:
+        err.print("[red]give image files or folders, or a --csv that lists the images[/red]")
+        raise typer.Exit(code=2)
+    sources = [str(p) for p in paths] if paths else csv_images(id_csv)  # type: ignore[arg-type]
     if ray_address:
         if rescan:
             err.print("[red]--rescan is not available with --ray[/red] (run it without --ray)")
@@ -362,7 +384,8 @@ def index_images(
         ray_index(collection, sources, names, address=ray_address,
                   quality_filter=quality_filter, max_faces=max_faces, detector=detector,
                   min_face_size=min_face_size, chunk_size=chunk, as_json=as_json,
-                  context=local_context(purpose, case, consent), csv=id_csv)
+                  context=local_context(purpose, case, consent), csv=id_csv,
+                  manifest=not paths)
         return
     if any(is_s3(p) for p in sources):
         err.print("[red]s3:// sources need --ray[/red] (or a local copy of the images)")

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -108,22 +109,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lfw", type=int, default=300, help="LFW images (0: none)")
     parser.add_argument("--wider", type=int, default=132, help="WIDER FACE photos (0: none)")
-    parser.add_argument("--writers", type=int, default=4,
-                        help="processes writing at once for the catalog's write ceiling")
+    parser.add_argument("--writers", default="1,4",
+                        help="processes writing at once for the write ceiling (a list: 1,4)")
     parser.add_argument("--write-seconds", type=float, default=10.0)
+    parser.add_argument("--writes-only", action="store_true",
+                        help="only the catalog's write ceiling (no indexing runs, no Ray)")
+    parser.add_argument("--database-url", default=None,
+                        help="measure this catalog (a scratch PostgreSQL database: benchmark "
+                             "collections are created in it) instead of starting one here; "
+                             "REGARD_LEDGER_KEY must be its ledger's key")
     parser.add_argument("--json", default=str(OUT / "ray_index.json"))
     args = parser.parse_args()
+    writers = [int(w) for w in args.writers.split(",")]
     root = require_data()
     sets = [(name, pick(root / folder, n)) for name, folder, n in (
         ("LFW", "verification/lfw/images", args.lfw),
         ("WIDER FACE", "detection/wider_face_val/images", args.wider)) if n]
     work = Path(tempfile.mkdtemp(prefix="regard-bench-ray-"))
     results: list[dict[str, object]] = []
-    pg = serve_postgres(fsync=True)  # commits as durable as in production
-    server = next(pg)
+    pg = None if args.database_url else serve_postgres(fsync=True)  # durable commits
     cluster: LocalRayCluster | None = None
     try:
-        env = {"REGARD_DATABASE_URL": server.new_database(), "REGARD_LEDGER_KEY": KEY_HEX,
+        url = args.database_url or next(pg).new_database()  # type: ignore[arg-type]
+        env = {"REGARD_DATABASE_URL": url,
+               "REGARD_LEDGER_KEY": os.environ.get("REGARD_LEDGER_KEY", KEY_HEX),
                "REGARD_HOME": str(work / "home"), "OMP_NUM_THREADS": "1"}
         staged = []
         for i, (name, images) in enumerate(sets):
@@ -135,26 +144,36 @@ def main() -> None:
         local = [("single process", ["--workers", "1"], tuple(REGARD)),
                  ("one thread, no Ray", [], IN_PROCESS),
                  ("local, all cores", [], tuple(REGARD))]
-        for name, small, full, count in staged:
+        for name, small, full, count in [] if args.writes_only else staged:
             for label, extra, command in local:
                 results.append({"set": name, **measure(env, label, small, full, count, extra,
                                                        f"c{len(results)}", command)})
-        cluster = LocalRayCluster(env, workers=1)
-        for nodes in (1, 2):
+        if not args.writes_only:
+            cluster = LocalRayCluster(env, workers=1)
+        for nodes in () if args.writes_only else (1, 2):
             if nodes == 2:
-                cluster.add_worker()
+                cluster.add_worker()  # type: ignore[union-attr]
             for name, small, full, count in staged:
                 label = f"Ray, {nodes} worker node{'s' if nodes > 1 else ''}"
                 results.append({"set": name, **measure(
-                    env, label, small, full, count, ["--ray", cluster.address],
+                    env, label, small, full, count, ["--ray", cluster.address],  # type: ignore
                     f"c{len(results)}")})
-        ceiling = write_ceiling(env, staged, args.writers, args.write_seconds)
+        ceiling = [c for n in writers
+                   for c in write_ceiling(env, staged, n, args.write_seconds)]
     finally:
         if cluster is not None:
             cluster.shutdown()
-        pg.close()
+        if pg is not None:
+            pg.close()
         shutil.rmtree(work, ignore_errors=True)
 
+    print_table(["set", "faces/image", "writers", "images/s written", "faces/s written"],
+                [[c["set"], c["faces_per_image"], c["writers"], c["images_per_s"],
+                  c["faces_per_s"]] for c in ceiling], 1)
+    if args.writes_only:
+        write_json(args.json, {"write_ceiling": ceiling, "cores": os.cpu_count()})
+        return
+    print()
     rows = []
     for r in results:
         def of(config: str) -> dict[str, object]:
@@ -170,16 +189,12 @@ def main() -> None:
     print_table(["set", "configuration", "images", "faces", "total s", "startup s",
                  "images/s", "steady images/s", "x single", "Ray overhead ms/image"], rows, 2)
     print()
-    print_table(["set", "faces/image", "writers", "images/s written", "faces/s written"],
-                [[c["set"], c["faces_per_image"], c["writers"], c["images_per_s"],
-                  c["faces_per_s"]] for c in ceiling], 1)
-    print()
     need = PER_DAY / 86400
     for name, *_ in staged:
         one = next(r for r in results if r["set"] == name and r["config"] == "Ray, 1 worker node")
         rate = float(one["steady_per_s"])  # type: ignore[arg-type]
         cpus = need / rate
-        cap = next(c for c in ceiling if c["set"] == name)["images_per_s"]
+        cap = max(c["images_per_s"] for c in ceiling if c["set"] == name)
         print(f"{name}: one Ray worker CPU indexes {rate:.1f} images/s, {rate * 86400:,.0f} a "
               f"day; 10 million a day ({need:.0f} images/s) needs {cpus:.0f} worker CPUs "
               f"({cpus / 16:.1f} nodes of 16); one collection's writes here top out at "
@@ -196,7 +211,7 @@ def write_ceiling(env: dict[str, str], staged: list, writers: int,
     path (the collection's row lock, one ledger entry per image)."""
     out = []
     for i, (name, _, full, _) in enumerate(staged):
-        collection = f"ceiling{i}"
+        collection = f"ceiling{i}-{writers}-{secrets.token_hex(3)}"
         run(env, "collections", "create", collection, "--purpose", "benchmark")
         start_at = time.time() + 20  # after every writer's models and detections: together
         procs = [subprocess.Popen([sys.executable, __file__, "--write-ceiling", collection,
@@ -213,8 +228,6 @@ def write_ceiling(env: dict[str, str], staged: list, writers: int,
 
 def write_loop(collection: str, folder: str, seconds: float, start_at: float) -> None:
     """One writer of ``write_ceiling``: prints images written and faces per image."""
-    import secrets
-
     from regard.cli.common import local_context
     from regard.cluster import worker
 

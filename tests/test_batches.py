@@ -233,3 +233,37 @@ def test_a_csv_can_be_the_list_of_images_to_index(home, astronaut, tmp_path):
     faces = RegardService().list_faces(CollectionId="archive")["Faces"]
     assert sorted(f["ExternalImageId"] for f in faces) == ["ana", "bo"]  # copy.jpg not listed
     assert paths["copy.jpg"].exists()
+
+
+def test_a_chunk_that_ray_could_not_run_fails_its_images_by_name():
+    """The driver turns every way a Ray task ends into one outcome per image."""
+    ray = pytest.importorskip("ray")
+    from regard.cluster.ray_driver import ClusterError, RayCluster
+
+    class FakeRay:
+        exceptions = ray.exceptions
+
+        def __init__(self, error: Exception) -> None:
+            self.error = error
+
+        def get(self, ref: object) -> list:
+            raise self.error
+
+    cluster = RayCluster.__new__(RayCluster)  # no connection: only the outcome mapping
+    chunk = [("/p/a.jpg", "a"), ("/p/b.jpg", "b")]
+
+    def outcomes(error: Exception) -> list:
+        cluster.ray = FakeRay(error)
+        return cluster._outcomes(object(), chunk, lambda c: [r for r, _ in c])
+
+    lost = outcomes(ray.exceptions.WorkerCrashedError())
+    assert [o["Ref"] for o in lost] == ["/p/a.jpg", "/p/b.jpg"]
+    assert {o["Error"] for o in lost} == {"WorkerLost"} and "again" in lost[0]["Message"]
+    assert {o["Error"] for o in outcomes(ray.exceptions.RayError())} == {"WorkerLost"}
+    failed = outcomes(ray.exceptions.RayTaskError("index_chunk", "trace", ValueError("bug")))
+    assert {o["Error"] for o in failed} == {"InternalServerError"}
+    assert "trace" not in failed[0]["Message"]
+    with pytest.raises(ClusterError, match="not running"):
+        outcomes(ray.exceptions.RayTaskError("index_chunk", "trace",
+                                             worker.BatchGone("Batch job x is FAILED, not "
+                                                              "running")))

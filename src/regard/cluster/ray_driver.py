@@ -86,6 +86,9 @@ class RayCluster:
                 cause = exc.cause if isinstance(getattr(exc, "cause", None), Exception) else exc
                 message = cause.message if isinstance(cause, RegardError) else str(cause)
                 raise ClusterError(f"Ray node {node.address}: {message}") from None
+            except self.ray.exceptions.RayError as exc:  # lost, out of memory, timed out
+                raise ClusterError(f"Ray node {node.address} did not answer the check: "
+                                   f"{type(exc).__name__}") from None
             if answer["Version"] != __version__:
                 raise ClusterError(f"Ray node {node.address} runs Regard {answer['Version']}, "
                                    f"the driver {__version__}: install one version everywhere")
@@ -141,9 +144,7 @@ class RayCluster:
             else:
                 log.error("a batch task failed: %s", exc)
                 code, message = "InternalServerError", "internal error in a worker"
-        except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
-                ray.exceptions.ObjectLostError, ray.exceptions.TaskCancelledError,
-                ray.exceptions.RaySystemError) as exc:
+        except ray.exceptions.RayError as exc:  # its worker or node lost, out of memory, ...
             code = "WorkerLost"
             message = (f"its worker was lost {TASK_RETRIES + 1} times ({type(exc).__name__}); "
                        "run the same command again to retry")

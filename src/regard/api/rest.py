@@ -69,6 +69,7 @@ from regard.operations import registry
 from regard.service import EFFECTIVE_THRESHOLD, EXPECTED_FPIR, HUMAN_REVIEW
 from regard.spec import operation as spec_operation
 from regard.spec import output_schema, to_wire
+from regard.streams.model import ROLE_ARN
 
 log = logging.getLogger("regard.api.rest")
 
@@ -899,7 +900,6 @@ class StartStreamBody(_Body):
 ProcessorName = Annotated[str, Path(description="The stream processor's name",
                                     pattern=r"^[a-zA-Z0-9_.\-]+$", max_length=128)]
 RegisteredName = Annotated[str, Path(pattern=r"^[a-zA-Z0-9_.\-]+$", max_length=128)]
-ROLE = "arn:aws:iam::000000000000:role/regard"  # Rekognition's RoleArn: required, unused here
 
 
 def _stream_routes(router: APIRouter, route: Callable[..., Any], call: Callable[..., Any],
@@ -971,7 +971,7 @@ def _stream_routes(router: APIRouter, route: Callable[..., Any], call: Callable[
         face_search: dict[str, Any] = {"CollectionId": body.CollectionId}
         if body.FaceMatchThreshold is not None:
             face_search["FaceMatchThreshold"] = body.FaceMatchThreshold
-        return await call(request, Name=body.Name, RoleArn=ROLE,
+        return await call(request, Name=body.Name, RoleArn=ROLE_ARN,
                           Input={"KinesisVideoStream": {
                               "Arn": registry.source(name=body.Source).arn}},
                           Output=output, Settings={"FaceSearch": face_search}, Tags=body.Tags)

@@ -20,6 +20,7 @@ from rich.table import Table
 from regard.cli.collection_commands import JsonOpt, _call
 from regard.cli.common import CaseOpt, PurposeOpt, _fail, app, err
 from regard.errors import InvalidParameterError, RegardError
+from regard.streams.model import ROLE_ARN
 
 streams_app = typer.Typer(help="Live stream processors: sources, sinks, processors, tail",
                           no_args_is_help=True)
@@ -32,7 +33,6 @@ streams_app.add_typer(sinks_app, name="sinks")
 streams_app.add_typer(processors_app, name="processors")
 app.add_typer(streams_app, name="streams")
 
-ROLE = "arn:aws:iam::000000000000:role/regard"  # Rekognition requires a RoleArn; unused here
 
 
 def _out(body: dict[str, Any], as_json: bool, rows: list[dict[str, Any]] | None = None,
@@ -135,7 +135,7 @@ def processor_create(
         face_search["FaceMatchThreshold"] = threshold
     body = _call("CreateStreamProcessor", {
         "Name": name, "Input": {"KinesisVideoStream": {"Arn": input_arn}}, "Output": output,
-        "RoleArn": ROLE, "Settings": {"FaceSearch": face_search}}, service, purpose, case)
+        "RoleArn": ROLE_ARN, "Settings": {"FaceSearch": face_search}}, service, purpose, case)
     _out(body, as_json) if as_json else print(body["StreamProcessorArn"])
 
 

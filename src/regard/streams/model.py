@@ -15,6 +15,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Protocol
 
+# Rekognition's CreateStreamProcessor requires a RoleArn (the IAM role its Kinesis streams are read
+# with); Regard reads its sources itself, so the doors that create processors send this one.
+ROLE_ARN = "arn:aws:iam::000000000000:role/regard"
+
 SINK_KINDS = ("webhook", "jsonl", "sse", "mqtt")
 
 # Rekognition's status machine

@@ -79,6 +79,29 @@ class StreamRegistry:
         prefix = f"arn:aws:rekognition:{self.region}:{self.account_id}:streamprocessor/"
         return arn[len(prefix):] if arn.startswith(prefix) else None
 
+    # -- rows by name: what sources, sinks and processors share ---------------------------------
+    def _insert_new(self, table: Any, row: dict[str, Any], taken: Exception) -> None:
+        """Insert ``row`` unless its name is taken (then raise ``taken``), in one transaction."""
+        with self.database.write_transaction() as conn:
+            if conn.execute(select(table.c.name).where(table.c.name == row["name"])).first():
+                raise taken
+            conn.execute(table.insert().values(**row))
+
+    def _all(self, table: Any) -> list[Any]:
+        """Every row, by name."""
+        with self.database.read_transaction() as conn:
+            return [r._mapping for r in conn.execute(select(table).order_by(table.c.name))]
+
+    def _one(self, table: Any, name: str | None, arn: str | None, missing: Exception) -> Any:
+        """The row named ``name`` (or, without a name, with ARN ``arn``); ``missing`` raised
+        when there is none."""
+        column = table.c.name if name is not None else table.c.arn
+        with self.database.read_transaction() as conn:
+            row = conn.execute(select(table).where(column == (name or arn))).first()
+        if row is None:
+            raise missing
+        return row._mapping
+
     # -- sources ----------------------------------------------------------------------------------
     def add_source(self, name: str, url: str) -> Source:
         _check_name(name)
@@ -86,26 +109,17 @@ class StreamRegistry:
         arn = (f"arn:aws:kinesisvideo:{self.region}:{self.account_id}:stream/{name}/"
                f"{int(now.timestamp() * 1000)}")
         row = {"name": name, "url": check_source_url(url), "arn": arn, "created": now}
-        with self.database.write_transaction() as conn:
-            if conn.execute(select(s.stream_sources.c.name).where(
-                    s.stream_sources.c.name == name)).first():
-                raise ResourceAlreadyExistsError(f"A source named {name} exists")
-            conn.execute(s.stream_sources.insert().values(**row))
+        self._insert_new(s.stream_sources, row,
+                         ResourceAlreadyExistsError(f"A source named {name} exists"))
         return _source(row)
 
     def sources(self) -> list[Source]:
-        with self.database.read_transaction() as conn:
-            rows = conn.execute(select(s.stream_sources).order_by(s.stream_sources.c.name))
-            return [_source(r._mapping) for r in rows]
+        return [_source(r) for r in self._all(s.stream_sources)]
 
     def source(self, *, name: str | None = None, arn: str | None = None) -> Source:
-        column = s.stream_sources.c.name if name is not None else s.stream_sources.c.arn
-        with self.database.read_transaction() as conn:
-            row = conn.execute(select(s.stream_sources).where(column == (name or arn))).first()
-        if row is None:
-            raise ResourceNotFoundError(f"No stream source {name or arn} is registered "
-                                        "(`regard streams sources add NAME URL`)")
-        return _source(row._mapping)
+        return _source(self._one(s.stream_sources, name, arn, ResourceNotFoundError(
+            f"No stream source {name or arn} is registered "
+            "(`regard streams sources add NAME URL`)")))
 
     def remove_source(self, name: str) -> None:
         source = self.source(name=name)
@@ -124,26 +138,17 @@ class StreamRegistry:
         row = {"name": name, "kind": kind, "target": check_sink(kind, target),
                "arn": f"arn:aws:kinesis:{self.region}:{self.account_id}:stream/{name}",
                "options": options or {}, "created": now}
-        with self.database.write_transaction() as conn:
-            if conn.execute(select(s.stream_sinks.c.name).where(
-                    s.stream_sinks.c.name == name)).first():
-                raise ResourceAlreadyExistsError(f"A sink named {name} exists")
-            conn.execute(s.stream_sinks.insert().values(**row))
+        self._insert_new(s.stream_sinks, row,
+                         ResourceAlreadyExistsError(f"A sink named {name} exists"))
         return _sink(row)
 
     def sinks(self) -> list[Sink]:
-        with self.database.read_transaction() as conn:
-            rows = conn.execute(select(s.stream_sinks).order_by(s.stream_sinks.c.name))
-            return [_sink(r._mapping) for r in rows]
+        return [_sink(r) for r in self._all(s.stream_sinks)]
 
     def sink(self, *, name: str | None = None, arn: str | None = None) -> Sink:
-        column = s.stream_sinks.c.name if name is not None else s.stream_sinks.c.arn
-        with self.database.read_transaction() as conn:
-            row = conn.execute(select(s.stream_sinks).where(column == (name or arn))).first()
-        if row is None:
-            raise ResourceNotFoundError(f"No stream sink {name or arn} is registered "
-                                        "(`regard streams sinks add NAME KIND [TARGET]`)")
-        return _sink(row._mapping)
+        return _sink(self._one(s.stream_sinks, name, arn, ResourceNotFoundError(
+            f"No stream sink {name or arn} is registered "
+            "(`regard streams sinks add NAME KIND [TARGET]`)")))
 
     def remove_sink(self, name: str) -> None:
         sink = self.sink(name=name)
@@ -163,20 +168,13 @@ class StreamRegistry:
                "status_message": None, "input_arn": input_arn, "output": output,
                "settings": settings, "role_arn": role_arn, "tags": tags, "created": now,
                "updated": now, "owner": owner, "session_id": None, "session": None}
-        with self.database.write_transaction() as conn:
-            if conn.execute(select(s.stream_processors.c.name).where(
-                    s.stream_processors.c.name == name)).first():
-                raise ResourceInUseError(f"A stream processor named {name} exists")
-            conn.execute(s.stream_processors.insert().values(**row))
+        self._insert_new(s.stream_processors, row,
+                         ResourceInUseError(f"A stream processor named {name} exists"))
         return row
 
     def processor(self, name: str) -> dict[str, Any]:
-        with self.database.read_transaction() as conn:
-            row = conn.execute(select(s.stream_processors).where(
-                s.stream_processors.c.name == name)).first()
-        if row is None:
-            raise ResourceNotFoundError(f"Stream processor {name} does not exist")
-        return _processor(row._mapping)
+        return _processor(self._one(s.stream_processors, name, None, ResourceNotFoundError(
+            f"Stream processor {name} does not exist")))
 
     def processors(self, after: str | None = None, limit: int = 1000
                    ) -> tuple[list[dict[str, Any]], bool]:

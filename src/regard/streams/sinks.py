@@ -93,6 +93,14 @@ def encode_record(record: Record) -> str:
     return json.dumps(record, separators=(",", ":"), default=_json_default, allow_nan=False)
 
 
+def _drop_oldest(queue: collections.deque, limit: int, counters: SinkCounters) -> None:
+    """Drop (and count) the oldest records beyond ``limit``: a sink that cannot keep up loses
+    its oldest records, it never holds up the processor or grows without bound."""
+    while len(queue) > limit:
+        queue.popleft()
+        counters.add(dropped=1)
+
+
 def _encode(record: Record, counters: SinkCounters, where: str) -> str | None:
     try:
         return encode_record(record)
@@ -166,10 +174,8 @@ class WebhookSink:
             if self._closing:
                 self.counters.add(dropped=1)
                 return
-            if len(self._queue) >= self._max_queue:
-                self._queue.popleft()
-                self.counters.add(dropped=1)
             self._queue.append(text.encode())
+            _drop_oldest(self._queue, self._max_queue, self.counters)
             self._cond.notify()
 
     def close(self) -> None:
@@ -779,10 +785,8 @@ class S3Sink:
             if self._closing:
                 self.counters.add(dropped=1)
                 return
-            if len(self._pending) >= self._max_pending:
-                self._pending.popleft()
-                self.counters.add(dropped=1)
             self._pending.append(text)
+            _drop_oldest(self._pending, self._max_pending, self.counters)
             if self._due is None:
                 self._due = time.monotonic() + self._max_seconds
             if len(self._pending) >= self._max_records:
@@ -822,9 +826,7 @@ class S3Sink:
             except Exception as exc:  # noqa: BLE001 - any store error: keep the batch
                 with self._cond:
                     self._pending.extendleft(reversed(batch))
-                    while len(self._pending) > self._max_pending:
-                        self._pending.popleft()
-                        self.counters.add(dropped=1)
+                    _drop_oldest(self._pending, self._max_pending, self.counters)
                     if self._due is None:
                         self._due = time.monotonic() + self._max_seconds
                 if not self._failing:

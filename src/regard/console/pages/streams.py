@@ -17,8 +17,8 @@ from fastapi.responses import Response, StreamingResponse
 from regard.api.rest import status_of
 from regard.console.web import Console, form_text
 from regard.errors import RegardError, ResourceNotFoundError, ValidationError
+from regard.streams.model import ROLE_ARN
 
-ROLE = "arn:aws:iam::000000000000:role/regard"  # Rekognition's RoleArn: required, unused
 
 
 def routes(console: Console, router: APIRouter) -> None:
@@ -61,7 +61,7 @@ def routes(console: Console, router: APIRouter) -> None:
                 except ValueError:
                     raise ValidationError("The threshold is a number from 0 to 100") from None
             await console.call(request, "CreateStreamProcessor", {
-                "Name": name, "RoleArn": ROLE,
+                "Name": name, "RoleArn": ROLE_ARN,
                 "Input": {"KinesisVideoStream": {"Arn": registry.source(name=source).arn}},
                 "Output": {"KinesisDataStream": {"Arn": registry.sink(name=sink).arn}},
                 "Settings": {"FaceSearch": face_search}},

@@ -36,20 +36,20 @@ def _bar(total: int) -> Progress:
                     disable=total < 2 or not err.is_terminal)
 
 
-def run_on_ray(address: str, kind: str, context: Any, parameters: dict[str, Any],
-               items: Sequence[Any], task: Callable[..., list[dict[str, Any]]], *,
+def run_on_ray(service: Any, address: str, kind: str, context: Any,
+               parameters: dict[str, Any], items: Sequence[Any],
+               task: Callable[..., list[dict[str, Any]]], *,
                chunk_size: int, label: str, as_json: bool,
                refs_of: Callable[[Sequence[Any]], list[str]],
                prepare: Callable[[Sequence[Any]], Sequence[Any]] = list) -> Any:
-    """Run one batch on the cluster as ``context``; the tally. Failures are printed (or JSON
-    lines); an interrupted driver gives its job back so that the same command resumes at once."""
+    """Run one batch on the cluster as ``context``, its job row in ``service``'s catalog (the
+    driver's service, which made its checks); the tally. Failures are printed (or JSON lines);
+    an interrupted driver gives its job back so that the same command resumes at once."""
     from regard.cluster.batch import BatchJob, BatchTakenError
     from regard.cluster.ray_driver import ClusterError, RayCluster, run_batch
     from regard.config import current
     from regard.jobs.store import JobStore
-    from regard.service import RegardService
 
-    service = RegardService()
     job = BatchJob(JobStore(service.store.database), kind, context, parameters,
                    lease_seconds=current().job_lease_seconds)
     try:
@@ -70,14 +70,11 @@ def run_on_ray(address: str, kind: str, context: Any, parameters: dict[str, Any]
             def seen(outcome: dict[str, Any], tally: Any) -> None:
                 bar.update(progress, completed=tally.done, faces=tally.faces,
                            failed=tally.failed, rate=tally.rate)
-                if outcome.get("Error"):
-                    if as_json:
-                        sys.stdout.write(json.dumps(outcome) + "\n")
-                    else:
-                        err.print(f"{outcome['Ref']}: [red]{outcome['Error']}[/red]: "
-                                  f"{outcome['Message']}")
-                elif as_json:
+                if as_json:
                     sys.stdout.write(json.dumps(outcome) + "\n")
+                elif outcome.get("Error"):
+                    err.print(f"{outcome['Ref']}: [red]{outcome['Error']}[/red]: "
+                              f"{outcome['Message']}")
 
             tally = run_batch(cluster, job, task, items, chunk_size=chunk_size,
                               refs_of=refs_of, on_outcome=seen, prepare=prepare)
@@ -212,16 +209,14 @@ def ray_index(collection: str, sources: list[str], names: dict[str, str], *, add
     parameters = {"CollectionId": collection, "Sources": sources,
                   "Csv": str(csv.resolve()) if csv else None, "QualityFilter": quality_filter,
                   "MaxFaces": max_faces, "Detector": detector, "MinFaceSize": min_face_size}
-    tally = run_on_ray(address, INDEX_BATCH, context, parameters, refs, index_chunk,
+    tally = run_on_ray(service, address, INDEX_BATCH, context, parameters, refs, index_chunk,
                        chunk_size=chunk_size, label="indexing", as_json=as_json,
                        refs_of=lambda chunk: [ref for ref, _ in chunk], prepare=named)
     err.print(f"{tally.done - tally.failed - tally.skipped} image(s) indexed: {tally.faces} "
               f"face(s) added, {tally.unindexed} not indexed; {tally.skipped} already indexed; "
               f"{tally.failed} failed ({tally.rate:.1f} images/s)")
-    store = service.store
-    if tally.faces and store.catalog.get_collection(collection).face_count >= \
-            store.indexes.options.checkpoint_min:
-        store.indexes.checkpoint(collection)
+    if tally.faces:
+        service.store.indexes.checkpoint_if_large(collection)  # the next search starts warm
     if tally.failed:
         raise typer.Exit(code=1)
 
@@ -235,14 +230,16 @@ def ray_files(kind: str, pairs: list[tuple[Path, Path]], *, address: str, contex
     from regard.cluster.worker import file_chunk
     from regard.service import RegardService
 
+    service = RegardService()
     if preflight is not None:  # the gate's checks before the first file is sent
         try:
-            preflight(RegardService())
+            preflight(service)
         except RegardError as exc:
             _fail(exc)
     items = [(str(src.resolve()), str(dst.resolve())) for src, dst in pairs]
     parameters = {**parameters, "Files": [src for src, _ in items]}
-    tally = run_on_ray(address, kind, context, parameters, items, file_chunk, chunk_size=1,
+    tally = run_on_ray(service, address, kind, context, parameters, items, file_chunk,
+                       chunk_size=1,
                        label="videos" if kind != "RedactionBatch" else "redacting",
                        as_json=as_json, refs_of=lambda chunk: [src for src, _ in chunk])
     err.print(f"{tally.done - tally.failed - tally.skipped} file(s) done, {tally.skipped} "

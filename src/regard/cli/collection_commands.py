@@ -450,9 +450,8 @@ def index_images(
     err.print(f"{len(todo) - failed} image(s) indexed: {indexed} face(s) added, {unindexed} not "
               f"indexed; {skipped} already indexed; {skipped_empty} without faces in an "
               f"earlier run (--rescan to process them again); {failed + unreadable} failed")
-    if indexed and service.store.catalog.get_collection(collection).face_count >= \
-            service.store.indexes.options.checkpoint_min:
-        service.store.indexes.checkpoint(collection)  # the next search starts warm
+    if indexed:
+        service.store.indexes.checkpoint_if_large(collection)  # the next search starts warm
     if failed or unreadable:
         raise typer.Exit(code=1)
 

@@ -615,6 +615,13 @@ class IndexRegistry:
             self._sync(collection, entry)
             return self._save(entry)
 
+    def checkpoint_if_large(self, collection: str) -> Path | None:
+        """``checkpoint`` once the collection holds ``checkpoint_min`` faces (after a batch has
+        indexed into it, so that the next search starts warm); None below that."""
+        if self.catalog.get_collection(collection).face_count < self.options.checkpoint_min:
+            return None
+        return self.checkpoint(collection)
+
     # -- internals -------------------------------------------------------------------------------
     def _entry(self, collection: str) -> CollectionIndex:
         with self._lock:

@@ -14,7 +14,6 @@ target in place skips its input, and an interrupted batch resumes where it stopp
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import IO, Any, Callable, Iterator
 
 from regard.context import CallContext
 from regard.errors import InvalidParameterError
-from regard.video.redact import IMAGE_FORMATS, RedactionOptions
+from regard.video.redact import IMAGE_FORMATS, RedactionOptions, replacing
 
 Progress = Callable[[int, int], None]
 
@@ -108,13 +107,8 @@ def write_result(out: IO[str], result: VideoResult, extra: dict[str, Any] | None
 
 def write_result_file(target: Path, result: VideoResult) -> None:
     """``write_result`` into ``target``, which appears only complete."""
-    partial = target.with_name(f".{target.name}.{os.getpid()}.part")
-    try:
-        with open(partial, "w") as fh:
-            write_result(fh, result)
-        partial.replace(target)
-    finally:
-        partial.unlink(missing_ok=True)
+    with replacing(target, target.suffix) as partial, open(partial, "w") as fh:
+        write_result(fh, result)
 
 
 # -- redaction -----------------------------------------------------------------------------------
@@ -145,11 +139,10 @@ class Redactor:
         operation = "RedactFaces" if src.suffix.lower() in IMAGE_FORMATS else \
             "StartFaceRedaction"
         self.matched.clear()
-        # Written beside the target under another name, renamed once the ledger has its entry:
+        # Written beside the target under another name, renamed once the ledger has its entries:
         # a process that dies in between leaves no output, so the file is redone (and recorded
         # again), never published unrecorded.
-        partial = dst.with_name(f".{dst.stem}.{os.getpid()}.part{dst.suffix}")
-        try:
+        with replacing(dst, dst.suffix) as partial:
             try:
                 body = self.service.run_audited(operation, {"File": src.name}, self.context,
                                                 lambda: self._redact(src, partial, progress))
@@ -159,10 +152,7 @@ class Redactor:
                                   self.collection,
                                   self.threshold if self.threshold is not None else 80.0,
                                   lambda: as_matches(self.matched))
-            partial.replace(dst)
-            return body
-        finally:
-            partial.unlink(missing_ok=True)
+        return body
 
     def _redact(self, src: Path, dst: Path, progress: Progress | None) -> dict[str, Any]:
         from regard.video.redact import redact_image_file, redact_video

@@ -386,7 +386,7 @@ def redact_image_file(src: str | Path, dst: str | Path, options: RedactionOption
         raise InvalidParameterError(f"Cannot read {src}: {exc.strerror}") from None
     encoded, report = redact_image_bytes(data, options, engine=engine, identify=identify,
                                          format=fmt)
-    with _replacing(dst, dst.suffix) as tmp:
+    with replacing(dst, dst.suffix) as tmp:
         tmp.write_bytes(encoded)
     return report
 
@@ -1011,7 +1011,7 @@ def redact_video(src: str | Path, dst: str | Path, options: RedactionOptions | N
     hidden = [t for t in analysis.tracks if _hidden(t, options) and _confirmed(t, options)]
     schedule = _Schedule(hidden, pad)
     encoder = choose_encoder(meta.codec, suffix, options.codec)
-    with _replacing(dst, suffix) as tmp:
+    with replacing(dst, suffix) as tmp:
         try:
             written, masked, audio = _write(src, tmp, schedule, options, encoder, meta.rotation,
                                             analysis.frames, check, ticker)
@@ -1144,8 +1144,8 @@ def _write(src: Path, tmp: Path, schedule: _Schedule, options: RedactionOptions,
         inp.close()
 
 
-class _replacing:
-    """``with _replacing(dst, suffix) as tmp``: write ``tmp`` (beside ``dst``, same suffix so
+class replacing:
+    """``with replacing(dst, suffix) as tmp``: write ``tmp`` (beside ``dst``, same suffix so
     FFmpeg and Pillow pick the format), renamed over ``dst`` on success, removed on failure."""
 
     def __init__(self, dst: Path, suffix: str) -> None:
